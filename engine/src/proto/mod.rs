@@ -1,0 +1,34 @@
+//! The sans-IO protocol layer: bytes in, frames out. Nothing here touches a socket,
+//! a clock or an executor, so every rule is unit-tested and fuzzed without a runtime.
+//!
+//! - [`http`]: HTTP/1.1 requests (upgrade, SockJS `/info`, health, metrics) and responses.
+//! - [`ws`]: RFC 6455 frames, masking, fragmentation, close codes.
+//! - [`sockjs`]: SockJS `o`, `h`, `a[...]`, `c[...]` framing over the WebSocket transport.
+//! - [`stomp`]: STOMP 1.0–1.2 frames, header escaping, heart-beat negotiation.
+//!
+//! Conventions: decoders take `&mut BytesMut`, cut complete frames out with
+//! `split_to(..).freeze()` and leave a partial tail in place (partial input is never an
+//! error); encoders append to a caller-owned `&mut BytesMut`.
+
+pub mod http;
+pub mod sockjs;
+pub mod stomp;
+pub mod ws;
+
+/// Any protocol error, by layer. Each layer maps its own errors to exactly one answer
+/// to the peer (HTTP status, WebSocket close code, STOMP `ERROR`).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// A bad HTTP request or upgrade.
+    #[error("http: {0}")]
+    Http(#[from] http::Error),
+    /// A bad WebSocket frame.
+    #[error("websocket: {0}")]
+    Ws(#[from] ws::Error),
+    /// A bad SockJS message.
+    #[error("sockjs: {0}")]
+    SockJs(#[from] sockjs::Error),
+    /// A bad STOMP frame.
+    #[error("stomp: {0}")]
+    Stomp(#[from] stomp::Error),
+}
