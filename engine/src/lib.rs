@@ -3,3 +3,8 @@
 
 pub mod proto;
 pub mod interest;
+pub mod chat;
+pub mod config;
+pub mod fanout;
+pub mod metrics;
+pub mod shard;

@@ -1,1 +1,32 @@
-fn main(){}
+//! The server binary: loads the configuration, starts the shards, waits for them.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use engine::config::Config;
+use engine::metrics::ShardStats;
+use engine::shard::{self, Node};
+
+fn main() -> Result<(), shard::Error> {
+    let config = match Config::load(std::env::args()) {
+        Ok(config) => config,
+        Err(engine::config::Error::Cli(e)) => e.exit(),
+        Err(e) => return Err(e.into()),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let draining = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, draining.clone()) {
+            tracing::warn!(error = %e, signal, "cannot watch signal");
+        }
+    }
+    let shards = config.shard_count()?;
+    let stats = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
+    tracing::info!(node = %config.node_id, listen = %config.listen, shards, "starting");
+    shard::run(Arc::new(Node { config, stats, draining }))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The chat contract of `/pub/chat`: a JSON object with a non-empty string `channel`
+//! (parsed once with simd-json), delivered to `/sub/chat/{channel}` with every field kept
+//! as sent and a server `time` added when the client sent none. Pure: the caller passes
+//! the clock reading. Called by `shard/conn.rs` for each `SEND /pub/chat`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use simd_json::prelude::*;
+
+/// Where chat messages are sent.
+pub const PUBLISH_DESTINATION: &[u8] = b"/pub/chat";
+/// Prefix of the destination a channel's subscribers listen on.
+pub const CHANNEL_PREFIX: &[u8] = b"/sub/chat/";
+
+/// Why a chat body was refused (the text goes into the `ERROR`'s `message`).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// Not a JSON object.
+    #[error("body is not a JSON object")]
+    NotAnObject,
+    /// No non-empty string `channel` field.
+    #[error("body has no non-empty string field \"channel\"")]
+    NoChannel,
+}
+
+/// A chat message ready to route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    /// `/sub/chat/{channel}`.
+    pub destination: Bytes,
+    /// The body as delivered (with `time`).
+    pub body: Bytes,
+}
+
+/// Validates `body`, reads its channel and adds `time` (ISO 8601 UTC, ms) when absent.
+/// `scratch` is reused storage for the in-place parse.
+///
+/// # Errors
+/// `NotAnObject` or `NoChannel`.
+pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Chat, Error> {
+    scratch.clear();
+    scratch.extend_from_slice(body);
+    let value = simd_json::to_borrowed_value(scratch).map_err(|_| Error::NotAnObject)?;
+    let object = value.as_object().ok_or(Error::NotAnObject)?;
+    let channel = object.get("channel").and_then(|c| c.as_str()).filter(|c| !c.is_empty()).ok_or(Error::NoChannel)?;
+    let has_time = object.contains_key("time");
+
+    let mut destination = BytesMut::with_capacity(CHANNEL_PREFIX.len() + channel.len());
+    destination.put_slice(CHANNEL_PREFIX);
+    destination.put_slice(channel.as_bytes());
+    let body = if has_time {
+        Bytes::copy_from_slice(body)
+    } else {
+        with_time(body, now)
+    };
+    Ok(Chat { destination: destination.freeze(), body })
+}
+
+/// `body` (a JSON object, so it ends with `}` after trailing whitespace) with
+/// `,"time":"..."` before its closing brace.
+fn with_time(body: &[u8], now: SystemTime) -> Bytes {
+    let end = body.iter().rposition(|&b| b == b'}').unwrap_or(body.len());
+    let mut out = BytesMut::with_capacity(end + 40);
+    out.put_slice(&body[..end]);
+    out.put_slice(b",\"time\":\"");
+    put_iso8601(now, &mut out);
+    out.put_slice(b"\"}");
+    out.freeze()
+}
+
+/// Writes `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn put_iso8601(t: SystemTime, out: &mut BytesMut) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut two = |n: u64, sep: u8| {
+        out.put_u8(b'0' + (n / 10) as u8);
+        out.put_u8(b'0' + (n % 10) as u8);
+        if sep != 0 {
+            out.put_u8(sep);
+        }
+    };
+    two((y / 100) as u64, 0);
+    two((y % 100) as u64, b'-');
+    two(m as u64, b'-');
+    two(d as u64, b'T');
+    two(rem / 3600, b':');
+    two(rem % 3600 / 60, b':');
+    two(rem % 60, b'.');
+    let ms = since.subsec_millis();
+    out.put_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z']);
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const ALICE: &[u8] = br#"{"channel":"global","sender":"alice@letters.test","message":"hello from alice"}"#;
+
+    #[test]
+    fn keeps_fields_and_adds_time() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let chat = prepare(ALICE, now, &mut Vec::new()).expect("valid");
+        assert_eq!(&chat.destination[..], b"/sub/chat/global");
+        let v: serde_json::Value = serde_json::from_slice(&chat.body).expect("json");
+        assert_eq!(v["sender"], "alice@letters.test");
+        assert_eq!(v["message"], "hello from alice");
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
+    }
+
+    #[test]
+    fn keeps_a_client_time_and_unknown_fields() {
+        let body = br#"{"channel":"c","time":"t","image":"x.png"}"#;
+        let chat = prepare(body, SystemTime::now(), &mut Vec::new()).expect("valid");
+        assert_eq!(&chat.body[..], &body[..]);
+    }
+
+    #[test]
+    fn refuses_bodies_without_a_channel() {
+        let mut s = Vec::new();
+        assert_eq!(prepare(b"[1]", SystemTime::now(), &mut s), Err(Error::NotAnObject));
+        assert_eq!(prepare(b"{nope", SystemTime::now(), &mut s), Err(Error::NotAnObject));
+        assert_eq!(prepare(br#"{"channel":""}"#, SystemTime::now(), &mut s), Err(Error::NoChannel));
+        assert_eq!(prepare(br#"{"channel":5}"#, SystemTime::now(), &mut s), Err(Error::NoChannel));
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+}

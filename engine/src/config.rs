@@ -1,0 +1,290 @@
+//! Typed configuration, checked once at startup. Sources, strongest first: command-line
+//! flags, the TOML file named by `--config` (keys are the flag names without `--`),
+//! `CHAT_*` environment variables, then defaults. Errors name the offending key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// Everything the engine can be told at startup.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "chat-engine", version, about = "Thread-per-core STOMP/WebSocket chat engine", args_override_self = true)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT).
+    #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Number of shards (executors); default: one per core of `--cpus` or of the machine.
+    #[arg(long, env = "CHAT_SHARDS")]
+    pub shards: Option<usize>,
+    /// Cores to pin shards to, e.g. `0,2-3`; shard i runs on the i-th listed core (mod).
+    #[arg(long, env = "CHAT_CPUS")]
+    pub cpus: Option<String>,
+    /// Base path of the SockJS endpoint (raw STOMP at `{base}/websocket`).
+    #[arg(long, env = "CHAT_BASE_PATH", default_value = "/letters-chat-server")]
+    pub base_path: String,
+    /// Short alias for raw STOMP over WebSocket.
+    #[arg(long, env = "CHAT_WS_PATH", default_value = "/ws")]
+    pub ws_path: String,
+    /// This node's name, shown in `CONNECTED`'s `server` header and Kafka records.
+    #[arg(long, env = "CHAT_NODE_ID", default_value = "node-0")]
+    pub node_id: String,
+    /// A plain WebSocket echo endpoint at this path (conformance testing only).
+    #[arg(long, env = "CHAT_WS_ECHO_PATH")]
+    pub ws_echo_path: Option<String>,
+    /// Shortest STOMP heart-beat period the server offers to send and wants to receive, ms.
+    #[arg(long, env = "CHAT_HEARTBEAT_MS", default_value_t = 10_000)]
+    pub heartbeat_ms: u64,
+    /// SockJS `h` frame period, ms.
+    #[arg(long, env = "CHAT_SOCKJS_HEARTBEAT_MS", default_value_t = 25_000)]
+    pub sockjs_heartbeat_ms: u64,
+    /// Largest WebSocket message and STOMP frame accepted, bytes.
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
+    pub max_frame_bytes: usize,
+    /// Outbound bytes a connection may have queued before it is dropped as too slow.
+    #[arg(long, env = "CHAT_MAX_OUTBOUND_BYTES", default_value_t = 4 << 20)]
+    pub max_outbound_bytes: usize,
+    /// Subscriptions one connection may hold.
+    #[arg(long, env = "CHAT_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
+    pub max_subscriptions: usize,
+    /// Seconds a SIGTERM drain waits for clients to go before exiting.
+    #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+    /// io_uring buffer memory per shard, KiB (locked memory is scarce: all shards share the memlock limit).
+    #[arg(long, env = "CHAT_IO_MEMORY_KIB", default_value_t = 256)]
+    pub io_memory_kib: usize,
+    /// Kafka bootstrap servers; turns on cluster mode.
+    #[arg(long, env = "CHAT_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Kafka topic carrying chat messages between nodes.
+    #[arg(long, env = "CHAT_KAFKA_TOPIC", default_value = "chat")]
+    pub kafka_topic: String,
+    /// Partitions of the topic when the engine creates it.
+    #[arg(long, env = "CHAT_KAFKA_PARTITIONS", default_value_t = 8)]
+    pub kafka_partitions: i32,
+    /// Producer `linger.ms`: how long the producer waits to fill a batch.
+    #[arg(long, env = "CHAT_KAFKA_LINGER_MS", default_value_t = 1)]
+    pub kafka_linger_ms: u32,
+    /// Consumer `fetch.wait.max.ms`.
+    #[arg(long, env = "CHAT_KAFKA_FETCH_WAIT_MS", default_value_t = 5)]
+    pub kafka_fetch_wait_ms: u32,
+    /// Producer `acks` (`all`, `1`, `0`).
+    #[arg(long, env = "CHAT_KAFKA_ACKS", default_value = "all")]
+    pub kafka_acks: String,
+    /// Messages a shard may have waiting for Kafka before publishers get an ERROR.
+    #[arg(long, env = "CHAT_KAFKA_BUFFER", default_value_t = 100_000)]
+    pub kafka_buffer: usize,
+    /// Delivery order in cluster mode.
+    #[arg(long, env = "CHAT_ORDERING", value_enum, default_value_t = Ordering::Kafka)]
+    pub ordering: Ordering,
+    /// Log filter (`tracing` env-filter syntax).
+    #[arg(long, env = "CHAT_LOG", default_value = "info")]
+    pub log: String,
+    /// A TOML file with any of the flags above as keys.
+    #[arg(long, env = "CHAT_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// How a clustered node orders deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ordering {
+    /// Every delivery, local ones too, goes through Kafka: every node sees each channel
+    /// in the same order (the default: what chat users expect).
+    Kafka,
+    /// Local subscribers get a message at once, other nodes through Kafka: lower latency,
+    /// but two nodes may see two messages of one channel in different orders.
+    Local,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TOML file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A value out of range.
+    #[error("config key `{key}`: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The command line did not parse.
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+}
+
+impl Config {
+    /// Parses flags, merges the `--config` file under them and validates the result.
+    ///
+    /// # Errors
+    /// A bad flag, an unreadable file or an invalid value.
+    pub fn load<I: IntoIterator<Item = String>>(args: I) -> Result<Self, Error> {
+        let args: Vec<String> = args.into_iter().collect();
+        let first = Self::try_parse_from(&args)?;
+        let config = match &first.config {
+            None => first,
+            Some(path) => {
+                let mut merged = vec![args.first().cloned().unwrap_or_default()];
+                merged.extend(file_args(path)?);
+                merged.extend(args.iter().skip(1).cloned());
+                Self::try_parse_from(merged)?
+            }
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The cores shard i is pinned to: shard i gets `cpus()[i % len]`.
+    ///
+    /// # Errors
+    /// A malformed `--cpus` list.
+    pub fn cpus(&self) -> Result<Vec<usize>, Error> {
+        match &self.cpus {
+            None => Ok((0..available_cores()).collect()),
+            Some(list) => parse_cpu_list(list).ok_or_else(|| Error::Invalid {
+                key: "cpus",
+                reason: format!("`{list}` is not a list like 0,2-3"),
+            }),
+        }
+    }
+
+    /// The number of shards to start.
+    ///
+    /// # Errors
+    /// A malformed `--cpus` list.
+    pub fn shard_count(&self) -> Result<usize, Error> {
+        Ok(match self.shards {
+            Some(n) => n,
+            None => self.cpus()?.len(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |key, reason: &str| Err(Error::Invalid { key, reason: reason.to_string() });
+        let shards = self.shard_count()?;
+        if !(1..=64).contains(&shards) {
+            return invalid("shards", "must be between 1 and 64");
+        }
+        if self.cpus()?.is_empty() {
+            return invalid("cpus", "lists no core");
+        }
+        if !self.base_path.starts_with('/') || self.base_path.len() < 2 || self.base_path.ends_with('/') {
+            return invalid("base-path", "must start with / and not end with /, e.g. /letters-chat-server");
+        }
+        if !self.ws_path.starts_with('/') {
+            return invalid("ws-path", "must start with /");
+        }
+        if matches!(&self.ws_echo_path, Some(p) if !p.starts_with('/')) {
+            return invalid("ws-echo-path", "must start with /");
+        }
+        if self.node_id.is_empty() || self.node_id.contains(|c: char| c.is_whitespace() || c == '=') {
+            return invalid("node-id", "must be non-empty, without spaces or '='");
+        }
+        if self.max_frame_bytes < 1024 {
+            return invalid("max-frame-bytes", "must be at least 1024");
+        }
+        if self.max_outbound_bytes < self.max_frame_bytes {
+            return invalid("max-outbound-bytes", "must be at least max-frame-bytes");
+        }
+        if self.io_memory_kib < 16 {
+            return invalid("io-memory-kib", "must be at least 16");
+        }
+        if self.kafka_partitions < 1 {
+            return invalid("kafka-partitions", "must be at least 1");
+        }
+        if !matches!(self.kafka_acks.as_str(), "all" | "1" | "0" | "-1") {
+            return invalid("kafka-acks", "must be all, 1 or 0");
+        }
+        Ok(())
+    }
+}
+
+/// Turns a TOML table into `--key value` arguments.
+fn file_args(path: &PathBuf) -> Result<Vec<String>, Error> {
+    let file_error = |reason: String| Error::File { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+    let mut args = Vec::with_capacity(table.len() * 2);
+    for (key, value) in table {
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","),
+            other => return Err(file_error(format!("key `{key}`: unsupported value {other}"))),
+        };
+        args.push(format!("--{key}"));
+        args.push(value);
+    }
+    Ok(args)
+}
+
+fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a > b {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, Error> {
+        Config::load(std::iter::once("chat-engine").chain(args.iter().copied()).map(String::from))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(&[]).expect("defaults");
+        assert_eq!(c.base_path, "/letters-chat-server");
+        assert_eq!(c.listen.port(), 8080);
+    }
+
+    #[test]
+    fn cpu_lists_parse() {
+        assert_eq!(parse_cpu_list("0,2-4"), Some(vec![0, 2, 3, 4]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = load(&["--shards", "0"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("`shards`"), "{err}");
+        let err = load(&["--base-path", "x"]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("`base-path`"), "{err}");
+    }
+
+    #[test]
+    fn file_values_sit_under_flags() {
+        let dir = std::env::temp_dir().join(format!("chat-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("engine.toml");
+        std::fs::write(&path, "node-id = \"from-file\"\nshards = 3\n").expect("write");
+        let c = load(&["--config", path.to_str().unwrap_or_default(), "--shards", "2"]).expect("load");
+        assert_eq!(c.node_id, "from-file");
+        assert_eq!(c.shards, Some(2));
+    }
+}

@@ -1,0 +1,101 @@
+//! Who receives a message. Each shard indexes its own subscribers by destination and
+//! publishes through the node's `Interest` table: a message goes to this shard's
+//! subscribers directly and to other shards over the channel mesh only when they have
+//! subscribers of that destination. Called by `conn.rs` (subscribe, publish) and by the
+//! mesh and Kafka receive tasks in `shard/mod.rs` (deliver).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use glommio::channels::channel_mesh::Senders;
+
+use crate::fanout::{self, Group, Published, Scratch, WireKey};
+use crate::interest::Interest;
+use crate::metrics::ShardStats;
+use crate::shard::outbound::Outbound;
+
+/// A shard's subscriber index and its links to the other shards.
+pub struct Router {
+    /// Id of this shard in `interest` and in the mesh.
+    pub shard: usize,
+    index: RefCell<HashMap<Bytes, Vec<Group>>>,
+    scratch: RefCell<Scratch>,
+    interest: Arc<Interest>,
+    peers: Option<Senders<Arc<Published>>>,
+    stats: Arc<ShardStats>,
+}
+
+impl Router {
+    /// A router; `peers` is this shard's side of the mesh (None with one shard). The
+    /// shard's id in the interest table is its mesh peer id.
+    pub fn new(interest: Arc<Interest>, peers: Option<Senders<Arc<Published>>>, stats: Arc<ShardStats>) -> Self {
+        Self {
+            shard: peers.as_ref().map_or(0, |p| p.peer_id()),
+            index: RefCell::new(HashMap::new()),
+            scratch: RefCell::new(Scratch::default()),
+            interest,
+            peers,
+            stats,
+        }
+    }
+
+    /// Adds a subscriber. The interest table is updated before this returns, so a message
+    /// published anywhere on the node after the client's `RECEIPT` reaches it.
+    pub fn subscribe(&self, destination: Bytes, key: WireKey, conn: u64, out: Rc<Outbound>) {
+        let mut index = self.index.borrow_mut();
+        let groups = index.entry(destination.clone()).or_default();
+        if groups.is_empty() {
+            self.interest.add(self.shard, &destination);
+        }
+        match groups.iter_mut().find(|g| g.key == key) {
+            Some(group) => group.members.push((conn, out)),
+            None => groups.push(Group { key, members: vec![(conn, out)] }),
+        }
+    }
+
+    /// Removes subscription `subscription` of connection `conn` from `destination`.
+    pub fn unsubscribe(&self, destination: &[u8], subscription: &[u8], conn: u64) {
+        let mut index = self.index.borrow_mut();
+        let Some(groups) = index.get_mut(destination) else { return };
+        if let Some(g) = groups.iter().position(|g| g.key.subscription == subscription && g.members.iter().any(|(c, _)| *c == conn)) {
+            let members = &mut groups[g].members;
+            if let Some(m) = members.iter().position(|(c, _)| *c == conn) {
+                members.swap_remove(m);
+            }
+            if members.is_empty() {
+                groups.swap_remove(g);
+            }
+        }
+        if groups.is_empty() {
+            index.remove(destination);
+            self.interest.remove(self.shard, destination);
+        }
+    }
+
+    /// Sends `msg` to every shard of this node with subscribers of its destination,
+    /// this one included. Waits only when a peer shard's mesh queue is full.
+    pub async fn publish(&self, msg: Arc<Published>) {
+        let mask = self.interest.shards_for(&msg.destination);
+        if mask & (1 << self.shard) != 0 {
+            self.deliver(&msg);
+        }
+        let Some(peers) = &self.peers else { return };
+        for peer in 0..peers.nr_consumers() {
+            if peer != self.shard && mask & (1 << peer) != 0 {
+                // The mesh is closed only at shutdown, when losing a message is expected.
+                let _ = peers.send_to(peer, msg.clone()).await;
+            }
+        }
+    }
+
+    /// Delivers `msg` to this shard's subscribers of its destination.
+    pub fn deliver(&self, msg: &Published) {
+        let index = self.index.borrow();
+        let Some(groups) = index.get(&msg.destination) else { return };
+        let delivered = fanout::deliver(msg, groups, &mut self.scratch.borrow_mut());
+        ShardStats::add(&self.stats.messages_out, delivered);
+    }
+}
