@@ -1,0 +1,276 @@
+//! The engine over real sockets: chat between shards, the classic client's exact frames
+//! over SockJS, HTTP endpoints, hostile input next to healthy clients, slow consumers,
+//! and draining on SIGTERM.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{body, header, Client, Engine};
+use tungstenite::Message;
+
+/// Opens raw clients until both shards of a 2-shard engine have one.
+fn clients_on_both_shards(engine: &Engine) -> (Client, Client) {
+    let first = Client::raw(engine.port());
+    for _ in 0..64 {
+        let other = Client::raw(engine.port());
+        if other.shard() != first.shard() {
+            return (first, other);
+        }
+    }
+    panic!("64 connections all landed on shard {}", first.shard());
+}
+
+#[test]
+fn clients_on_different_shards_chat() {
+    let engine = Engine::start(&["--shards", "2", "--cpus", "0"]);
+    let (mut a, mut b) = clients_on_both_shards(&engine);
+    a.subscribe("sub-0", "/sub/chat/global");
+    b.subscribe("sub-0", "/sub/chat/global");
+    for i in 0..20 {
+        a.chat("global", &format!("m{i}"));
+    }
+    for client in [&mut a, &mut b] {
+        for i in 0..20 {
+            let frame = client.frame();
+            assert!(frame.starts_with("MESSAGE\n"), "{frame}");
+            assert_eq!(header(&frame, "subscription").as_deref(), Some("sub-0"));
+            assert_eq!(header(&frame, "destination").as_deref(), Some("/sub/chat/global"));
+            assert_eq!(header(&frame, "content-type").as_deref(), Some("application/json"));
+            assert!(header(&frame, "message-id").is_some());
+            let json: serde_json::Value = serde_json::from_str(body(&frame)).expect("json body");
+            assert_eq!(json["message"], format!("m{i}"), "per-channel order");
+            assert_eq!(json["channel"], "global");
+            assert!(json["time"].is_string());
+            let length: usize = header(&frame, "content-length").and_then(|l| l.parse().ok()).expect("content-length");
+            assert_eq!(length, body(&frame).len());
+        }
+    }
+}
+
+#[test]
+fn channels_are_isolated_and_unsubscribe_stops_delivery() {
+    let engine = Engine::start(&["--shards", "2", "--cpus", "0"]);
+    let (mut a, mut b) = clients_on_both_shards(&engine);
+    a.subscribe("sub-0", "/sub/chat/one");
+    b.subscribe("sub-7", "/sub/chat/two");
+    b.chat("one", "for a");
+    let frame = a.frame();
+    assert_eq!(header(&frame, "subscription").as_deref(), Some("sub-0"));
+    b.send("UNSUBSCRIBE\nid:sub-7\nreceipt:u\n\n\0");
+    assert!(b.frame().starts_with("RECEIPT"));
+    a.chat("two", "nobody hears");
+    b.send("DISCONNECT\nreceipt:bye\n\n\0");
+    let receipt = b.frame();
+    assert_eq!(header(&receipt, "receipt-id").as_deref(), Some("bye"), "no MESSAGE before the receipt: {receipt}");
+}
+
+#[test]
+fn classic_sockjs_client_frames_work_unchanged() {
+    let engine = Engine::start(&["--shards", "1"]);
+    // The exact frames of ../shared/protocol.md, "Observed on the wire".
+    let mut ws = Client::open(engine.port(), "/letters-chat-server/123/xk2nq0ab/websocket", None);
+    assert_eq!(ws.read().expect("open"), Message::Text("o".into()));
+    ws.send(Message::Text(r#"["CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\u0000"]"#.into())).expect("send");
+    let connected = ws.read().expect("connected").into_text().expect("text").to_string();
+    assert!(connected.starts_with(r#"a["CONNECTED\nversion:1.1\n"#), "{connected}");
+    assert!(connected.contains(r"heart-beat:10000,10000"), "{connected}");
+    assert!(connected.contains(r"server:chat-engine/"), "{connected}");
+    ws.send(Message::Text(r#"["SUBSCRIBE\nid:sub-0\ndestination:/sub/chat/global\n\n\u0000"]"#.into())).expect("send");
+    ws.send(Message::Text(
+        r#"["SEND\ndestination:/pub/chat\ncontent-length:97\n\n{\"channel\":\"global\",\"sender\":\"alice@letters.test\",\"message\":\"hello from alice\"}\u0000"]"#.into(),
+    ))
+    .expect("send");
+    let message = ws.read().expect("message").into_text().expect("text").to_string();
+    let frames: Vec<String> = serde_json::from_str(&message[1..]).expect("a[...]");
+    let frame = &frames[0];
+    assert!(frame.starts_with("MESSAGE\n"), "{frame}");
+    assert_eq!(header(frame, "subscription").as_deref(), Some("sub-0"));
+    let json: serde_json::Value = serde_json::from_str(body(frame)).expect("json");
+    assert_eq!(json["sender"], "alice@letters.test");
+    assert_eq!(json["message"], "hello from alice");
+}
+
+#[test]
+fn raw_and_sockjs_clients_share_channels() {
+    let engine = Engine::start(&["--shards", "2", "--cpus", "0"]);
+    let mut raw = Client::raw(engine.port());
+    let mut sockjs = Client::sockjs(engine.port());
+    raw.subscribe("sub-1", "/sub/chat/mixed");
+    sockjs.subscribe("sub-0", "/sub/chat/mixed");
+    sockjs.chat("mixed", "from sockjs \"quoted\" ünïcode");
+    for c in [&mut raw, &mut sockjs] {
+        let frame = c.frame();
+        let json: serde_json::Value = serde_json::from_str(body(&frame)).expect("json");
+        assert_eq!(json["message"], "from sockjs \"quoted\" ünïcode");
+    }
+    // A SEND straight to a /sub destination reaches that destination's subscribers.
+    raw.send("SEND\ndestination:/sub/chat/mixed\n\n{\"direct\":true}\0");
+    assert_eq!(body(&sockjs.frame()), "{\"direct\":true}");
+}
+
+#[test]
+fn http_endpoints_answer() {
+    let engine = Engine::start(&["--shards", "1"]);
+    let info = engine.http("GET /letters-chat-server/info?t=1 HTTP/1.1\r\nHost: x\r\nOrigin: http://app.test\r\nConnection: close\r\n\r\n");
+    assert!(info.starts_with("HTTP/1.1 200"), "{info}");
+    assert!(info.contains("Access-Control-Allow-Origin: http://app.test"), "{info}");
+    assert!(info.contains("Access-Control-Allow-Credentials: true"), "{info}");
+    assert!(info.contains("\"websocket\":true"), "{info}");
+    let preflight = engine.http("OPTIONS /letters-chat-server/info HTTP/1.1\r\nHost: x\r\nOrigin: http://app.test\r\nConnection: close\r\n\r\n");
+    assert!(preflight.starts_with("HTTP/1.1 204"), "{preflight}");
+    let metrics = engine.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("chat_connections{node=\"node-0\",shard=\"0\"}"), "{metrics}");
+    assert!(engine.http("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
+    let upgrade_at_base = engine.http(
+        "GET /letters-chat-server HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert!(upgrade_at_base.starts_with("HTTP/1.1 400"), "{upgrade_at_base}");
+}
+
+#[test]
+fn raw_websocket_negotiates_the_stomp_subprotocol() {
+    let engine = Engine::start(&["--shards", "1"]);
+    let answer = engine.http(
+        "GET /letters-chat-server/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v10.stomp, v11.stomp\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(answer.contains("Sec-WebSocket-Protocol: v11.stomp"), "{answer}");
+    assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{answer}");
+}
+
+/// Completes a handshake on a plain socket, for sending hand-made frames.
+fn upgraded(engine: &Engine) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", engine.port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("handshake answer");
+        head.push(byte[0]);
+    }
+    s
+}
+
+/// Reads frames until a close frame; returns its code.
+fn close_code(s: &mut TcpStream) -> u16 {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    let mut at = 0;
+    while at + 2 <= all.len() {
+        let (op, len) = (all[at] & 0x0f, (all[at + 1] & 0x7f) as usize);
+        let (start, len) = match len {
+            126 => (at + 4, u16::from_be_bytes([all[at + 2], all[at + 3]]) as usize),
+            127 => panic!("huge frame"),
+            n => (at + 2, n),
+        };
+        if op == 0x8 {
+            return u16::from_be_bytes([all[start], all[start + 1]]);
+        }
+        at = start + len;
+    }
+    panic!("no close frame in {all:?}");
+}
+
+fn masked(opcode_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1u8, 2, 3, 4];
+    let mut f = vec![opcode_byte, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+#[test]
+fn hostile_input_is_rejected_while_others_keep_chatting() {
+    let engine = Engine::start(&["--shards", "2", "--cpus", "0", "--max-frame-bytes", "4096"]);
+    let (mut a, mut b) = clients_on_both_shards(&engine);
+    a.subscribe("sub-0", "/sub/chat/calm");
+    b.subscribe("sub-0", "/sub/chat/calm");
+
+    assert!(engine.http("BLAH\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let bad_version = engine.http("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n");
+    assert!(bad_version.starts_with("HTTP/1.1 426"), "{bad_version}");
+
+    let mut s = upgraded(&engine);
+    s.write_all(&[0x81, 0x02, b'h', b'i']).expect("unmasked frame");
+    assert_eq!(close_code(&mut s), 1002, "unmasked client frame");
+
+    let mut s = upgraded(&engine);
+    s.write_all(&masked(0x81, &[0xff, 0xfe])).expect("write");
+    assert_eq!(close_code(&mut s), 1007, "invalid UTF-8");
+
+    let mut s = upgraded(&engine);
+    s.write_all(&[0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4]).expect("write");
+    assert_eq!(close_code(&mut s), 1009, "too big");
+
+    let mut bad = Client::raw(engine.port());
+    bad.send("SEND\ndestination:/pub/chat\n\n{\"sender\":\"no channel\"}\0");
+    let error = bad.frame();
+    assert!(error.starts_with("ERROR\n"), "{error}");
+    assert!(header(&error, "message").is_some_and(|m| m.contains("channel")), "{error}");
+
+    let mut garbage = Client::raw(engine.port());
+    garbage.send("FLY\n\n\0");
+    assert!(garbage.frame().starts_with("ERROR\n"));
+
+    let mut early = Client::open(engine.port(), "/ws", None);
+    early.send(Message::Text("SEND\ndestination:/pub/chat\n\n{}\0".into())).expect("send");
+    let answer = early.read().expect("error").into_text().expect("text").to_string();
+    assert!(answer.starts_with("ERROR\n"), "{answer}");
+
+    a.chat("calm", "still here");
+    for c in [&mut a, &mut b] {
+        assert!(body(&c.frame()).contains("still here"));
+    }
+    let metrics = engine.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("kind=\"ws_protocol\"} 1"), "{metrics}");
+}
+
+#[test]
+fn a_slow_consumer_is_dropped_without_slowing_others() {
+    let engine = Engine::start(&["--shards", "1", "--max-frame-bytes", "65536", "--max-outbound-bytes", "65536"]);
+    let mut slow = Client::raw(engine.port());
+    slow.subscribe("sub-0", "/sub/chat/flood");
+    let mut fast = Client::raw(engine.port());
+    fast.subscribe("sub-0", "/sub/chat/flood");
+    let big = "x".repeat(8000);
+    let mut got = 0;
+    for _ in 0..3000 {
+        fast.chat("flood", &big);
+        let frame = fast.frame();
+        assert!(frame.starts_with("MESSAGE"));
+        got += 1;
+    }
+    assert_eq!(got, 3000);
+    let metrics = engine.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("kind=\"slow_consumer\"} 1"), "{metrics}");
+    drop(slow);
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits() {
+    let engine = Engine::start(&["--shards", "2", "--cpus", "0", "--drain-secs", "3"]);
+    let mut c = Client::raw(engine.port());
+    c.subscribe("sub-0", "/sub/chat/x");
+    let status = engine.terminate();
+    assert!(status.success(), "{status:?}");
+    loop {
+        match c.ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1001);
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
