@@ -1,0 +1,30 @@
+//! An open-loop, thread-per-core load generator for STOMP-over-WebSocket chat clusters.
+//! It plays thousands of users against one engine, several nodes or Nginx, measures
+//! delivery latency from each message's *intended* send time (no coordinated omission),
+//! counts losses, duplicates and reorders, and breaks everything down per server node and
+//! shard, beside its own CPU and the servers'.
+//!
+//! # Layout
+//! - [`cli`] and [`scenario`]: flags (and TOML scenario files) into a checked plan.
+//! - [`target`], [`wire`] and [`body`]: URLs, the client side of the wire (on `engine::proto`),
+//!   and the stamped chat body.
+//! - [`shard`]: the glommio executors: connections, the publish clock, measurements.
+//! - [`track`] and [`stats`]: sequence tracking, message tables, histograms, CPU.
+//! - [`run`], [`sweep`], [`merge`]: the subcommands; [`server`] samples the servers.
+//! - [`report`] and [`output`]: the report (table, JSON), the interval log and SVG plots.
+#![warn(missing_docs)]
+
+pub mod body;
+pub mod cli;
+pub mod merge;
+pub mod output;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod server;
+pub mod shard;
+pub mod stats;
+pub mod sweep;
+pub mod target;
+pub mod track;
+pub mod wire;

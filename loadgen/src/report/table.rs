@@ -1,0 +1,262 @@
+//! The report as a table for people: latency percentiles, throughput, losses, per-node
+//! reach, errors and CPU of both sides, in plain text that fits 100 columns.
+
+use std::fmt::Write as _;
+
+use super::hist::Percentiles;
+use super::Report;
+
+/// Renders `report` as text.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    match &report.scenario {
+        Some(s) => {
+            let _ = writeln!(
+                w,
+                "loadgen {} {}: {} conns over {} target(s), {} channels ({}), {} publishers @ {:.0} msg/s, {} B, {:.0} s (+{:.0} s warm-up), {} shard(s)",
+                report.kind,
+                ids(&report.run_ids),
+                s.connections,
+                s.targets.len(),
+                s.channels,
+                s.spread,
+                s.publishers,
+                s.rate_per_s,
+                s.size_bytes,
+                s.duration_s,
+                s.warmup_s,
+                s.shards,
+            );
+        }
+        None => {
+            let _ = writeln!(w, "loadgen {} {}", report.kind, ids(&report.run_ids));
+        }
+    }
+    if report.interrupted {
+        let _ = writeln!(
+            w,
+            "INTERRUPTED: figures cover what was measured before Ctrl-C"
+        );
+    }
+    let c = &report.connections;
+    let _ = writeln!(
+        w,
+        "connections: {} ready of {} ({} failed), {} publishers; measured {:.2} s",
+        c.ready, c.attempted, c.failed, c.publishers, report.window.measured_s
+    );
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "{:<26}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "latency (ms)", "count", "p50", "p90", "p99", "p99.9", "p99.99", "max"
+    );
+    let l = &report.latency;
+    row(w, "delivery (intended→recv)", &l.delivery.percentiles);
+    row(w, "broadcast completion", &l.broadcast.percentiles);
+    row(w, "connect (TCP→CONNECTED)", &l.connect.percentiles);
+    let _ = writeln!(w);
+    let m = &report.messages;
+    let _ = writeln!(
+        w,
+        "throughput: sent {:.1} msg/s, delivered {:.1} msg/s",
+        report.throughput.sent_per_s, report.throughput.delivered_per_s
+    );
+    let _ = writeln!(
+        w,
+        "messages: sent {} (+{} warm-up), expected {}, delivered {}, lost {}, duplicated {}, reordered {}, reach {}",
+        m.sent,
+        m.sent_total.saturating_sub(m.sent),
+        m.expected,
+        m.delivered,
+        m.lost,
+        m.duplicates,
+        m.reorders,
+        ratio(m.reach)
+    );
+    let _ = writeln!(
+        w,
+        "broadcasts: {} complete, {} incomplete",
+        l.broadcast_complete, l.broadcast_incomplete
+    );
+    if m.foreign + m.unparsable + m.injected > 0 {
+        let _ = writeln!(
+            w,
+            "also: {} of other runs, {} unstamped, {} injected duplicates",
+            m.foreign, m.unparsable, m.injected
+        );
+    }
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>9}{:>9}",
+        "node",
+        "shard",
+        "conns",
+        "subs",
+        "expected",
+        "delivered",
+        "lost",
+        "dup",
+        "reord",
+        "reach",
+        "p99 ms",
+        "max ms"
+    );
+    for n in &report.nodes {
+        for s in &n.shards {
+            let c = &s.counts;
+            let p = &s.delivery.percentiles;
+            let _ = writeln!(
+                w,
+                "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>9}{:>9}",
+                clip(&n.node, 15),
+                clip(&s.shard, 5),
+                c.connections,
+                c.subscribers,
+                c.expected,
+                c.delivered,
+                c.lost,
+                c.duplicates,
+                c.reorders,
+                ratio(c.reach),
+                ms(p.p99_us),
+                ms(p.max_us)
+            );
+        }
+        if n.shards.len() > 1 {
+            let c = &n.counts;
+            let _ = writeln!(
+                w,
+                "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>9}{:>9}",
+                clip(&n.node, 15),
+                "all",
+                c.connections,
+                c.subscribers,
+                c.expected,
+                c.delivered,
+                c.lost,
+                c.duplicates,
+                c.reorders,
+                ratio(c.reach),
+                ms(n.delivery.p99_us),
+                ms(n.delivery.max_us)
+            );
+        }
+    }
+    let _ = writeln!(w);
+    if report.errors.is_empty() {
+        let _ = writeln!(w, "errors: none");
+    } else {
+        let list: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        let _ = writeln!(w, "errors: {}", list.join(" "));
+    }
+    let cpu = &report.cpu;
+    let shards: Vec<String> = cpu
+        .loadgen_shards
+        .iter()
+        .map(|s| format!("{} {:.0}%", s.shard, s.utilisation * 100.0))
+        .collect();
+    let _ = writeln!(
+        w,
+        "cpu loadgen: {:.2} s in window ({}), {} µs/msg handled; process {:.2} s",
+        cpu.loadgen_s,
+        shards.join(", "),
+        opt(cpu.loadgen_us_per_message),
+        cpu.loadgen_process_s
+    );
+    match cpu.server_s {
+        Some(total) => {
+            let servers: Vec<String> = cpu
+                .servers
+                .iter()
+                .map(|s| format!("{} {:.2} s", s.name, s.cpu_s))
+                .collect();
+            let _ = writeln!(
+                w,
+                "cpu server:  {:.2} s in window ({}), {} µs/delivery, {} µs/publish",
+                total,
+                servers.join(", "),
+                opt(cpu.server_us_per_delivery),
+                opt(cpu.server_us_per_publish)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                w,
+                "cpu server:  n/a (no process_cpu_seconds_total in /metrics; pass --server-pid)"
+            );
+        }
+    }
+    for mem in &report.memory {
+        let _ = writeln!(
+            w,
+            "memory {}: RSS {:.1} MiB → {:.1} MiB with {} connections = {} bytes/connection",
+            mem.name,
+            mem.rss_before_bytes / 1048576.0,
+            mem.rss_after_bytes / 1048576.0,
+            mem.connections,
+            mem.bytes_per_connection
+                .map_or_else(|| "n/a".to_string(), |b| format!("{b:.0}"))
+        );
+    }
+    out
+}
+
+/// The one-line progress summary used by the live line's tail and sweeps.
+pub fn brief(report: &Report) -> String {
+    let l = &report.latency.delivery.percentiles;
+    format!(
+        "sent {:.0}/s delivered {:.0}/s p50 {} p99 {} max {} ms, lost {}, reach {}",
+        report.throughput.sent_per_s,
+        report.throughput.delivered_per_s,
+        ms(l.p50_us),
+        ms(l.p99_us),
+        ms(l.max_us),
+        report.messages.lost,
+        ratio(report.messages.reach)
+    )
+}
+
+fn row(w: &mut String, name: &str, p: &Percentiles) {
+    let _ = writeln!(
+        w,
+        "{:<26}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        name,
+        p.count,
+        ms(p.p50_us),
+        ms(p.p90_us),
+        ms(p.p99_us),
+        ms(p.p999_us),
+        ms(p.p9999_us),
+        ms(p.max_us)
+    );
+}
+
+/// µs as milliseconds with three decimals.
+pub fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.4}"))
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2}"))
+}
+
+fn ids(ids: &[u64]) -> String {
+    ids.iter()
+        .map(|id| format!("{id:x}"))
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+fn clip(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}

@@ -1,0 +1,591 @@
+//! A checked scenario and the plan derived from it: which connection goes to which target,
+//! source address, shard and channel, who publishes, when each connection starts (ramp)
+//! and each publisher sends (open loop). Built once on the main thread from `cli.rs`'s
+//! flags; shards only read it. Errors name the flag.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ScenarioArgs, Spread};
+use crate::target::{self, Target};
+
+/// A scenario value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag out of range; names the flag.
+    #[error("--{flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bad target URL.
+    #[error(transparent)]
+    Target(#[from] target::Error),
+}
+
+/// What one connection does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnPlan {
+    /// Its number, 0-based over the whole run.
+    pub index: u32,
+    /// Index into `Scenario::targets`.
+    pub target: usize,
+    /// Local address to bind, if any.
+    pub source_ip: Option<IpAddr>,
+    /// The channel it subscribes to.
+    pub channel: u32,
+    /// Its publisher id when it publishes (the first P connections do).
+    pub publisher: Option<u32>,
+    /// The load generator shard that runs it.
+    pub shard: usize,
+    /// When it starts connecting, after the start of the run (ramp).
+    pub start_after: Duration,
+    /// Whether it stalls its reads (test aid).
+    pub stalls: bool,
+}
+
+/// The scenario as stated in the report (what a reader needs to reproduce it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Target URLs.
+    pub targets: Vec<String>,
+    /// Connections.
+    pub connections: u32,
+    /// Channels.
+    pub channels: u32,
+    /// `uniform`, `zipf` or `hot`.
+    pub spread: String,
+    /// Publishers.
+    pub publishers: u32,
+    /// Messages per second over all publishers.
+    pub rate_per_s: f64,
+    /// Body size, bytes.
+    pub size_bytes: usize,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Warm-up seconds.
+    pub warmup_s: f64,
+    /// Load generator shards.
+    pub shards: usize,
+}
+
+/// A checked scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Resolved targets.
+    pub targets: Vec<Target>,
+    /// Every connection's plan, by index.
+    pub conns: Vec<ConnPlan>,
+    /// Channels.
+    pub channels: u32,
+    /// Channel names, by channel number.
+    pub channel_names: Vec<String>,
+    /// Publishers.
+    pub publishers: u32,
+    /// Time between two messages of one publisher, ns.
+    pub publish_interval_ns: u64,
+    /// Body size, bytes.
+    pub size_bytes: usize,
+    /// Measured time.
+    pub duration: Duration,
+    /// Publishing before measuring.
+    pub warmup: Duration,
+    /// Waiting for stragglers after the last publish.
+    pub grace: Duration,
+    /// Longest connect-to-receipt time.
+    pub connect_timeout: Duration,
+    /// Handshakes in flight per shard.
+    pub connect_concurrency: usize,
+    /// Shards and the core of each.
+    pub cpus: Vec<usize>,
+    /// io_uring memory per shard, bytes.
+    pub io_memory_bytes: usize,
+    /// Metrics URLs to scrape.
+    pub metrics_urls: Vec<String>,
+    /// Server PIDs to read /proc of.
+    pub server_pids: Vec<u32>,
+    /// Output directory.
+    pub out: Option<PathBuf>,
+    /// Stamped into every message.
+    pub run_id: u64,
+    /// Print a progress line each second.
+    pub progress: bool,
+    /// Stall length, for `stalls` connections.
+    pub stall: Duration,
+    /// Stall start, after the start of the measured window.
+    pub stall_at: Duration,
+    /// Duplicates publisher 0 injects.
+    pub inject_dup: u32,
+    /// Swapped pairs publisher 0 injects.
+    pub inject_reorder: u32,
+    /// For the report.
+    pub summary: Summary,
+}
+
+impl Scenario {
+    /// Checks `args` and plans every connection.
+    ///
+    /// # Errors
+    /// A value out of range (naming its flag) or a bad target.
+    pub fn from_args(args: &ScenarioArgs) -> Result<Scenario, Error> {
+        let invalid = |flag, reason: &str| Error::Invalid {
+            flag,
+            reason: reason.to_string(),
+        };
+        if args.targets.is_empty() {
+            return Err(invalid("target", "give at least one target URL"));
+        }
+        let targets = args
+            .targets
+            .iter()
+            .map(|t| Target::parse(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if args.connections == 0 {
+            return Err(invalid("connections", "must be at least 1"));
+        }
+        if args.channels == 0 || args.channels > args.connections {
+            return Err(invalid("channels", "must be between 1 and --connections"));
+        }
+        if args.publishers > args.connections {
+            return Err(invalid("publishers", "must be at most --connections"));
+        }
+        let per_publisher = match args.rate_per_publisher {
+            Some(r) => r,
+            None if args.publishers == 0 => 0.0,
+            None => args.rate / f64::from(args.publishers),
+        };
+        if args.publishers > 0 && !(per_publisher > 0.0 && per_publisher <= 1e9) {
+            return Err(invalid(
+                "rate",
+                "must be a positive number of messages per second",
+            ));
+        }
+        for (flag, secs) in [
+            ("duration", args.duration),
+            ("warmup", args.warmup),
+            ("grace", args.grace),
+            ("stall-at", args.stall_at),
+        ] {
+            if !(0.0..=86_400.0 * 7.0).contains(&secs) {
+                return Err(invalid(flag, "must be between 0 and a week of seconds"));
+            }
+        }
+        if !(args.connect_timeout > 0.0 && args.connect_timeout <= 3600.0) {
+            return Err(invalid(
+                "connect-timeout",
+                "must be between 0 and 3600 seconds",
+            ));
+        }
+        if !(args.ramp >= 0.0 && args.ramp.is_finite()) {
+            return Err(invalid(
+                "ramp",
+                "must be 0 (unlimited) or connections per second",
+            ));
+        }
+        if args.connect_concurrency == 0 {
+            return Err(invalid("connect-concurrency", "must be at least 1"));
+        }
+        if !(args.zipf_exponent >= 0.0 && args.zipf_exponent <= 10.0) {
+            return Err(invalid("zipf-exponent", "must be between 0 and 10"));
+        }
+        if !(args.hot_share > 0.0 && args.hot_share < 1.0) {
+            return Err(invalid("hot-share", "must be between 0 and 1"));
+        }
+        if args.io_memory_kib < 16 {
+            return Err(invalid("io-memory-kib", "must be at least 16"));
+        }
+        if args.channel_prefix.is_empty()
+            || args
+                .channel_prefix
+                .contains(|c: char| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(invalid(
+                "channel-prefix",
+                "must be non-empty, without quotes, backslashes or control characters",
+            ));
+        }
+        if args.stall_subscribers > args.connections.saturating_sub(args.publishers) {
+            return Err(invalid(
+                "stall-subscribers",
+                "must be at most the connections that do not publish",
+            ));
+        }
+        let source_ips = match &args.source_ips {
+            None => Vec::new(),
+            Some(list) => parse_ip_list(list)
+                .ok_or_else(|| invalid("source-ips", "expected a.b.c.d-a.b.c.e or a comma list"))?,
+        };
+        let all_cpus = match &args.cpus {
+            None => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+            Some(list) => parse_cpu_list(list)
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| invalid("cpus", "expected a list like 0,2-3"))?,
+        };
+        let shards = args.shards.unwrap_or(all_cpus.len());
+        if !(1..=256).contains(&shards) {
+            return Err(invalid("shards", "must be between 1 and 256"));
+        }
+        let cpus: Vec<usize> = (0..shards).map(|i| all_cpus[i % all_cpus.len()]).collect();
+
+        let channel_of = spread_channels(
+            args.connections,
+            args.channels,
+            args.spread,
+            args.zipf_exponent,
+            args.hot_share,
+        );
+        let stalled = stalled_connections(&channel_of, args.publishers, args.stall_subscribers);
+        let conns = (0..args.connections)
+            .map(|i| {
+                let start_after = if args.ramp > 0.0 {
+                    Duration::from_secs_f64(f64::from(i) / args.ramp)
+                } else {
+                    Duration::ZERO
+                };
+                ConnPlan {
+                    index: i,
+                    target: i as usize % targets.len(),
+                    source_ip: (!source_ips.is_empty())
+                        .then(|| source_ips[i as usize % source_ips.len()]),
+                    channel: channel_of[i as usize],
+                    publisher: (i < args.publishers).then_some(i),
+                    shard: i as usize % shards,
+                    start_after,
+                    stalls: stalled.contains(&i),
+                }
+            })
+            .collect();
+        let mut metrics_urls = args.metrics.clone();
+        if metrics_urls.is_empty() {
+            for t in &targets {
+                let url = t.metrics_url();
+                if !metrics_urls.contains(&url) {
+                    metrics_urls.push(url);
+                }
+            }
+        }
+        let rate_total = per_publisher * f64::from(args.publishers);
+        let summary = Summary {
+            targets: args.targets.clone(),
+            connections: args.connections,
+            channels: args.channels,
+            spread: format!("{:?}", args.spread).to_lowercase(),
+            publishers: args.publishers,
+            rate_per_s: rate_total,
+            size_bytes: args.size,
+            duration_s: args.duration,
+            warmup_s: args.warmup,
+            shards,
+        };
+        Ok(Scenario {
+            targets,
+            conns,
+            channels: args.channels,
+            channel_names: (0..args.channels)
+                .map(|c| format!("{}{c}", args.channel_prefix))
+                .collect(),
+            publishers: args.publishers,
+            publish_interval_ns: if per_publisher > 0.0 {
+                (1e9 / per_publisher).round().max(1.0) as u64
+            } else {
+                u64::MAX
+            },
+            size_bytes: args.size,
+            duration: Duration::from_secs_f64(args.duration),
+            warmup: Duration::from_secs_f64(args.warmup),
+            grace: Duration::from_secs_f64(args.grace),
+            connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+            connect_concurrency: args.connect_concurrency as usize,
+            cpus,
+            io_memory_bytes: args.io_memory_kib * 1024,
+            metrics_urls,
+            server_pids: args.server_pids.clone(),
+            out: args.out.clone(),
+            run_id: args.run_id.unwrap_or_else(random_run_id),
+            progress: !args.quiet,
+            stall: Duration::from_millis(args.stall_ms),
+            stall_at: Duration::from_secs_f64(args.stall_at),
+            inject_dup: args.inject_dup,
+            inject_reorder: args.inject_reorder,
+            summary,
+        })
+    }
+
+    /// Load generator shards.
+    pub fn shards(&self) -> usize {
+        self.cpus.len()
+    }
+
+    /// Subscribers planned per channel.
+    pub fn planned_subscribers(&self) -> Vec<u32> {
+        let mut counts = vec![0; self.channels as usize];
+        for c in &self.conns {
+            counts[c.channel as usize] += 1;
+        }
+        counts
+    }
+}
+
+/// The channel of each connection. Channel quotas follow the spread; connections are then
+/// dealt round-robin over channels that still have room, so the first connections (the
+/// publishers) cover as many channels as possible.
+pub fn spread_channels(
+    connections: u32,
+    channels: u32,
+    spread: Spread,
+    zipf_exponent: f64,
+    hot_share: f64,
+) -> Vec<u32> {
+    let n = channels as usize;
+    let weights: Vec<f64> = match spread {
+        Spread::Uniform => vec![1.0; n],
+        Spread::Zipf => (0..n)
+            .map(|k| 1.0 / ((k + 1) as f64).powf(zipf_exponent))
+            .collect(),
+        Spread::Hot if n == 1 => vec![1.0],
+        Spread::Hot => (0..n)
+            .map(|k| {
+                if k == 0 {
+                    hot_share
+                } else {
+                    (1.0 - hot_share) / (n - 1) as f64
+                }
+            })
+            .collect(),
+    };
+    let quotas = apportion(connections, &weights);
+    let mut left = quotas;
+    let mut out = Vec::with_capacity(connections as usize);
+    let mut channel = 0;
+    while out.len() < connections as usize {
+        if left[channel] > 0 {
+            left[channel] -= 1;
+            out.push(channel as u32);
+        }
+        channel = (channel + 1) % n;
+    }
+    out
+}
+
+/// Splits `total` over `weights` (largest remainder), giving every channel at least one
+/// while there are enough to go round.
+fn apportion(total: u32, weights: &[f64]) -> Vec<u32> {
+    let n = weights.len();
+    let floor_each = u32::from(total as usize >= n);
+    let rest = total - floor_each * n as u32;
+    let sum: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    let exact: Vec<f64> = weights.iter().map(|w| f64::from(rest) * w / sum).collect();
+    let mut quotas: Vec<u32> = exact
+        .iter()
+        .map(|e| floor_each + e.floor() as u32)
+        .collect();
+    let given: u32 = quotas.iter().sum();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| {
+        (exact[b] - exact[b].floor())
+            .total_cmp(&(exact[a] - exact[a].floor()))
+            .then(a.cmp(&b))
+    });
+    for &k in order
+        .iter()
+        .cycle()
+        .take(total.saturating_sub(given) as usize)
+    {
+        quotas[k] += 1;
+    }
+    quotas
+}
+
+/// The last `k` non-publishing connections whose channel has a publisher.
+fn stalled_connections(channel_of: &[u32], publishers: u32, k: u32) -> Vec<u32> {
+    let published: Vec<u32> = channel_of
+        .iter()
+        .take(publishers as usize)
+        .copied()
+        .collect();
+    let mut picked: Vec<u32> = (publishers..channel_of.len() as u32)
+        .rev()
+        .filter(|&i| published.contains(&channel_of[i as usize]))
+        .take(k as usize)
+        .collect();
+    if picked.len() < k as usize {
+        let more: Vec<u32> = (publishers..channel_of.len() as u32)
+            .rev()
+            .filter(|i| !picked.contains(i))
+            .collect();
+        picked.extend(more.into_iter().take(k as usize - picked.len()));
+    }
+    picked
+}
+
+/// `127.0.0.1-127.0.0.8` (last octet range) or `a,b,c`.
+pub fn parse_ip_list(list: &str) -> Option<Vec<IpAddr>> {
+    let mut ips = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                let (a, b) = (u32::from(a), u32::from(b));
+                if a > b || b - a > 65_535 {
+                    return None;
+                }
+                ips.extend((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))));
+            }
+            None => ips.push(part.parse().ok()?),
+        }
+    }
+    (!ips.is_empty()).then_some(ips)
+}
+
+/// `0,2-4` → [0, 2, 3, 4].
+pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                if a > b {
+                    return None;
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    Some(cpus)
+}
+
+/// A run id below 2^48 (exact in any JSON reader), from the clock and the pid.
+fn random_run_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ (u64::from(std::process::id()) << 32);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x & ((1 << 48) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn scenario(args: &[&str]) -> Result<Scenario, Error> {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["loadgen", "run", "--target", "ws://127.0.0.1:9/ws"]
+                .iter()
+                .chain(args),
+        )
+        .expect("parses");
+        match cli.command {
+            crate::cli::Command::Run(s) => Scenario::from_args(&s),
+            _ => unreachable!("asked for run"),
+        }
+    }
+
+    #[test]
+    fn uniform_spread_is_round_robin() {
+        assert_eq!(
+            spread_channels(7, 3, Spread::Uniform, 1.0, 0.5),
+            vec![0, 1, 2, 0, 1, 2, 0]
+        );
+    }
+
+    #[test]
+    fn zipf_and_hot_favour_channel_zero_and_cover_all() {
+        let z = spread_channels(1000, 10, Spread::Zipf, 1.0, 0.5);
+        let count = |v: &[u32], c| v.iter().filter(|&&x| x == c).count();
+        assert!(
+            count(&z, 0) > 3 * count(&z, 9),
+            "{} vs {}",
+            count(&z, 0),
+            count(&z, 9)
+        );
+        assert!((0..10).all(|c| count(&z, c) > 0));
+        assert_eq!(&z[..10], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let h = spread_channels(100, 5, Spread::Hot, 1.0, 0.6);
+        assert_eq!(h.len(), 100);
+        assert!((58..=62).contains(&count(&h, 0)), "{}", count(&h, 0));
+    }
+
+    #[test]
+    fn plan_spreads_targets_shards_and_publishers() {
+        let s = scenario(&[
+            "--connections",
+            "20",
+            "--channels",
+            "4",
+            "--publishers",
+            "4",
+            "--rate",
+            "400",
+            "--shards",
+            "2",
+            "--ramp",
+            "10",
+        ])
+        .expect("valid");
+        assert_eq!(s.conns.len(), 20);
+        assert_eq!(s.publish_interval_ns, 10_000_000);
+        assert_eq!(s.conns[3].publisher, Some(3));
+        assert_eq!(s.conns[4].publisher, None);
+        assert_eq!(s.conns[5].shard, 1);
+        assert_eq!(s.conns[10].start_after, Duration::from_secs(1));
+        assert_eq!(s.planned_subscribers(), vec![5, 5, 5, 5]);
+        assert_eq!(
+            s.metrics_urls,
+            vec!["http://127.0.0.1:9/metrics".to_string()]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let err = |args: &[&str]| {
+            scenario(args)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err(&["--channels", "0"]).contains("--channels"));
+        assert!(err(&["--rate", "0"]).contains("--rate"));
+        assert!(err(&["--source-ips", "nope"]).contains("--source-ips"));
+        assert!(err(&[
+            "--connections",
+            "3",
+            "--channels",
+            "3",
+            "--publishers",
+            "3",
+            "--stall-subscribers",
+            "1"
+        ])
+        .contains("--stall"));
+    }
+
+    #[test]
+    fn ip_lists() {
+        let ips = parse_ip_list("127.0.0.1-127.0.0.3").expect("range");
+        assert_eq!(ips.len(), 3);
+        assert_eq!(ips[2].to_string(), "127.0.0.3");
+        assert_eq!(parse_ip_list("127.0.0.2,::1").map(|v| v.len()), Some(2));
+        assert_eq!(parse_ip_list("127.0.0.9-127.0.0.1"), None);
+    }
+
+    #[test]
+    fn stalled_subscribers_hear_a_publisher() {
+        let channels = spread_channels(20, 4, Spread::Uniform, 1.0, 0.5);
+        let picked = stalled_connections(&channels, 2, 3);
+        assert_eq!(picked.len(), 3);
+        assert!(
+            picked.iter().all(|&i| i >= 2 && channels[i as usize] < 2),
+            "{picked:?}"
+        );
+    }
+}

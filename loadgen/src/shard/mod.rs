@@ -1,0 +1,457 @@
+//! Load generator shards: one glommio executor per core, pinned, each running its share of
+//! the connections (one reader task and one writer task each, see `conn.rs`) and one clock
+//! task that publishes on the open-loop schedule, sends the main thread an `Interval` each
+//! second and, when told to stop, a `Done` with everything it measured. The main thread
+//! steers every shard through the atomics of `Control`.
+
+pub mod conn;
+mod publish;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::BytesMut;
+use glommio::{LocalExecutorBuilder, Placement};
+use smallvec::SmallVec;
+
+use crate::body;
+use crate::scenario::Scenario;
+use crate::stats::{
+    self, count_error, Cpu, Errors, Event, Hist, KeyStats, PubResult, ShardResult, SubResult,
+};
+use crate::track::{MessageTable, Seen, SeqTracker};
+use crate::wire::Codec;
+
+/// What the main thread and all shards share. Times are CLOCK_REALTIME ns; 0 means
+/// "not yet" and `u64::MAX` "never".
+#[derive(Debug)]
+pub struct Control {
+    /// When connecting began.
+    pub start_ns: u64,
+    /// When publishing begins (set once every connection is ready or given up).
+    pub publish_start_ns: AtomicU64,
+    /// When measuring begins (publish start + warm-up).
+    pub measure_start_ns: AtomicU64,
+    /// When publishing ends (the end of the measured window; earlier on Ctrl-C).
+    pub publish_end_ns: AtomicU64,
+    /// Shards wrap up and report.
+    pub stop: AtomicBool,
+    /// Connections whose handshake has ended (ready or failed).
+    pub finished: AtomicU64,
+    /// Connections subscribed and ready.
+    pub ready: AtomicU64,
+    /// Failed connections.
+    pub failed: AtomicU64,
+    /// Ready subscribers per channel.
+    pub subscribers: Vec<AtomicU32>,
+    /// Deliveries the measured messages sent so far call for.
+    pub expected: AtomicU64,
+    /// Distinct measured deliveries so far.
+    pub received: AtomicU64,
+}
+
+impl Control {
+    /// Fresh control for `channels` channels, starting at `start_ns`.
+    pub fn new(channels: u32, start_ns: u64) -> Self {
+        Control {
+            start_ns,
+            publish_start_ns: AtomicU64::new(0),
+            measure_start_ns: AtomicU64::new(u64::MAX),
+            publish_end_ns: AtomicU64::new(u64::MAX),
+            stop: AtomicBool::new(false),
+            finished: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            subscribers: (0..channels).map(|_| AtomicU32::new(0)).collect(),
+            expected: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// The measured window `[measure_start, publish_end)`.
+    pub fn window(&self) -> (u64, u64) {
+        (
+            self.measure_start_ns.load(Relaxed),
+            self.publish_end_ns.load(Relaxed),
+        )
+    }
+}
+
+/// Starts one executor per shard; each sends its `Event`s to `events`. Returns the join
+/// handles (the main thread does not need to join them: `Done` says they are finished).
+///
+/// # Errors
+/// An executor that could not start (bad core, io_uring memory refused).
+pub fn start(
+    scenario: Arc<Scenario>,
+    control: Arc<Control>,
+    events: Sender<Event>,
+) -> Result<Vec<glommio::ExecutorJoinHandle<()>>, String> {
+    let mut handles = Vec::with_capacity(scenario.shards());
+    for index in 0..scenario.shards() {
+        let (scenario, control, events) = (scenario.clone(), control.clone(), events.clone());
+        let core = scenario.cpus[index];
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+            .name(&format!("lg-shard-{index}"))
+            .io_memory(scenario.io_memory_bytes)
+            .ring_depth(RING_DEPTH)
+            .spawn(move || async move {
+                let shard = Rc::new(Shard::new(index, core, scenario, control, events));
+                shard.run().await;
+            })
+            .map_err(|e| format!("shard {index} on core {core}: {e}"))?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// The write side of one connection, shared by its writer task and the publisher clock.
+pub struct Link {
+    /// Bytes waiting to be written.
+    pub out: RefCell<BytesMut>,
+    /// The codec (encoding needs its masks and scratch buffers).
+    pub codec: RefCell<Codec>,
+    waker: Cell<Option<Waker>>,
+    alive: Cell<bool>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("queued", &self.out.borrow().len())
+            .field("alive", &self.alive.get())
+            .finish()
+    }
+}
+
+impl Link {
+    /// A live link with `codec`.
+    pub fn new(codec: Codec) -> Self {
+        Link {
+            out: RefCell::new(BytesMut::new()),
+            codec: RefCell::new(codec),
+            waker: Cell::new(None),
+            alive: Cell::new(true),
+        }
+    }
+
+    /// Wakes the writer when bytes are queued.
+    pub fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Whether the connection still stands.
+    pub fn alive(&self) -> bool {
+        self.alive.get()
+    }
+
+    /// Marks the connection gone and wakes the writer so it ends.
+    pub fn kill(&self) {
+        self.alive.set(false);
+        self.wake();
+    }
+}
+
+/// One subscriber's state on its shard.
+#[derive(Debug)]
+struct Sub {
+    key: usize,
+    channel: u32,
+    received: u64,
+    duplicates: u64,
+    reorders: u64,
+    trackers: SmallVec<[(u32, SeqTracker); 2]>,
+}
+
+/// One publisher's schedule on its shard.
+#[derive(Debug)]
+struct Pub {
+    publisher: u32,
+    channel: u32,
+    link: Rc<Link>,
+    seq: u64,
+    next_ns: u64,
+    sent_measured: u64,
+    sent_total: u64,
+    /// A frame held back to be sent after the next one (injected reorder).
+    held: Option<BytesMut>,
+    injected_dups: u32,
+    injected_reorders: u32,
+}
+
+/// Mutable measurements of a shard.
+struct State {
+    keys: Vec<KeyStats>,
+    key_index: HashMap<(String, String), usize>,
+    subs: Vec<Sub>,
+    pubs: Vec<Pub>,
+    table: MessageTable,
+    errors: Errors,
+    interval: Hist,
+    interval_sent: u64,
+    interval_delivered: u64,
+    interval_errors: u64,
+    attempted: u64,
+    ready: u64,
+    injected: u64,
+    delivered_total: u64,
+    foreign: u64,
+    unparsable: u64,
+}
+
+/// One load generator shard, owned by its executor.
+pub struct Shard {
+    index: usize,
+    core: usize,
+    /// The plan.
+    pub scenario: Arc<Scenario>,
+    /// Shared with the main thread.
+    pub control: Arc<Control>,
+    events: Sender<Event>,
+    state: RefCell<State>,
+    /// Reused read buffer: sockets are read into it, then only what is left is kept.
+    pub read_scratch: RefCell<Vec<u8>>,
+    /// Limits handshakes in flight.
+    pub permits: glommio::sync::Semaphore,
+}
+
+impl Shard {
+    fn new(
+        index: usize,
+        core: usize,
+        scenario: Arc<Scenario>,
+        control: Arc<Control>,
+        events: Sender<Event>,
+    ) -> Self {
+        let permits = glommio::sync::Semaphore::new(scenario.connect_concurrency as u64);
+        Shard {
+            index,
+            core,
+            control,
+            events,
+            state: RefCell::new(State {
+                keys: Vec::new(),
+                key_index: HashMap::new(),
+                subs: Vec::new(),
+                pubs: Vec::new(),
+                table: MessageTable::new(),
+                errors: Errors::new(),
+                interval: stats::new_hist(),
+                interval_sent: 0,
+                interval_delivered: 0,
+                interval_errors: 0,
+                attempted: 0,
+                ready: 0,
+                injected: 0,
+                delivered_total: 0,
+                foreign: 0,
+                unparsable: 0,
+            }),
+            read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
+            permits,
+            scenario,
+        }
+    }
+
+    async fn run(self: Rc<Self>) {
+        let cpu_start = Cpu::thread();
+        let tasks: Vec<_> = self
+            .scenario
+            .conns
+            .iter()
+            .filter(|c| c.shard == self.index)
+            .map(|c| glommio::spawn_local(conn::run(self.clone(), c.index)))
+            .collect();
+        self.state.borrow_mut().attempted = tasks.len() as u64;
+        let cpu_measured = publish::clock(&self).await;
+        // Cancels every connection task; their sockets close as they drop.
+        drop(tasks);
+        let result = self.result(cpu_measured, Cpu::thread().since(&cpu_start));
+        let _ = self.events.send(Event::Done(Box::new(result)));
+    }
+
+    /// Registers a connection that got `CONNECTED` from `node`/`server_shard`; returns
+    /// its key index.
+    pub fn connected(&self, node: String, server_shard: String, connect_us: u64) -> usize {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let next = state.keys.len();
+        let key = *state
+            .key_index
+            .entry((node.clone(), server_shard.clone()))
+            .or_insert(next);
+        if key == next {
+            state.keys.push(KeyStats::new(node, server_shard));
+        }
+        state.keys[key].connections += 1;
+        stats::record(&mut state.keys[key].connect, connect_us);
+        key
+    }
+
+    /// Registers a ready subscriber (and publisher, when `publisher` is set); returns its
+    /// subscriber slot.
+    pub fn ready(
+        &self,
+        key: usize,
+        channel: u32,
+        publisher: Option<u32>,
+        link: &Rc<Link>,
+    ) -> usize {
+        let mut state = self.state.borrow_mut();
+        state.keys[key].subscribers += 1;
+        state.ready += 1;
+        let slot = state.subs.len();
+        state.subs.push(Sub {
+            key,
+            channel,
+            received: 0,
+            duplicates: 0,
+            reorders: 0,
+            trackers: SmallVec::new(),
+        });
+        if let Some(publisher) = publisher {
+            state.pubs.push(Pub {
+                publisher,
+                channel,
+                link: link.clone(),
+                seq: 0,
+                next_ns: 0,
+                sent_measured: 0,
+                sent_total: 0,
+                held: None,
+                injected_dups: 0,
+                injected_reorders: 0,
+            });
+        }
+        if let Some(count) = self.control.subscribers.get(channel as usize) {
+            count.fetch_add(1, Relaxed);
+        }
+        self.control.ready.fetch_add(1, Relaxed);
+        slot
+    }
+
+    /// Counts an error of `kind`.
+    pub fn error(&self, kind: &str) {
+        let mut state = self.state.borrow_mut();
+        count_error(&mut state.errors, kind);
+        state.interval_errors += 1;
+    }
+
+    /// Handles the bodies of `MESSAGE` frames that subscriber `slot` received at `now_ns`.
+    pub fn on_messages<'a>(
+        &self,
+        slot: usize,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        now_ns: u64,
+    ) {
+        let (measure_start, publish_end) = self.control.window();
+        let run_id = self.scenario.run_id;
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        let mut fresh = 0;
+        for body in bodies {
+            state.delivered_total += 1;
+            state.interval_delivered += 1;
+            let Some(stamp) = body::scan(body) else {
+                state.unparsable += 1;
+                continue;
+            };
+            if stamp.run != run_id {
+                state.foreign += 1;
+                continue;
+            }
+            let latency_us = now_ns.saturating_sub(stamp.intended_ns) / 1000;
+            let Some(sub) = state.subs.get_mut(slot) else {
+                return;
+            };
+            let seen = tracker(&mut sub.trackers, stamp.publisher).observe(stamp.seq);
+            if seen != Seen::Duplicate {
+                stats::record(&mut state.interval, latency_us);
+            }
+            if stamp.intended_ns < measure_start || stamp.intended_ns >= publish_end {
+                continue;
+            }
+            match seen {
+                Seen::Duplicate => {
+                    sub.duplicates += 1;
+                    continue;
+                }
+                Seen::Late => sub.reorders += 1,
+                Seen::InOrder => {}
+            }
+            sub.received += 1;
+            fresh += 1;
+            let key = sub.key;
+            stats::record(&mut state.keys[key].delivery, latency_us);
+            state.table.record(stamp.publisher, stamp.seq, latency_us);
+        }
+        if fresh > 0 {
+            self.control.received.fetch_add(fresh, Relaxed);
+        }
+    }
+
+    fn result(&self, cpu_measured: Cpu, cpu_total: Cpu) -> ShardResult {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        ShardResult {
+            shard: self.index,
+            cpu_core: self.core,
+            keys: std::mem::take(&mut state.keys),
+            subs: state
+                .subs
+                .iter()
+                .map(|s| SubResult {
+                    key: s.key,
+                    channel: s.channel,
+                    received: s.received,
+                    duplicates: s.duplicates,
+                    reorders: s.reorders,
+                })
+                .collect(),
+            pubs: state
+                .pubs
+                .iter()
+                .map(|p| PubResult {
+                    publisher: p.publisher,
+                    channel: p.channel,
+                    sent_measured: p.sent_measured,
+                    sent_total: p.sent_total,
+                })
+                .collect(),
+            table: std::mem::take(&mut state.table),
+            errors: std::mem::take(&mut state.errors),
+            attempted: state.attempted,
+            ready: state.ready,
+            injected: state.injected,
+            delivered_total: state.delivered_total,
+            foreign: state.foreign,
+            unparsable: state.unparsable,
+            cpu_measured,
+            cpu_total,
+        }
+    }
+}
+
+/// The tracker of `publisher` among a subscriber's trackers (created on first sight).
+fn tracker(trackers: &mut SmallVec<[(u32, SeqTracker); 2]>, publisher: u32) -> &mut SeqTracker {
+    let at = match trackers.iter().position(|(p, _)| *p == publisher) {
+        Some(at) => at,
+        None => {
+            trackers.push((publisher, SeqTracker::new()));
+            trackers.len() - 1
+        }
+    };
+    &mut trackers[at].1
+}
+
+/// io_uring submission ring depth per shard (locked memory is scarce).
+const RING_DEPTH: usize = 128;
+/// Size of the per-shard read buffer.
+const READ_SCRATCH_BYTES: usize = 64 * 1024;

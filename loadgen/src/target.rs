@@ -1,0 +1,175 @@
+//! Target URLs: what a scenario's `--target` strings mean. `ws://host:port/path` is raw
+//! STOMP over WebSocket at that path; `http://host:port/base` is a SockJS endpoint whose
+//! WebSocket transport lives at `{base}/<3 digits>/<8 chars>/websocket`. Parsed and resolved
+//! once at startup, so connections only copy a `SocketAddr`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// How STOMP frames travel inside WebSocket messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One or more STOMP frames per text message.
+    Raw,
+    /// SockJS framing: `o`, `h`, `a["..."]`, `c[...]`; the client sends `["..."]`.
+    SockJs,
+}
+
+/// One place to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The URL as given.
+    pub url: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// `host:port` for the `Host` header.
+    pub host: String,
+    /// Raw STOMP: the upgrade path. SockJS: the base path (no trailing slash).
+    pub path: String,
+    /// Raw or SockJS.
+    pub framing: Framing,
+}
+
+/// A target URL that cannot be used.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// Not `ws://` or `http://` (TLS is not supported: put the load generator inside).
+    #[error("target `{0}`: scheme must be ws:// (raw STOMP) or http:// (SockJS)")]
+    Scheme(String),
+    /// No host, or a port that is not a number.
+    #[error("target `{0}`: expected scheme://host[:port]/path")]
+    Malformed(String),
+    /// The host name did not resolve.
+    #[error("target `{url}`: cannot resolve: {reason}")]
+    Resolve {
+        /// The URL.
+        url: String,
+        /// What the resolver said.
+        reason: String,
+    },
+}
+
+impl Target {
+    /// Parses and resolves `url`.
+    ///
+    /// # Errors
+    /// A bad scheme, a malformed URL or a name that does not resolve.
+    pub fn parse(url: &str) -> Result<Target, Error> {
+        let (framing, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (Framing::Raw, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (Framing::SockJs, rest)
+        } else {
+            return Err(Error::Scheme(url.to_string()));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(Error::Malformed(url.to_string()));
+        }
+        let host = if has_port(authority) {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = host
+            .to_socket_addrs()
+            .map_err(|e| Error::Resolve {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?
+            .next()
+            .ok_or_else(|| Error::Resolve {
+                url: url.to_string(),
+                reason: "no address".into(),
+            })?;
+        let path = match framing {
+            Framing::Raw if path.is_empty() => "/".to_string(),
+            Framing::Raw => path.to_string(),
+            Framing::SockJs => path.trim_end_matches('/').to_string(),
+        };
+        Ok(Target {
+            url: url.to_string(),
+            addr,
+            host,
+            path,
+            framing,
+        })
+    }
+
+    /// The request path of the WebSocket upgrade. For SockJS, `server` and `session`
+    /// make up the `/<3 digits>/<8 chars>` part (from the connection's number).
+    pub fn upgrade_path(&self, conn: u64) -> String {
+        match self.framing {
+            Framing::Raw => self.path.clone(),
+            Framing::SockJs => format!(
+                "{}/{:03}/{}/websocket",
+                self.path,
+                conn % 1000,
+                session_id(conn)
+            ),
+        }
+    }
+
+    /// `http://host:port/metrics` of the node behind this target.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.host)
+    }
+}
+
+/// Eight lowercase letters and digits that differ per connection.
+fn session_id(conn: u64) -> String {
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut x = conn.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_4E5B;
+    (0..8)
+        .map(|_| {
+            let c = ALPHABET[(x % 36) as usize];
+            x /= 36;
+            c as char
+        })
+        .collect()
+}
+
+/// True when `authority` ends with `:digits` (an IPv6 literal keeps its brackets).
+fn has_port(authority: &str) -> bool {
+    match authority.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_and_sockjs_urls() {
+        let raw = Target::parse("ws://127.0.0.1:8080/ws").expect("raw");
+        assert_eq!(raw.framing, Framing::Raw);
+        assert_eq!(raw.upgrade_path(7), "/ws");
+        assert_eq!(raw.addr.port(), 8080);
+        assert_eq!(raw.host, "127.0.0.1:8080");
+        let sockjs = Target::parse("http://127.0.0.1:9/letters-chat-server/").expect("sockjs");
+        assert_eq!(sockjs.framing, Framing::SockJs);
+        let path = sockjs.upgrade_path(1234);
+        assert!(path.starts_with("/letters-chat-server/234/"), "{path}");
+        assert!(path.ends_with("/websocket"));
+        assert_eq!(path.split('/').nth(3).map(str::len), Some(8));
+        assert_eq!(sockjs.metrics_url(), "http://127.0.0.1:9/metrics");
+    }
+
+    #[test]
+    fn bad_urls() {
+        assert!(matches!(Target::parse("wss://x/ws"), Err(Error::Scheme(_))));
+        assert!(matches!(
+            Target::parse("ws:///ws"),
+            Err(Error::Malformed(_))
+        ));
+        assert!(Target::parse("ws://127.0.0.1/").is_ok_and(|t| t.addr.port() == 80));
+    }
+}

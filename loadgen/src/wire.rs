@@ -1,0 +1,360 @@
+//! The client side of the wire, sans-IO, built on `engine::proto` in the client role: the
+//! HTTP upgrade request and the check of its `101` answer, masked WebSocket frames, SockJS
+//! wrapping (`["..."]` out; `o`, `h`, `a[...]`, `c[...]` in) and STOMP frames. `Codec`
+//! turns read bytes into `Event`s and STOMP frames into bytes; `shard/conn.rs` does the I/O.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use engine::proto::{http, sockjs, stomp, ws};
+
+use crate::target::Framing;
+
+/// What the server sent, one item at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // Moved once per frame; boxing would allocate per message.
+pub enum Event {
+    /// SockJS `o`: the session is open.
+    Open,
+    /// A STOMP frame.
+    Frame(stomp::Frame),
+    /// A STOMP heart-beat or a SockJS `h`.
+    HeartBeat,
+    /// A WebSocket ping; answer with `Codec::pong`.
+    Ping(Bytes),
+    /// A WebSocket close or SockJS `c[...]`, with its code when it had one.
+    Closed(Option<u16>),
+}
+
+/// A broken rule on the server's side of the wire.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The upgrade was answered with another status than 101.
+    #[error("upgrade refused with HTTP {0}")]
+    Status(u16),
+    /// A 101 without the right `Sec-WebSocket-Accept`.
+    #[error("upgrade answered with a wrong Sec-WebSocket-Accept")]
+    BadAccept,
+    /// The answer to the upgrade is not HTTP.
+    #[error("malformed upgrade answer")]
+    MalformedHttp,
+    /// Bad WebSocket framing from the server.
+    #[error("websocket: {0}")]
+    Ws(#[from] ws::Error),
+    /// Bad STOMP from the server.
+    #[error("stomp: {0}")]
+    Stomp(#[from] stomp::Error),
+    /// A SockJS message that is not `o`, `h`, `a[...]` or `c[...]`.
+    #[error("sockjs: {0}")]
+    SockJs(&'static str),
+}
+
+impl Error {
+    /// A short label for counting errors by kind.
+    pub fn kind(&self) -> String {
+        match self {
+            Error::Status(code) => format!("http_{code}"),
+            Error::BadAccept => "bad_accept".into(),
+            Error::MalformedHttp => "bad_http".into(),
+            Error::Ws(_) => "ws_protocol".into(),
+            Error::Stomp(_) => "stomp_protocol".into(),
+            Error::SockJs(_) => "sockjs_protocol".into(),
+        }
+    }
+}
+
+/// A small, fast generator for mask keys and handshake keys (not for secrets: masking
+/// only has to be unpredictable to intermediaries, RFC 6455 §10.3).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
+    }
+
+    /// The next 64 random bits (xorshift64*).
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Appends the upgrade request. Raw STOMP offers the STOMP subprotocols; SockJS none.
+pub fn upgrade_request(host: &str, path: &str, key: &str, framing: Framing, out: &mut BytesMut) {
+    out.put_slice(b"GET ");
+    out.put_slice(path.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    out.put_slice(host.as_bytes());
+    out.put_slice(b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ");
+    out.put_slice(key.as_bytes());
+    if framing == Framing::Raw {
+        out.put_slice(b"\r\nSec-WebSocket-Protocol: v12.stomp, v11.stomp, v10.stomp");
+    }
+    out.put_slice(b"\r\n\r\n");
+}
+
+/// A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes.
+pub fn new_key(rng: &mut Rng) -> String {
+    use base64::Engine as _;
+    let mut raw = [0u8; 16];
+    raw[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+    raw[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// Reads the answer to an upgrade with `key` from the start of `buf`. `Ok(None)`: not
+/// complete yet. `Ok(Some(n))`: a valid `101`; the bytes after `n` are WebSocket frames.
+///
+/// # Errors
+/// Another status, a wrong accept key, or not HTTP.
+pub fn upgrade_response(buf: &[u8], key: &str) -> Result<Option<usize>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let n = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(Error::MalformedHttp)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Error::MalformedHttp),
+    };
+    let code = response.code.unwrap_or(0);
+    if code != 101 {
+        return Err(Error::Status(code));
+    }
+    let accept = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|h| h.value);
+    if accept != Some(http::accept_key(key).as_bytes()) {
+        return Err(Error::BadAccept);
+    }
+    Ok(Some(n))
+}
+
+/// The STOMP-over-WebSocket client codec of one connection.
+#[derive(Debug)]
+pub struct Codec {
+    framing: Framing,
+    ws: ws::Decoder,
+    stomp: stomp::Decoder,
+    /// STOMP bytes unwrapped from WebSocket (and SockJS) messages, not yet decoded.
+    stream: BytesMut,
+    json_scratch: Vec<u8>,
+    frame_scratch: BytesMut,
+    wrap_scratch: BytesMut,
+    rng: Rng,
+}
+
+impl Codec {
+    /// A codec for `framing`, refusing frames over `max_frame_bytes`; `seed` varies masks.
+    pub fn new(framing: Framing, max_frame_bytes: usize, seed: u64) -> Self {
+        let limits = ws::Limits {
+            max_frame_bytes,
+            max_message_bytes: max_frame_bytes,
+        };
+        Codec {
+            framing,
+            ws: ws::Decoder::new(ws::Role::Client, limits),
+            stomp: stomp::Decoder::new(stomp::Limits {
+                max_frame_bytes,
+                max_headers: 64,
+            }),
+            stream: BytesMut::new(),
+            json_scratch: Vec::new(),
+            frame_scratch: BytesMut::new(),
+            wrap_scratch: BytesMut::new(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Sets the STOMP version the server chose (header unescaping).
+    pub fn set_version(&mut self, version: stomp::Version) {
+        self.stomp.set_version(version);
+    }
+
+    /// The next event in `buf`, consuming its bytes; `Ok(None)`: more bytes are needed.
+    ///
+    /// # Errors
+    /// Bad framing; the connection is then given up.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, Error> {
+        loop {
+            if !self.stream.is_empty() {
+                match self.stomp.decode(&mut self.stream)? {
+                    Some(stomp::Item::Frame(frame)) => return Ok(Some(Event::Frame(frame))),
+                    Some(stomp::Item::HeartBeat) => return Ok(Some(Event::HeartBeat)),
+                    None => {}
+                }
+            }
+            let data = match self.ws.decode(buf)? {
+                None => return Ok(None),
+                Some(ws::Message::Text(data) | ws::Message::Binary(data)) => data,
+                Some(ws::Message::Ping(data)) => return Ok(Some(Event::Ping(data))),
+                Some(ws::Message::Pong(_)) => continue,
+                Some(ws::Message::Close(code)) => {
+                    return Ok(Some(Event::Closed(code.map(|(c, _)| c))))
+                }
+            };
+            match self.framing {
+                Framing::Raw => self.stream.extend_from_slice(&data),
+                Framing::SockJs => match data.first() {
+                    Some(b'o') => return Ok(Some(Event::Open)),
+                    Some(b'h') => return Ok(Some(Event::HeartBeat)),
+                    Some(b'c') => return Ok(Some(Event::Closed(sockjs_close_code(&data[1..])))),
+                    Some(b'a') => {
+                        sockjs::decode_message(
+                            &data[1..],
+                            &mut self.json_scratch,
+                            &mut self.stream,
+                        )
+                        .map_err(|_| Error::SockJs("a[...] is not a JSON array of strings"))?;
+                    }
+                    _ => return Err(Error::SockJs("unknown frame type")),
+                },
+            }
+        }
+    }
+
+    /// Appends `command` with `headers` and `body` as one masked WebSocket message
+    /// (inside a SockJS array when the framing asks for it).
+    pub fn encode(
+        &mut self,
+        command: stomp::Command,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        out: &mut BytesMut,
+    ) {
+        self.frame_scratch.clear();
+        stomp::encode_frame(
+            command,
+            headers,
+            body,
+            stomp::Version::V1_2,
+            &mut self.frame_scratch,
+        );
+        let mask = self.mask();
+        match self.framing {
+            Framing::Raw => {
+                ws::encode_frame(ws::OpCode::Text, &self.frame_scratch, Some(mask), out);
+            }
+            Framing::SockJs => {
+                self.wrap_scratch.clear();
+                self.wrap_scratch.put_slice(b"[\"");
+                sockjs::escape_into(&self.frame_scratch, &mut self.wrap_scratch);
+                self.wrap_scratch.put_slice(b"\"]");
+                ws::encode_frame(ws::OpCode::Text, &self.wrap_scratch, Some(mask), out);
+            }
+        }
+    }
+
+    /// Appends a masked pong echoing `payload`.
+    pub fn pong(&mut self, payload: &[u8], out: &mut BytesMut) {
+        let mask = self.mask();
+        ws::encode_frame(ws::OpCode::Pong, payload, Some(mask), out);
+    }
+
+    /// Appends a masked close frame with `code`.
+    pub fn close(&mut self, code: u16, out: &mut BytesMut) {
+        let mask = self.mask();
+        ws::encode_close(code, "", Some(mask), out);
+    }
+
+    fn mask(&mut self) -> [u8; 4] {
+        (self.rng.next_u64() as u32).to_le_bytes()
+    }
+}
+
+/// The code of a SockJS `c[code,"reason"]` (after the `c`).
+fn sockjs_close_code(rest: &[u8]) -> Option<u16> {
+    let inner = rest.strip_prefix(b"[")?;
+    let digits = inner.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&inner[..digits]).ok()?.parse().ok()
+}
+
+/// Parses `chat-engine/0.1.0 node=<id> shard=<n>` into (node, shard); unknown parts `?`.
+pub fn server_identity(server: Option<&[u8]>) -> (String, String) {
+    let text = server.map(String::from_utf8_lossy).unwrap_or_default();
+    let field = |name: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| "?".to_string(), str::to_string)
+    };
+    (field("node="), field("shard="))
+}
+
+/// Longest upgrade answer head accepted.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_request_names_the_stomp_protocols() {
+        let mut out = BytesMut::new();
+        upgrade_request(
+            "h:1",
+            "/ws",
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            Framing::Raw,
+            &mut out,
+        );
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("GET /ws HTTP/1.1\r\nHost: h:1\r\n"));
+        assert!(text.contains("Sec-WebSocket-Protocol: v12.stomp"));
+        assert!(text.ends_with("\r\n\r\n"));
+        out.clear();
+        upgrade_request(
+            "h:1",
+            "/b/000/abcdefgh/websocket",
+            "k",
+            Framing::SockJs,
+            &mut out,
+        );
+        assert!(!String::from_utf8_lossy(&out).contains("Protocol"));
+    }
+
+    #[test]
+    fn upgrade_answers() {
+        let partial = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n";
+        assert_eq!(upgrade_response(partial, "k"), Ok(None));
+        assert_eq!(
+            upgrade_response(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", "k"),
+            Err(Error::Status(503))
+        );
+        assert_eq!(
+            upgrade_response(b"\x00\x01garbage\r\n\r\n", "k"),
+            Err(Error::MalformedHttp)
+        );
+    }
+
+    #[test]
+    fn server_identity_reads_node_and_shard() {
+        assert_eq!(
+            server_identity(Some(b"chat-engine/0.1.0 node=n1 shard=3")),
+            ("n1".into(), "3".into())
+        );
+        assert_eq!(server_identity(Some(b"nginx")), ("?".into(), "?".into()));
+        assert_eq!(server_identity(None), ("?".into(), "?".into()));
+    }
+
+    #[test]
+    fn sockjs_close_codes() {
+        assert_eq!(sockjs_close_code(b"[3000,\"Go away!\"]"), Some(3000));
+        assert_eq!(sockjs_close_code(b"nope"), None);
+    }
+
+    #[test]
+    fn keys_are_16_bytes_of_base64() {
+        let mut rng = Rng::new(1);
+        let (a, b) = (new_key(&mut rng), new_key(&mut rng));
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
+    }
+}
