@@ -110,6 +110,12 @@ pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut Strin
             let _ = writeln!(out, "{name}{{node=\"{node}\",shard=\"{shard}\"}} {}", read(stats));
         }
     }
+    if let Some((cpu_secs, rss_bytes)) = process_usage() {
+        let _ = writeln!(out, "# HELP process_cpu_seconds_total CPU time of the engine process.\n# TYPE process_cpu_seconds_total counter");
+        let _ = writeln!(out, "process_cpu_seconds_total{{node=\"{node}\"}} {cpu_secs:.3}");
+        let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory of the engine process.\n# TYPE process_resident_memory_bytes gauge");
+        let _ = writeln!(out, "process_resident_memory_bytes{{node=\"{node}\"}} {rss_bytes}");
+    }
     let _ = writeln!(out, "# HELP chat_errors_total Errors by kind.\n# TYPE chat_errors_total counter");
     for (shard, stats) in shards.iter().enumerate() {
         for (kind, label) in ERROR_KINDS {
@@ -117,6 +123,22 @@ pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut Strin
             let _ = writeln!(out, "chat_errors_total{{node=\"{node}\",shard=\"{shard}\",kind=\"{label}\"}} {n}");
         }
     }
+}
+
+/// CPU seconds (user + system) and resident bytes of this process, from /proc.
+fn process_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let (utime, stime): (u64, u64) = (fields.next()?.parse().ok()?, fields.next()?.parse().ok()?);
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let resident_pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if ticks <= 0 || page <= 0 {
+        return None;
+    }
+    Some(((utime + stime) as f64 / ticks as f64, resident_pages * page as u64))
 }
 
 #[cfg(test)]
@@ -134,5 +156,6 @@ mod tests {
         render("n1", &[a, b], &mut out);
         assert!(out.contains("chat_connections{node=\"n1\",shard=\"0\"} 3"));
         assert!(out.contains("chat_errors_total{node=\"n1\",shard=\"1\",kind=\"slow_consumer\"} 1"));
+        assert!(out.contains("process_cpu_seconds_total{node=\"n1\"}"));
     }
 }

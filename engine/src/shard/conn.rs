@@ -276,10 +276,23 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoin
         }
         let queued = spare.len();
         ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
-        let written = write_all(&stream, &spare).await;
+        let written = if closing == Closing::Open {
+            // A subscriber whose socket stays full overflows its queue meanwhile: drop it
+            // then, without waiting for the socket.
+            let overflow = async {
+                out.overflowed().await;
+                shard.stats.error(ErrorKind::SlowConsumer);
+                Err(io::ErrorKind::TimedOut.into())
+            };
+            futures_lite::future::or(write_all(&stream, &spare), overflow).await
+        } else {
+            write_all(&stream, &spare).await
+        };
         ShardStats::shift(&shard.stats.queued_bytes, -(queued as i64));
-        if written.is_err() {
-            shard.stats.error(ErrorKind::Io);
+        if let Err(e) = written {
+            if e.kind() != io::ErrorKind::TimedOut {
+                shard.stats.error(ErrorKind::Io);
+            }
             out.close(Closing::Graceful);
             break;
         }
