@@ -132,6 +132,9 @@ pub struct ScenarioArgs {
     /// io_uring buffer memory per shard, KiB (locked memory is capped per process).
     #[arg(long, default_value_t = 128)]
     pub io_memory_kib: usize,
+    /// io_uring submission ring depth per shard.
+    #[arg(long, default_value_t = 128)]
+    pub ring_depth: usize,
     /// Test aid: this many subscribers stop reading for `--stall-ms`.
     #[arg(long, default_value_t = 0)]
     pub stall_subscribers: u32,

@@ -75,13 +75,19 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
         pids: scenario.server_pids.clone(),
     };
     let before_connect = probe.sample();
-    let control = Arc::new(Control::new(scenario.channels, now_ns()));
+    let control = Arc::new(Control::new(scenario.channels));
     let (events_tx, events) = mpsc::channel();
     shard::start(scenario.clone(), control.clone(), events_tx).map_err(Error::Start)?;
-
     let shards = scenario.shards();
+    let up_by = Instant::now() + SHARD_START_WAIT;
+    while control.shards_up.load(Relaxed) < shards as u64 && Instant::now() < up_by {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let start_ns = now_ns();
+    control.start_ns.store(start_ns, Relaxed);
+
     let total = scenario.conns.len() as u64;
-    let last_start_ns = control.start_ns
+    let last_start_ns = start_ns
         + scenario
             .conns
             .iter()
@@ -96,7 +102,7 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
         ..RunInfo::default()
     };
     let mut phase = Phase::Connecting;
-    let (mut last_finished, mut last_progress_ns) = (0, control.start_ns);
+    let (mut last_finished, mut last_progress_ns) = (0, start_ns);
     let mut next_line = Instant::now() + Duration::from_secs(1);
     let mut signalled = false;
     loop {
@@ -147,13 +153,12 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
                 }
             }
             Phase::WarmingUp | Phase::Measuring if signalled => {
-                let end = now.max(control.measure_start_ns.load(Relaxed).min(now));
-                control.publish_end_ns.store(end, Relaxed);
+                // Ctrl-C: the window ends now (empty when still warming up).
+                control.publish_end_ns.store(now, Relaxed);
                 if phase == Phase::WarmingUp {
-                    control.measure_start_ns.store(end, Relaxed);
+                    control.measure_start_ns.store(now, Relaxed);
                 }
                 info.measure_start.get_or_insert_with(|| probe.sample());
-                info.measure_end = Some(probe.sample());
                 phase = Phase::Draining {
                     until_ns: now + scenario.grace.min(Duration::from_secs(1)).as_nanos() as u64,
                 };
@@ -166,7 +171,6 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
             }
             Phase::Measuring => {
                 if now >= control.publish_end_ns.load(Relaxed) {
-                    info.measure_end = Some(probe.sample());
                     phase = Phase::Draining {
                         until_ns: now + scenario.grace.as_nanos() as u64,
                     };
@@ -179,6 +183,8 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
                     || now >= until_ns
                     || interrupt
                 {
+                    // The servers are sampled when the shards stop counting CPU.
+                    info.measure_end = Some(probe.sample());
                     control.stop.store(true, Relaxed);
                     phase = Phase::Stopping {
                         until: Instant::now() + STOP_WAIT,
@@ -193,7 +199,7 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
         }
         if phase == Phase::Connecting && scenario.progress && Instant::now() >= next_line {
             next_line += Duration::from_secs(1);
-            let elapsed = now.saturating_sub(control.start_ns) as f64 / 1e9;
+            let elapsed = now.saturating_sub(start_ns) as f64 / 1e9;
             eprintln!(
                 "[{elapsed:5.1}s] connecting: {}/{} ready, {} failed",
                 control.ready.load(Relaxed),
@@ -203,17 +209,13 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
         }
     }
     live.flush(&control);
-    let mut lost_shards = shards.saturating_sub(results.len());
     results.sort_by_key(|r| r.shard);
-    if lost_shards > 0 {
-        if let Some(first) = results.first_mut() {
-            for _ in 0..lost_shards {
-                count_error(&mut first.errors, "shard_unresponsive");
-            }
-            lost_shards = 0;
+    let unresponsive = shards.saturating_sub(results.len());
+    if let Some(first) = results.first_mut() {
+        for _ in 0..unresponsive {
+            count_error(&mut first.errors, "shard_unresponsive");
         }
     }
-    let _ = lost_shards;
     let (start, end) = control.window();
     info.window_ns = if start == u64::MAX {
         (0, 0)
@@ -329,5 +331,7 @@ impl Live {
 const START_DELAY: Duration = Duration::from_millis(100);
 /// Least time after the last publish before stopping, even when all counts are in.
 const SETTLE: Duration = Duration::from_millis(100);
+/// How long shard executors get to start.
+const SHARD_START_WAIT: Duration = Duration::from_secs(10);
 /// How long stopped shards get to send their results.
 const STOP_WAIT: Duration = Duration::from_secs(5);

@@ -105,6 +105,8 @@ pub struct Scenario {
     pub cpus: Vec<usize>,
     /// io_uring memory per shard, bytes.
     pub io_memory_bytes: usize,
+    /// io_uring ring depth per shard.
+    pub ring_depth: usize,
     /// Metrics URLs to scrape.
     pub metrics_urls: Vec<String>,
     /// Server PIDs to read /proc of.
@@ -195,6 +197,12 @@ impl Scenario {
         }
         if !(args.hot_share > 0.0 && args.hot_share < 1.0) {
             return Err(invalid("hot-share", "must be between 0 and 1"));
+        }
+        if !(8..=32_768).contains(&args.ring_depth) || !args.ring_depth.is_power_of_two() {
+            return Err(invalid(
+                "ring-depth",
+                "must be a power of two between 8 and 32768",
+            ));
         }
         if args.io_memory_kib < 16 {
             return Err(invalid("io-memory-kib", "must be at least 16"));
@@ -303,6 +311,7 @@ impl Scenario {
             connect_concurrency: args.connect_concurrency as usize,
             cpus,
             io_memory_bytes: args.io_memory_kib * 1024,
+            ring_depth: args.ring_depth,
             metrics_urls,
             server_pids: args.server_pids.clone(),
             out: args.out.clone(),

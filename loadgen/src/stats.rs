@@ -164,6 +164,8 @@ pub struct ShardResult {
     pub pubs: Vec<PubResult>,
     /// Receipts per message (measured, distinct).
     pub table: MessageTable,
+    /// How late measured messages left the load generator (send time - intended), µs.
+    pub send_lag: Hist,
     /// Errors by kind.
     pub errors: Errors,
     /// Connections tried.
@@ -178,8 +180,11 @@ pub struct ShardResult {
     pub foreign: u64,
     /// `MESSAGE` bodies without a readable `lg` stamp.
     pub unparsable: u64,
-    /// CPU used during the measured window.
+    /// CPU used from the start of the measured window to the stop (so the deliveries of
+    /// the window's last messages count too).
     pub cpu_measured: Cpu,
+    /// Length of that CPU window, seconds.
+    pub cpu_window_s: f64,
     /// CPU used over the whole run.
     pub cpu_total: Cpu,
 }

@@ -44,6 +44,7 @@ pub fn merge(reports: &[Report]) -> Option<Report> {
             (&mut out.latency.delivery, &r.latency.delivery),
             (&mut out.latency.broadcast, &r.latency.broadcast),
             (&mut out.latency.connect, &r.latency.connect),
+            (&mut out.latency.send_lag, &r.latency.send_lag),
         ] {
             let mut h = mine.hist();
             hist::add(&mut h, &theirs.hist());

@@ -125,6 +125,9 @@ pub struct Latencies {
     pub broadcast: HistReport,
     /// TCP connect to `CONNECTED`, per connection.
     pub connect: HistReport,
+    /// How late the load generator sent measured messages (its own health: high values
+    /// mean the load generator, not the server, is the bottleneck).
+    pub send_lag: HistReport,
     /// Messages every subscriber received (counted in `broadcast`).
     pub broadcast_complete: u64,
     /// Measured messages some subscriber never received.
@@ -198,15 +201,16 @@ impl Counts {
 /// CPU of both sides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CpuReport {
-    /// Each loadgen shard during the measured window.
+    /// Each loadgen shard, from the start of the measured window to the stop (so the
+    /// window's last deliveries count; the servers are sampled at the same edges).
     pub loadgen_shards: Vec<ShardCpu>,
-    /// Loadgen shards together, measured window, seconds.
+    /// Loadgen shards together over that window, seconds.
     pub loadgen_s: f64,
     /// The whole loadgen process over the whole run, seconds.
     pub loadgen_process_s: f64,
     /// Loadgen CPU per message handled (sent + delivered), µs.
     pub loadgen_us_per_message: Option<f64>,
-    /// Each server during the measured window.
+    /// Each server over the same window.
     pub servers: Vec<ServerCpu>,
     /// Servers together, seconds (absent when no source had CPU figures).
     pub server_s: Option<f64>,
@@ -227,7 +231,9 @@ pub struct ShardCpu {
     pub user_s: f64,
     /// System seconds.
     pub sys_s: f64,
-    /// Share of one core over the window.
+    /// The CPU window: from the start of the measured window to the stop, seconds.
+    pub window_s: f64,
+    /// Share of one core over that window.
     pub utilisation: f64,
 }
 
@@ -283,7 +289,7 @@ pub struct RunInfo {
     pub before_connect: Option<Sample>,
     /// At the start of the window.
     pub measure_start: Option<Sample>,
-    /// At the end of the window.
+    /// At the stop (the end of the window plus the wait for its last deliveries).
     pub measure_end: Option<Sample>,
     /// The timeline.
     pub timeline: Vec<TimelinePoint>,
@@ -408,8 +414,10 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
     messages.reach = reach(messages.delivered, messages.expected);
 
     let mut table = MessageTable::new();
+    let mut send_lag = stats::new_hist();
     for r in results {
         table.merge(&r.table);
+        hist::add(&mut send_lag, &r.send_lag);
     }
     let mut broadcast = stats::new_hist();
     let mut complete = 0;
@@ -438,7 +446,7 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
         sent_per_s: per_s(messages.sent),
         delivered_per_s: per_s(messages.delivered),
     };
-    let cpu = cpu_report(results, info, measured_s, &messages);
+    let cpu = cpu_report(results, info, &messages);
     let memory = memory_report(info, &nodes, connections.ready);
     Report {
         kind: info.kind.clone(),
@@ -458,6 +466,7 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
             delivery: HistReport::of(&delivery),
             broadcast: HistReport::of(&broadcast),
             connect: HistReport::of(&connect),
+            send_lag: HistReport::of(&send_lag),
             broadcast_complete: complete,
             broadcast_incomplete: messages.sent.saturating_sub(complete),
         },
@@ -483,12 +492,7 @@ pub(crate) fn summarise_node(n: &mut NodeReport) {
     n.connect = Percentiles::of(&connect);
 }
 
-fn cpu_report(
-    results: &[ShardResult],
-    info: &RunInfo,
-    measured_s: f64,
-    messages: &Messages,
-) -> CpuReport {
+fn cpu_report(results: &[ShardResult], info: &RunInfo, messages: &Messages) -> CpuReport {
     let loadgen_shards: Vec<ShardCpu> = results
         .iter()
         .map(|r| ShardCpu {
@@ -496,8 +500,9 @@ fn cpu_report(
             core: r.cpu_core,
             user_s: r.cpu_measured.user_s,
             sys_s: r.cpu_measured.sys_s,
-            utilisation: if measured_s > 0.0 {
-                r.cpu_measured.total_s() / measured_s
+            window_s: r.cpu_window_s,
+            utilisation: if r.cpu_window_s > 0.0 {
+                r.cpu_measured.total_s() / r.cpu_window_s
             } else {
                 0.0
             },

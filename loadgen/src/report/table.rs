@@ -55,6 +55,7 @@ pub fn render(report: &Report) -> String {
     row(w, "delivery (intended→recv)", &l.delivery.percentiles);
     row(w, "broadcast completion", &l.broadcast.percentiles);
     row(w, "connect (TCP→CONNECTED)", &l.connect.percentiles);
+    row(w, "publish lag (loadgen)", &l.send_lag.percentiles);
     let _ = writeln!(w);
     let m = &report.messages;
     let _ = writeln!(
@@ -163,7 +164,7 @@ pub fn render(report: &Report) -> String {
         .collect();
     let _ = writeln!(
         w,
-        "cpu loadgen: {:.2} s in window ({}), {} µs/msg handled; process {:.2} s",
+        "cpu loadgen: {:.2} s ({}), {} µs/msg handled; process {:.2} s",
         cpu.loadgen_s,
         shards.join(", "),
         opt(cpu.loadgen_us_per_message),
@@ -178,7 +179,7 @@ pub fn render(report: &Report) -> String {
                 .collect();
             let _ = writeln!(
                 w,
-                "cpu server:  {:.2} s in window ({}), {} µs/delivery, {} µs/publish",
+                "cpu server:  {:.2} s ({}), {} µs/delivery, {} µs/publish",
                 total,
                 servers.join(", "),
                 opt(cpu.server_us_per_delivery),

@@ -52,6 +52,8 @@ fn shard_result(shard: usize) -> ShardResult {
         delivered_total: 0,
         foreign: 0,
         unparsable: 0,
+        cpu_window_s: 2.0,
+        send_lag: stats::new_hist(),
         cpu_measured: Cpu {
             user_s: 0.5,
             sys_s: 0.25,

@@ -33,7 +33,7 @@ pub async fn run(shard: Rc<Shard>, index: u32) {
     let Some(plan) = shard.scenario.conns.get(index as usize) else {
         return;
     };
-    let start_at = shard.control.start_ns + plan.start_after.as_nanos() as u64;
+    let start_at = shard.control.start_ns.load(Relaxed) + plan.start_after.as_nanos() as u64;
     sleep_until_ns(start_at).await;
     let ready = {
         let Ok(_permit) = shard.permits.acquire_permit(1).await else {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::task::Waker;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -31,8 +32,10 @@ use crate::wire::Codec;
 /// "not yet" and `u64::MAX` "never".
 #[derive(Debug)]
 pub struct Control {
-    /// When connecting began.
-    pub start_ns: u64,
+    /// Shards whose executor is up and warmed.
+    pub shards_up: AtomicU64,
+    /// When connecting begins (set once every shard is up).
+    pub start_ns: AtomicU64,
     /// When publishing begins (set once every connection is ready or given up).
     pub publish_start_ns: AtomicU64,
     /// When measuring begins (publish start + warm-up).
@@ -56,10 +59,11 @@ pub struct Control {
 }
 
 impl Control {
-    /// Fresh control for `channels` channels, starting at `start_ns`.
-    pub fn new(channels: u32, start_ns: u64) -> Self {
+    /// Fresh control for `channels` channels.
+    pub fn new(channels: u32) -> Self {
         Control {
-            start_ns,
+            shards_up: AtomicU64::new(0),
+            start_ns: AtomicU64::new(0),
             publish_start_ns: AtomicU64::new(0),
             measure_start_ns: AtomicU64::new(u64::MAX),
             publish_end_ns: AtomicU64::new(u64::MAX),
@@ -99,7 +103,7 @@ pub fn start(
         let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("lg-shard-{index}"))
             .io_memory(scenario.io_memory_bytes)
-            .ring_depth(RING_DEPTH)
+            .ring_depth(scenario.ring_depth)
             .spawn(move || async move {
                 let shard = Rc::new(Shard::new(index, core, scenario, control, events));
                 shard.run().await;
@@ -195,6 +199,7 @@ struct State {
     table: MessageTable,
     errors: Errors,
     interval: Hist,
+    send_lag: Hist,
     interval_sent: u64,
     interval_delivered: u64,
     interval_errors: u64,
@@ -244,6 +249,7 @@ impl Shard {
                 table: MessageTable::new(),
                 errors: Errors::new(),
                 interval: stats::new_hist(),
+                send_lag: stats::new_hist(),
                 interval_sent: 0,
                 interval_delivered: 0,
                 interval_errors: 0,
@@ -262,6 +268,15 @@ impl Shard {
 
     async fn run(self: Rc<Self>) {
         let cpu_start = Cpu::thread();
+        // A fresh executor is slow to notice I/O for its first few milliseconds: let it
+        // settle before any connection is timed.
+        for _ in 0..WARM_UP_TICKS {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        self.control.shards_up.fetch_add(1, Relaxed);
+        while self.control.start_ns.load(Relaxed) == 0 && !self.control.stop.load(Relaxed) {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
         let tasks: Vec<_> = self
             .scenario
             .conns
@@ -270,10 +285,10 @@ impl Shard {
             .map(|c| glommio::spawn_local(conn::run(self.clone(), c.index)))
             .collect();
         self.state.borrow_mut().attempted = tasks.len() as u64;
-        let cpu_measured = publish::clock(&self).await;
+        let (cpu_measured, cpu_window_s) = publish::clock(&self).await;
         // Cancels every connection task; their sockets close as they drop.
         drop(tasks);
-        let result = self.result(cpu_measured, Cpu::thread().since(&cpu_start));
+        let result = self.result(cpu_measured, cpu_window_s, Cpu::thread().since(&cpu_start));
         let _ = self.events.send(Event::Done(Box::new(result)));
     }
 
@@ -397,7 +412,7 @@ impl Shard {
         }
     }
 
-    fn result(&self, cpu_measured: Cpu, cpu_total: Cpu) -> ShardResult {
+    fn result(&self, cpu_measured: Cpu, cpu_window_s: f64, cpu_total: Cpu) -> ShardResult {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         ShardResult {
@@ -426,6 +441,7 @@ impl Shard {
                 })
                 .collect(),
             table: std::mem::take(&mut state.table),
+            send_lag: std::mem::replace(&mut state.send_lag, stats::new_hist()),
             errors: std::mem::take(&mut state.errors),
             attempted: state.attempted,
             ready: state.ready,
@@ -434,6 +450,7 @@ impl Shard {
             foreign: state.foreign,
             unparsable: state.unparsable,
             cpu_measured,
+            cpu_window_s,
             cpu_total,
         }
     }
@@ -451,7 +468,7 @@ fn tracker(trackers: &mut SmallVec<[(u32, SeqTracker); 2]>, publisher: u32) -> &
     &mut trackers[at].1
 }
 
-/// io_uring submission ring depth per shard (locked memory is scarce).
-const RING_DEPTH: usize = 128;
+/// 5 ms sleeps a new executor takes before connecting.
+const WARM_UP_TICKS: usize = 10;
 /// Size of the per-shard read buffer.
 const READ_SCRATCH_BYTES: usize = 64 * 1024;

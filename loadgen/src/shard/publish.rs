@@ -1,7 +1,8 @@
-//! The clock task of a shard: every tick (1 ms) it queues every message whose intended
-//! send time has passed (catching up when late, never skipping: latency counts from the
-//! intended time), wakes the writers, sends an `Interval` each second, and notes the
-//! shard's CPU time at the edges of the measured window. Ends when `Control::stop` is set.
+//! The clock task of a shard: it sleeps until the next intended send time, queues every
+//! message whose time has passed (catching up when late, never skipping: latency counts
+//! from the intended time, and the lateness is recorded as send lag), wakes the writers,
+//! sends an `Interval` each second, and notes the shard's CPU time from the start of the
+//! measured window to the stop. Ends when `Control::stop` is set.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,12 +15,13 @@ use super::{Shard, State};
 use crate::body::{self, Stamp};
 use crate::stats::{self, Cpu, Event, Interval};
 
-/// Runs the clock until stop; returns the CPU time spent in the measured window.
-pub(super) async fn clock(shard: &Rc<Shard>) -> Cpu {
+/// Runs the clock until stop; returns the CPU time from the start of the measured window
+/// to the stop (deliveries of the window's last messages included) and its length, s.
+pub(super) async fn clock(shard: &Rc<Shard>) -> (Cpu, f64) {
     let control = &shard.control;
     let publish_start = loop {
         if control.stop.load(Relaxed) {
-            return Cpu::default();
+            return (Cpu::default(), 0.0);
         }
         let at = control.publish_start_ns.load(Relaxed);
         if at != 0 {
@@ -36,22 +38,16 @@ pub(super) async fn clock(shard: &Rc<Shard>) -> Cpu {
         p.next_ns = publish_start + phase as u64;
     }
     let mut interval = (0u64, publish_start);
-    let mut cpu_at_start: Option<Cpu> = None;
-    let mut cpu_measured: Option<Cpu> = None;
+    let mut cpu_at_start: Option<(Cpu, u64)> = None;
     let mut body = BytesMut::new();
     loop {
         let now = stats::now_ns();
         let stop = control.stop.load(Relaxed);
         let end = control.publish_end_ns.load(Relaxed);
         if cpu_at_start.is_none() && now >= measure_start {
-            cpu_at_start = Some(Cpu::thread());
+            cpu_at_start = Some((Cpu::thread(), now));
         }
-        if let (Some(start), None) = (cpu_at_start, cpu_measured) {
-            if now >= end || stop {
-                cpu_measured = Some(Cpu::thread().since(&start));
-            }
-        }
-        publish_due(shard, now, end, measure_start, &mut body);
+        let next_due = publish_due(shard, now, end, measure_start, &mut body);
         if now >= interval.1 + NS_PER_S || stop {
             let end_ns = now.min(interval.1 + NS_PER_S);
             send_interval(shard, interval.0, interval.1, end_ns);
@@ -60,13 +56,27 @@ pub(super) async fn clock(shard: &Rc<Shard>) -> Cpu {
         if stop {
             break;
         }
-        glommio::timer::sleep(TICK).await;
+        let wake = next_due.min(interval.1 + NS_PER_S).min(now + MAX_SLEEP_NS);
+        let now = stats::now_ns();
+        if wake > now + MIN_SLEEP_NS {
+            glommio::timer::sleep(Duration::from_nanos(wake - now)).await;
+        } else {
+            // The next send is too close to sleep for: let other tasks run, then send.
+            futures_lite::future::yield_now().await;
+        }
     }
-    cpu_measured.unwrap_or_default()
+    match cpu_at_start {
+        Some((start, at)) => (
+            Cpu::thread().since(&start),
+            stats::now_ns().saturating_sub(at) as f64 / 1e9,
+        ),
+        None => (Cpu::default(), 0.0),
+    }
 }
 
-/// Queues every message due by `now` (intended time before `end`).
-fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut BytesMut) {
+/// Queues every message due by `now` (intended time before `end`); returns when the next
+/// one is due (`u64::MAX`: none before `end`).
+fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut BytesMut) -> u64 {
     let scenario = &shard.scenario;
     let mut state = shard.state.borrow_mut();
     let State {
@@ -74,9 +84,11 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
         errors,
         injected,
         interval_sent,
+        send_lag,
         ..
     } = &mut *state;
     let mut expected = 0u64;
+    let mut next_due = u64::MAX;
     for p in pubs.iter_mut() {
         let mut wrote = false;
         while p.next_ns <= now && p.next_ns < end {
@@ -139,6 +151,7 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
             p.sent_total += 1;
             *interval_sent += 1;
             if measured {
+                stats::record(send_lag, now.saturating_sub(intended) / 1000);
                 p.sent_measured += 1;
                 expected += u64::from(
                     shard
@@ -159,10 +172,14 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
         if wrote {
             p.link.wake();
         }
+        if p.next_ns < end {
+            next_due = next_due.min(p.next_ns);
+        }
     }
     if expected > 0 {
         shard.control.expected.fetch_add(expected, Relaxed);
     }
+    next_due
 }
 
 /// Sends the main thread this shard's numbers for `[start_ns, end_ns)` and resets them.
@@ -182,8 +199,12 @@ fn send_interval(shard: &Shard, index: u64, start_ns: u64, end_ns: u64) {
     let _ = shard.events.send(Event::Interval(Box::new(interval)));
 }
 
-/// How often the clock wakes.
+/// How often the clock looks for a start or stop while nothing is due.
 const TICK: Duration = Duration::from_millis(1);
+/// Longest sleep between two looks at `Control`.
+const MAX_SLEEP_NS: u64 = 5_000_000;
+/// Shorter waits are not worth a timer.
+const MIN_SLEEP_NS: u64 = 20_000;
 const NS_PER_S: u64 = 1_000_000_000;
 /// A publisher whose socket takes nothing has its messages counted, not queued, past this.
 const MAX_BACKLOG_BYTES: usize = 64 << 20;
