@@ -451,3 +451,138 @@ fn sweep_finds_a_knee_and_sizes_a_cluster() {
     assert!(out.join("step-00").join("report.json").exists());
     assert!(String::from_utf8_lossy(&output.stdout).contains("knee: 80 msg/s"));
 }
+
+#[test]
+fn two_nodes_are_broken_down_per_node() {
+    let _serial = serial();
+    let a = Engine::start(&["--node-id", "alpha"]);
+    let b = Engine::start(&["--node-id", "beta"]);
+    // Targets alternate and channels are even in number, so each channel lives on one
+    // node with its publisher: no Kafka needed.
+    let out = out_dir("two-nodes");
+    let output = support::loadgen(&[
+        "run",
+        "--target",
+        &a.ws(),
+        "--target",
+        &b.sockjs(),
+        "--connections",
+        "40",
+        "--channels",
+        "4",
+        "--publishers",
+        "4",
+        "--rate",
+        "100",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.3",
+        "--shards",
+        "2",
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = report(&out);
+    let nodes = r["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes.iter().filter_map(|n| n["node"].as_str()).collect();
+    assert_eq!(names, vec!["alpha", "beta"]);
+    for n in nodes {
+        assert_eq!(num(n, &["connections"]), 20, "{n}");
+        assert_eq!(float(n, &["reach"]), 1.0, "{n}");
+        assert!(num(n, &["delivered"]) > 0);
+    }
+    let servers: Vec<&str> = r["cpu"]["servers"]
+        .as_array()
+        .expect("servers")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(servers, vec!["alpha", "beta"]);
+    assert_eq!(r["cpu"]["loadgen_shards"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn a_server_that_dies_mid_run_is_counted() {
+    let _serial = serial();
+    let engine = Engine::start(&[]);
+    let out = out_dir("dies");
+    let started = Instant::now();
+    let child = support::start_run(
+        &engine.ws(),
+        &out,
+        &[SMALL, &["--duration", "3", "--grace", "1"]].concat(),
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    engine.signal(libc::SIGKILL);
+    let output = child.wait_with_output().expect("loadgen exits");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = report(&out);
+    let errors = r["errors"].as_object().expect("errors");
+    assert!(
+        errors.contains_key("eof") || errors.contains_key("reset"),
+        "{}",
+        r["errors"]
+    );
+    let sent = num(&r, &["messages", "sent"]);
+    assert!(
+        sent > 0 && sent < 300,
+        "publishing stopped with the server: {}",
+        r["messages"]
+    );
+}
+
+#[test]
+fn a_server_that_stalls_mid_run_is_counted() {
+    let _serial = serial();
+    let engine = Engine::start(&[]);
+    let out = out_dir("stalls");
+    let started = Instant::now();
+    let child = support::start_run(
+        &engine.ws(),
+        &out,
+        &[SMALL, &["--duration", "3", "--grace", "1"]].concat(),
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    engine.signal(libc::SIGSTOP);
+    let output = child.wait_with_output().expect("loadgen exits");
+    engine.signal(libc::SIGCONT);
+    // Warm-up 0.5 s, 3 s measured, 1 s grace, plus connecting and stopping.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = report(&out);
+    let m = &r["messages"];
+    assert_eq!(
+        num(m, &["sent"]),
+        300,
+        "publishing goes on into the stalled server: {m}"
+    );
+    assert!(
+        num(m, &["lost"]) > 0,
+        "what the stalled server never delivered is lost: {m}"
+    );
+    assert!(float(m, &["reach"]) < 1.0);
+}

@@ -14,7 +14,7 @@ pub fn render(report: &Report) -> String {
         Some(s) => {
             let _ = writeln!(
                 w,
-                "loadgen {} {}: {} conns over {} target(s), {} channels ({}), {} publishers @ {:.0} msg/s, {} B, {:.0} s (+{:.0} s warm-up), {} shard(s)",
+                "loadgen {} {}: {} conns over {} target(s), {} channels ({}), {} publishers @ {:.0} msg/s, {} B, {} s (+{} s warm-up), {} shard(s)",
                 report.kind,
                 ids(&report.run_ids),
                 s.connections,
@@ -193,7 +193,8 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
-    for mem in &report.memory {
+    // Only a hold measures memory cleanly: a busy run's RSS also holds message buffers.
+    for mem in report.memory.iter().filter(|_| report.kind == "hold") {
         let _ = writeln!(
             w,
             "memory {}: RSS {:.1} MiB → {:.1} MiB with {} connections = {} bytes/connection",

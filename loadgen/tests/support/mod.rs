@@ -66,6 +66,14 @@ impl Engine {
         self.child.id()
     }
 
+    /// Sends `signal` to the engine (SIGKILL, SIGSTOP, SIGCONT, ...).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
     /// A one-shot GET; the whole answer as text.
     pub fn get(&self, path: &str) -> String {
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
@@ -84,6 +92,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -134,19 +143,31 @@ pub fn loadgen(args: &[&str]) -> Output {
 
 /// `loadgen run` against `target` with `args`, writing into `out`; returns report.json.
 pub fn run(target: &str, out: &Path, args: &[&str]) -> serde_json::Value {
-    let out_str = out.to_str().expect("utf-8 temp path");
-    let mut all = vec![
-        "run", "--target", target, "--out", out_str, "--shards", "1", "--quiet",
-    ];
-    all.extend_from_slice(args);
-    let output = loadgen(&all);
+    let output = start_run(target, out, args)
+        .wait_with_output()
+        .expect("loadgen exits");
     assert!(
         output.status.success(),
-        "loadgen {all:?} failed: {}\n{}",
+        "loadgen {args:?} failed: {}\n{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     report(out)
+}
+
+/// Starts `loadgen run` against `target` with `args` (one shard, quiet), writing into
+/// `out`; stdout and stderr are piped.
+pub fn start_run(target: &str, out: &Path, args: &[&str]) -> std::process::Child {
+    let out_str = out.to_str().expect("utf-8 temp path");
+    Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run", "--target", target, "--out", out_str, "--shards", "1", "--quiet",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadgen starts")
 }
 
 /// Reads `dir/report.json`.
