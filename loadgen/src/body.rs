@@ -60,7 +60,8 @@ pub fn encode(channel: &str, stamp: &Stamp, size_bytes: usize, out: &mut BytesMu
 /// Finds the last `"lg":[a,b,c,d]` in `body` and reads it. `None` when absent or not
 /// four unsigned integers (a message of some other client).
 pub fn scan(body: &[u8]) -> Option<Stamp> {
-    let at = memchr::memmem::rfind(body, MARKER)?;
+    // The stamp sits near the end (only the engine's `time` follows): look backwards.
+    let at = body.windows(MARKER.len()).rposition(|w| w == MARKER)?;
     let mut rest = body.get(at + MARKER.len()..)?;
     let mut numbers = [0u64; 4];
     for (i, slot) in numbers.iter_mut().enumerate() {

@@ -451,12 +451,15 @@ async fn sleep_until_ns(at_ns: u64) {
     }
 }
 
-/// Gives back an empty read buffer's storage, so idle connections hold none.
+/// Gives back an empty read buffer's storage when it grew large, so idle connections
+/// stay small while busy ones keep reusing theirs.
 fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
+    if buf.is_empty() && buf.capacity() > KEEP_READ_BYTES {
         *buf = BytesMut::new();
     }
 }
 
+/// Read buffer capacity a connection keeps between reads.
+const KEEP_READ_BYTES: usize = 16 * 1024;
 /// Largest frame accepted from the server.
 const MAX_FRAME_BYTES: usize = 4 << 20;
