@@ -239,6 +239,7 @@ struct Live {
     publish_start_ns: u64,
     pending: BTreeMap<u64, (usize, Interval)>,
     cumulative: Hist,
+    cumulative_from_warm_up: bool,
     timeline: Vec<TimelinePoint>,
     log: IntervalLog,
     errors: u64,
@@ -252,6 +253,7 @@ impl Live {
             publish_start_ns: 0,
             pending: BTreeMap::new(),
             cumulative: stats::new_hist(),
+            cumulative_from_warm_up: true,
             timeline: Vec::new(),
             log: IntervalLog::new(),
             errors: 0,
@@ -291,6 +293,12 @@ impl Live {
     }
 
     fn finish(&mut self, i: Interval, control: &Control) {
+        let (measure_start, end) = control.window();
+        // "So far" covers the measured window once it has begun (warm-up before that).
+        if i.start_ns >= measure_start && self.cumulative_from_warm_up {
+            self.cumulative = stats::new_hist();
+            self.cumulative_from_warm_up = false;
+        }
         hist::add(&mut self.cumulative, &i.hist);
         self.errors += i.errors;
         let secs = (i.end_ns.saturating_sub(i.start_ns) as f64 / 1e9).max(1e-3);
@@ -303,8 +311,7 @@ impl Live {
         };
         self.timeline.push(point);
         self.log.push(i.start_ns, i.end_ns, &i.hist);
-        if self.print {
-            let (measure_start, end) = control.window();
+        if self.print && !(i.start_ns >= end && i.delivered == 0) {
             let stage = if i.start_ns < measure_start {
                 "warm-up"
             } else if i.start_ns < end {

@@ -10,6 +10,13 @@ use super::Report;
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let w = &mut out;
+    if report.processes > 1 {
+        let _ = writeln!(
+            w,
+            "{} loadgen processes merged; the scenario below is the first one's",
+            report.processes
+        );
+    }
     match &report.scenario {
         Some(s) => {
             let _ = writeln!(
