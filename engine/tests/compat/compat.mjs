@@ -331,9 +331,15 @@ async function barrier(peers, channel) {
   const done = () => peers.every((p) => peers.every((q) => p.probesFrom.has(q.name)));
   while (!done()) {
     if (Date.now() >= deadline) {
-      const lagging = peers.filter((p) => !peers.every((q) => p.probesFrom.has(q.name)));
-      throw new Error(`subscriptions never all became live; lagging: ${lagging.map((p) => p.name).join(' ')}`
-        + ' (clients drop a MESSAGE whose subscription header is not their own id)');
+      const lagging = peers.filter((p) => peers.some((q) => !p.probesFrom.has(q.name))).map((p) => {
+        const unheard = peers.filter((q) => !p.probesFrom.has(q.name)).map((q) => `${q.name}@${q.node()}`);
+        return `${p.name}@${p.node()} never got a probe from ${unheard.join(' ')}`;
+      });
+      const noEcho = peers.some((p) => !p.probesFrom.has(p.name));
+      throw new Error(`subscriptions never all became live: ${lagging.slice(0, 4).join('; ')}`
+        + (lagging.length > 4 ? `; and ${lagging.length - 4} more` : '')
+        + (noEcho ? ' (some never got their own probe back: clients drop a MESSAGE whose'
+          + ' subscription header is not their own id)' : ''));
     }
     for (const q of peers) {
       if (!peers.every((p) => p.probesFrom.has(q.name))) {
