@@ -1,0 +1,261 @@
+//! Helpers for integration tests that run the real `chat-engine` binary.
+//!
+//! `Engine::start` picks a free port, spawns the binary with `--listen` on it,
+//! waits until `GET /healthz` answers 200 and stops the process on drop (SIGTERM,
+//! then SIGKILL). The engine's output goes to a log file under the cargo target
+//! dir; its tail is shown when start-up fails. `skip_unless_required` decides
+//! whether a missing external tool (node, Kafka, nginx) skips or fails a test.
+#![allow(dead_code)] // Each test crate uses its own subset of these helpers.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long `Engine::start` waits for `/healthz` to answer 200.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a stop waits after SIGTERM (the engine drains) before SIGKILL.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The engine's default SockJS endpoint path.
+pub const BASE_PATH: &str = "/letters-chat-server";
+/// Environment variable that turns skips for missing tools into failures.
+pub const REQUIRE_EXTERNAL_ENV: &str = "CHAT_REQUIRE_EXTERNAL";
+/// Environment variable naming another engine binary to test (default: the one
+/// cargo built for this test).
+pub const ENGINE_BIN_ENV: &str = "CHAT_ENGINE_BIN";
+
+/// A running `chat-engine` process on 127.0.0.1, stopped when dropped.
+pub struct Engine {
+    child: Child,
+    port: u16,
+    log_path: PathBuf,
+}
+
+impl Engine {
+    /// Starts the engine with `--listen 127.0.0.1:<free port>` followed by `args`
+    /// and waits until its `/healthz` answers 200.
+    ///
+    /// # Panics
+    /// When the binary cannot be spawned, exits early, or is not ready within
+    /// `READY_TIMEOUT`; the message includes the tail of its log.
+    pub fn start(args: &[&str]) -> Engine {
+        let port = free_port();
+        let log_path =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chat-engine-{port}.log"));
+        let log = File::create(&log_path).expect("the cargo target tmp dir is writable");
+        let log_err = log
+            .try_clone()
+            .expect("a just-opened log file can be duplicated");
+        let bin = engine_bin();
+        let child = Command::new(&bin)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+        let mut engine = Engine {
+            child,
+            port,
+            log_path,
+        };
+        engine.wait_ready(READY_TIMEOUT);
+        engine
+    }
+
+    /// The port the engine listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port>`, the root of the engine's HTTP endpoints.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The SockJS endpoint, `http://127.0.0.1:<port>/letters-chat-server`.
+    pub fn base_url(&self) -> String {
+        format!("{}{BASE_PATH}", self.url())
+    }
+
+    /// The file holding the engine's stdout and stderr.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The last `lines` lines of the engine's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log_path, lines)
+    }
+
+    /// `GET path` on the engine; see [`http_get`].
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    /// Sends SIGTERM and waits for the engine to drain and exit (SIGKILL after
+    /// `STOP_TIMEOUT`). Returns how it exited.
+    pub fn stop(&mut self) -> ExitStatus {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status;
+        }
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) only sends a signal; `pid` is our own child, which
+            // has not been reaped yet (try_wait above saw it running), so the
+            // pid cannot have been reused by another process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child
+            .wait()
+            .expect("waiting on a killed child succeeds")
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "chat-engine exited ({status}) before /healthz answered 200; log {}:\n{}",
+                    self.log_path.display(),
+                    self.log_tail(40)
+                );
+            }
+            let status = self.get("/healthz").map(|(code, _)| code);
+            if status == Some(200) {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "chat-engine /healthz answered {status:?} for {timeout:?}; log {}:\n{}",
+                    self.log_path.display(),
+                    self.log_tail(40)
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The engine binary under test: `$CHAT_ENGINE_BIN` when set, else the one
+/// cargo built alongside this test.
+pub fn engine_bin() -> PathBuf {
+    std::env::var_os(ENGINE_BIN_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_chat-engine")))
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the
+/// port the kernel chose, and let the listener go.
+pub fn free_port() -> u16 {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0 succeeds");
+    listener
+        .local_addr()
+        .expect("a bound listener has an address")
+        .port()
+}
+
+/// A minimal HTTP/1.1 `GET` on 127.0.0.1:`port` with `Connection: close`.
+/// Returns the status code and the raw body (not de-chunked), or `None` when
+/// the connection fails or the answer is not HTTP within two seconds.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    // A read timeout after the head arrived still leaves a usable answer.
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// Whether `CHAT_REQUIRE_EXTERNAL=1` is set (as `deploy/test.sh` does).
+pub fn external_required() -> bool {
+    std::env::var(REQUIRE_EXTERNAL_ENV).is_ok_and(|v| v == "1")
+}
+
+/// Reports that `missing` (a tool or service) is unavailable: prints a skip
+/// note, or panics when `CHAT_REQUIRE_EXTERNAL=1`. Call it, then return.
+///
+/// # Panics
+/// When `CHAT_REQUIRE_EXTERNAL=1`.
+pub fn skip_unless_required(missing: &str) {
+    if external_required() {
+        panic!("{missing}, and {REQUIRE_EXTERNAL_ENV}=1 forbids skipping");
+    }
+    eprintln!("skipped: {missing} (set {REQUIRE_EXTERNAL_ENV}=1 to make this a failure)");
+}
+
+/// Whether `node --version` runs.
+pub fn node_available() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `command` with its output in a log file under the target dir and kills
+/// it after `timeout`. Returns whether it exited with 0, and its output.
+pub fn run_with_timeout(command: &mut Command, name: &str, timeout: Duration) -> (bool, String) {
+    let out_path =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.log", std::process::id()));
+    let out = File::create(&out_path).expect("the cargo target tmp dir is writable");
+    let err = out
+        .try_clone()
+        .expect("a just-opened log file can be duplicated");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {name}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let mut output = String::new();
+    let success = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.success();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            output = format!("({name} killed after {timeout:?})\n");
+            break false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    output.insert_str(0, &fs::read_to_string(&out_path).unwrap_or_default());
+    (success, output)
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
