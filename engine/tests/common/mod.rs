@@ -15,6 +15,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tungstenite::protocol::WebSocket;
+use tungstenite::Message;
+
 /// How long `Engine::start` waits for `/healthz` to answer 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stop waits after SIGTERM (the engine drains) before SIGKILL.
@@ -258,4 +261,134 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Raw-socket helpers for tests that send hand-made bytes.
+impl Engine {
+    /// Sends raw bytes, returns everything the server answers until it closes or goes
+    /// quiet for 300 ms.
+    pub fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return Vec::new() };
+        s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        out
+    }
+
+    /// A one-shot HTTP request; the answer as text.
+    pub fn http(&self, request: &str) -> String {
+        String::from_utf8_lossy(&self.raw(request.as_bytes())).into_owned()
+    }
+}
+
+/// A WebSocket client (raw STOMP or SockJS framing).
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub sockjs: bool,
+    /// The `server` header of `CONNECTED`.
+    pub server: String,
+}
+
+impl Client {
+    /// Opens a WebSocket at `path` (no STOMP yet).
+    pub fn open(port: u16, path: &str, protocols: Option<&str>) -> WebSocket<TcpStream> {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!("ws://127.0.0.1:{port}{path}")).expect("request");
+        if let Some(p) = protocols {
+            request.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().expect("header"));
+        }
+        let (ws, _) = tungstenite::client::client(request, stream).expect("handshake");
+        ws
+    }
+
+    /// Raw STOMP 1.2 at `/ws`, CONNECTed.
+    pub fn raw(port: u16) -> Client {
+        let ws = Self::open(port, "/ws", Some("v12.stomp"));
+        let mut c = Client { ws, sockjs: false, server: String::new() };
+        c.connect("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0");
+        c
+    }
+
+    /// SockJS WebSocket transport with the classic client's CONNECT.
+    pub fn sockjs(port: u16) -> Client {
+        let mut ws = Self::open(port, "/letters-chat-server/123/abcdefgh/websocket", None);
+        let open = ws.read().expect("open frame");
+        assert_eq!(open, Message::Text("o".into()));
+        let mut c = Client { ws, sockjs: true, server: String::new() };
+        c.connect("CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\0");
+        c
+    }
+
+    fn connect(&mut self, frame: &str) {
+        self.send(frame);
+        let connected = self.frame();
+        assert!(connected.starts_with("CONNECTED\n"), "{connected}");
+        self.server = header(&connected, "server").unwrap_or_default();
+    }
+
+    /// Sends one STOMP frame (wrapped in a SockJS array when needed).
+    pub fn send(&mut self, frame: &str) {
+        let text = if self.sockjs { serde_json::to_string(&[frame]).expect("json") } else { frame.to_string() };
+        self.ws.send(Message::Text(text)).expect("send");
+    }
+
+    /// The next STOMP frame (SockJS `h` frames and heart-beats skipped).
+    pub fn frame(&mut self) -> String {
+        loop {
+            match self.ws.read().expect("read a frame") {
+                Message::Text(t) if self.sockjs => {
+                    let t = t.to_string();
+                    if t == "h" {
+                        continue;
+                    }
+                    let frames: Vec<String> = serde_json::from_str(t.strip_prefix('a').expect("a[...] frame")).expect("json array");
+                    let frame = frames.into_iter().next().expect("one frame");
+                    if frame == "\n" {
+                        continue;
+                    }
+                    return frame;
+                }
+                Message::Text(t) if t.as_str() == "\n" => continue,
+                Message::Text(t) => return t.to_string(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// Subscribes with a receipt and waits for it.
+    pub fn subscribe(&mut self, id: &str, destination: &str) {
+        self.send(&format!("SUBSCRIBE\nid:{id}\ndestination:{destination}\nreceipt:r-{id}\n\n\0"));
+        let receipt = self.frame();
+        assert!(receipt.starts_with("RECEIPT\nreceipt-id:r-"), "{receipt}");
+    }
+
+    /// Publishes a chat message to /pub/chat.
+    pub fn chat(&mut self, channel: &str, message: &str) {
+        let body = serde_json::json!({"channel": channel, "sender": "t@letters.test", "message": message}).to_string();
+        self.send(&format!("SEND\ndestination:/pub/chat\ncontent-length:{}\n\n{body}\0", body.len()));
+    }
+
+    /// The shard number from the `server` header.
+    pub fn shard(&self) -> String {
+        self.server.split("shard=").nth(1).unwrap_or_default().to_string()
+    }
+}
+
+/// The first value of header `name` in a STOMP frame's text.
+pub fn header(frame: &str, name: &str) -> Option<String> {
+    let head = frame.split("\n\n").next()?;
+    head.lines().skip(1).find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
+}
+
+/// The body of a STOMP frame's text (up to the NUL).
+pub fn body(frame: &str) -> &str {
+    frame.split_once("\n\n").map(|(_, b)| b.trim_end_matches('\0')).unwrap_or("")
 }
