@@ -269,7 +269,9 @@ stage_autobahn() {
   ensure_python_venv
   mkdir -p "$out"
   port="$(free_port)"
+  # Case 9.1.6 echoes a 16 MiB message: raise the limits for this endpoint's run.
   "$CHAT_ENGINE_BIN" --listen "127.0.0.1:$port" --shards 1 --ws-echo-path /echo \
+    --max-frame-bytes 20000000 --max-outbound-bytes 40000000 \
     >"$out/engine.log" 2>&1 </dev/null &
   pid=$!
   # shellcheck disable=SC2064 # expand pid now: the trap runs after this function
