@@ -50,6 +50,19 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# free_port_run N: print P such that nothing listens on P .. P+N-1 right now.
+free_port_run() {
+  local n="$1" base i
+  while :; do
+    base=$((20000 + RANDOM % 10000))
+    for ((i = 0; i < n; i++)); do
+      port_open $((base + i)) && continue 2
+    done
+    printf '%s\n' "$base"
+    return 0
+  done
+}
+
 # http_head HOST PORT PATH: print the status line and headers of a GET (HTTP/1.0,
 # so the server closes the connection); fails when nothing accepts the connection.
 http_head() {
