@@ -36,7 +36,12 @@ ensure_nginx() {
   case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
   command -v nginx >/dev/null 2>&1 && return 0
   apt_install nginx || return 1
-  # Debian starts the packaged service where it can; ours runs on its own prefix.
+  # Debian starts the packaged service on port 80 where systemd runs; the tests
+  # and the cluster run their own nginx on their own prefix, so stop that one.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+    log "stopping the nginx service that apt-get started (not used here)"
+    systemctl stop nginx || true
+  fi
   command -v nginx >/dev/null 2>&1
 }
 
