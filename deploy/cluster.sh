@@ -273,6 +273,8 @@ run_loadgen() {
 }
 
 cmd_demo() {
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   trap 'cmd_down' EXIT
   cmd_up --nodes 2
   cmd_bench

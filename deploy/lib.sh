@@ -36,7 +36,12 @@ ensure_nginx() {
   case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
   command -v nginx >/dev/null 2>&1 && return 0
   apt_install nginx || return 1
-  # Debian starts the packaged service where it can; ours runs on its own prefix.
+  # Debian starts the packaged service on port 80 where systemd runs; the tests
+  # and the cluster run their own nginx on their own prefix, so stop that one.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+    log "stopping the nginx service that apt-get started (not used here)"
+    systemctl stop nginx || true
+  fi
   command -v nginx >/dev/null 2>&1
 }
 
@@ -48,6 +53,19 @@ port_open() {
 # free_port: print a TCP port on 127.0.0.1 that nothing listens on right now.
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# free_port_run N: print P such that nothing listens on P .. P+N-1 right now.
+free_port_run() {
+  local n="$1" base i
+  while :; do
+    base=$((20000 + RANDOM % 10000))
+    for ((i = 0; i < n; i++)); do
+      port_open $((base + i)) && continue 2
+    done
+    printf '%s\n' "$base"
+    return 0
+  done
 }
 
 # http_head HOST PORT PATH: print the status line and headers of a GET (HTTP/1.0,

@@ -18,7 +18,8 @@
 # with apt, npm packages, the Autobahn venv), builds release binaries, starts
 # what each stage needs, stops it again (also on failure or Ctrl-C), and exits
 # non-zero if any stage failed. Needs cargo, node/npm and python3 on PATH.
-# Environment: TEST_CLUSTER_PORT (18080), AUTOBAHN_TIMEOUT (600 s), KAFKA_PORT.
+# Environment: TEST_CLUSTER_PORT (nginx port of the cluster stage; its engines
+# take the next ports; default: a free run of ports), AUTOBAHN_TIMEOUT (600 s).
 set -euo pipefail
 
 # shellcheck source=deploy/lib.sh
@@ -29,7 +30,6 @@ cd "$CHAT_ROOT"
 SHARED="${CHAT_SHARED_DIR:-$(git rev-parse --show-toplevel 2>/dev/null || echo "$CHAT_ROOT")/../shared}"
 COMPAT_DIR="$CHAT_ROOT/engine/tests/compat"
 WORK="$CHAT_ROOT/target/test-sh"
-CLUSTER_PORT_FOR_TEST="${TEST_CLUSTER_PORT:-18080}"
 ALL_STAGES=(config unit autobahn cluster)
 KNOWN_STAGES=" config unit compat autobahn cluster "
 
@@ -43,7 +43,7 @@ main() {
   for stage in "$@"; do
     case "$stage" in
       all) stages+=("${ALL_STAGES[@]}") ;;
-      -h | --help) sed -n '2,21s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+      -h | --help) sed -n '2,22s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
       *)
         [[ "$KNOWN_STAGES" == *" $stage "* ]] || { log "unknown stage '$stage'"; exit 2; }
         stages+=("$stage")
@@ -256,7 +256,7 @@ stage_unit() {
   trap stop_kafka EXIT
   start_kafka
   export CHAT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
-  CHAT_REQUIRE_EXTERNAL=1 cargo test --workspace --release
+  CHAT_REQUIRE_EXTERNAL=1 cargo test --workspace --release --no-fail-fast
 }
 
 stage_compat() {
@@ -286,7 +286,7 @@ stage_cluster() {
   local state="$WORK/cluster" base pids pid left=() kafka_before=0
   ensure_nginx
   ensure_node_modules
-  export CLUSTER_STATE="$state" CLUSTER_PORT="$CLUSTER_PORT_FOR_TEST"
+  export CLUSTER_STATE="$state" CLUSTER_PORT="${TEST_CLUSTER_PORT:-$(free_port_run 3)}"
   port_open "$KAFKA_PORT" && kafka_before=1
   base="http://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"
   trap 'bash deploy/cluster.sh down >/dev/null 2>&1 || true' EXIT

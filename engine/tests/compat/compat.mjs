@@ -5,14 +5,17 @@
 //
 // URL_BASE is the SockJS endpoint, e.g. http://127.0.0.1:8080/letters-chat-server.
 // Single-node mode (default) checks
-//   (a) @stomp/stompjs 7 over raw WebSocket (URL_BASE/websocket, `ws` package),
+//   (a) @stomp/stompjs 7 over raw WebSocket (URL_BASE/websocket and /ws, `ws` package),
 //   (b) sockjs-client 1.6 + classic stompjs 2.3.3, used like the original React app,
+//       and the cross-origin /info request that a browser makes first,
 //   (c) messages crossing between the two kinds of client.
 // --cluster connects through a load balancer until clients sit on N nodes (the
 // CONNECTED `server` header names the node) and checks that every message reaches
 // every subscriber on every node, once and in each sender's order.
 // Prints `ok - ...` / `not ok - ...` per check; exits 0 only when all pass.
 
+import http from 'node:http';
+import https from 'node:https';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
 import SockJS from 'sockjs-client';
@@ -180,9 +183,9 @@ class SockJsPeer extends Peer {
 // ---------------------------------------------------------------- scenarios
 
 async function singleNode(base) {
-  const wsUrl = `${base.replace(/^http/, 'ws')}/websocket`;
+  const [wsUrl, wsAlias] = rawUrls(base);
   const a = new RawPeer('raw-a', wsUrl);
-  const b = new RawPeer('raw-b', wsUrl);
+  const b = new RawPeer('raw-b', wsAlias);
   const s1 = new SockJsPeer('sockjs-1', base);
   const s2 = new SockJsPeer('sockjs-2', base);
   const peers = [a, b, s1, s2];
@@ -205,10 +208,12 @@ async function singleNode(base) {
     return bad;
   }));
 
+  check('sockjs: /info answers a cross-origin request with credentials', await infoProblems(base));
+
   for (const p of peers) p.subscribe('/sub/chat/global');
   await barrier(peers, 'global');
 
-  // The first body is byte for byte what the brief of the original client sends.
+  // The first body goes out exactly as written, key order and all.
   const hi = '{"channel":"global","sender":"a","message":"hi"}';
   const big = { channel: 'global', sender: 'a', message: 'x'.repeat(BIG_MESSAGE_BYTES) + nonce };
   const fromSockJs = { channel: 'global', sender: 's1', message: `안녕하세요 from sockjs ${nonce}` };
@@ -220,9 +225,9 @@ async function singleNode(base) {
     { sender: 'a', message: big.message, from: a, label: 'the 40 KiB message' },
     { sender: 's1', message: fromSockJs.message, from: s1, label: 'the sockjs message' },
   ];
-  await waitFor(() => peers.every((p) => expected.every((e) => count(p, e) > 0)));
-
   const got = (p, e) => p.messages.filter((m) => m.json.sender === e.sender && m.json.message === e.message);
+  await waitFor(() => peers.every((p) => expected.every((e) => got(p, e).length > 0)));
+
   const deliveredTo = (e, receivers) => receivers.flatMap((p) => {
     const ms = got(p, e);
     if (ms.length === 0) return [`${p.name} did not get ${e.label} from ${e.from.name}`];
@@ -254,13 +259,13 @@ async function singleNode(base) {
 }
 
 async function cluster(base) {
-  const wsUrl = `${base.replace(/^http/, 'ws')}/websocket`;
+  const urls = rawUrls(base);
   const peers = [];
   const perNode = new Map();
   const maxAttempts = opts.nodes * 6;
   // Connect one at a time so that least_conn sees each socket before the next.
   for (let i = 0; i < maxAttempts; i++) {
-    const p = new RawPeer(`raw-${i}`, wsUrl);
+    const p = new RawPeer(`raw-${i}`, urls[i % urls.length]);
     peers.push(await p.connect());
     perNode.set(p.node(), (perNode.get(p.node()) ?? 0) + 1);
     if (perNode.size >= opts.nodes && [...perNode.values()].every((n) => n >= 2)) break;
@@ -321,6 +326,59 @@ async function cluster(base) {
 
 // ---------------------------------------------------------------- helpers
 
+/** Raw STOMP endpoints: `{base}/websocket` and the `/ws` alias at the root. */
+function rawUrls(base) {
+  const ws = base.replace(/^http/, 'ws');
+  return [`${ws}/websocket`, `${new URL(ws).origin}/ws`];
+}
+
+/**
+ * A browser page on another origin first GETs `{base}/info` with credentials
+ * (after an OPTIONS preflight when it adds headers): the answer must echo the
+ * Origin, allow credentials and say that the websocket transport is on.
+ */
+async function infoProblems(base) {
+  const origin = 'http://chat.example.test:3000';
+  const bad = [];
+  const get = await request('GET', `${base}/info?t=${Date.now()}`, { Origin: origin });
+  if (get.status !== 200) bad.push(`GET /info: status ${get.status}`);
+  if (get.headers['access-control-allow-origin'] !== origin) {
+    bad.push(`GET /info: Access-Control-Allow-Origin ${get.headers['access-control-allow-origin']}, want ${origin}`);
+  }
+  if (get.headers['access-control-allow-credentials'] !== 'true') {
+    bad.push(`GET /info: Access-Control-Allow-Credentials ${get.headers['access-control-allow-credentials']}`);
+  }
+  try {
+    if (JSON.parse(get.body).websocket !== true) bad.push(`GET /info: websocket is not true in ${short(get.body)}`);
+  } catch {
+    bad.push(`GET /info: body is not JSON: ${short(get.body)}`);
+  }
+  const pre = await request('OPTIONS', `${base}/info`, {
+    Origin: origin,
+    'Access-Control-Request-Method': 'GET',
+    'Access-Control-Request-Headers': 'content-type',
+  });
+  if (pre.status < 200 || pre.status >= 300) bad.push(`OPTIONS /info: status ${pre.status}`);
+  if (pre.headers['access-control-allow-origin'] !== origin) {
+    bad.push(`OPTIONS /info: Access-Control-Allow-Origin ${pre.headers['access-control-allow-origin']}`);
+  }
+  return bad;
+}
+
+function request(method, url, headers) {
+  const lib = url.startsWith('https:') ? https : http;
+  return withDeadline(`${method} ${url}`, new Promise((resolve, reject) => {
+    const req = lib.request(url, { method, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { body += chunk; });
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  }));
+}
+
 /**
  * Subscriptions take effect asynchronously (other shards, other nodes, a Kafka
  * consumer that is still joining), so before the counted messages every peer
@@ -361,10 +419,6 @@ function withDeadline(what, promise) {
     timer = setTimeout(() => reject(new Error(`${what}: no answer within the time limit`)), left);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function count(p, e) {
-  return p.messages.filter((m) => m.json.sender === e.sender && m.json.message === e.message).length;
 }
 
 function problems(p) {
