@@ -179,6 +179,11 @@ impl Decoder {
             Some((_, value)) => Some(parse_content_length(value, self.body_budget)?),
             None => None,
         };
+        if let Some(len) = self.content_length {
+            // Within the limit, so reserving now saves regrowing the buffer while a
+            // large body (stompjs splits frames over 16 KiB) arrives in pieces.
+            buf.reserve((len + 1).saturating_sub(buf.len()));
+        }
         self.headers = headers;
         self.phase = Phase::Body;
         self.scanned = 0;
@@ -841,6 +846,16 @@ mod tests {
         assert_eq!(f.body.as_ptr() as usize, start + 21);
         assert_eq!(f.headers[0].1.as_ptr() as usize, start + 17);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn known_body_length_is_reserved_once() {
+        let mut buf = BytesMut::from(&b"SEND\ncontent-length:20000\n\nab"[..]);
+        assert_eq!(Decoder::new(LIMITS).decode(&mut buf), Ok(None));
+        assert!(buf.capacity() > 20_000);
+        let mut buf = BytesMut::from(&b"SEND\ncontent-length:70000\n\nab"[..]);
+        assert_eq!(Decoder::new(LIMITS).decode(&mut buf), Err(Error::TooBig));
+        assert!(buf.capacity() < 70_000);
     }
 
     #[test]
