@@ -106,23 +106,39 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// The engine binary.
+/// The engine binary: `CHAT_ENGINE_BIN`, else the one beside the loadgen binary (which
+/// `cargo test --workspace` builds), else one built now into a target directory of its own
+/// (the running `cargo test` may hold the lock of the main one).
 pub fn engine_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("CHAT_ENGINE_BIN") {
         return PathBuf::from(path);
     }
-    let beside = Path::new(env!("CARGO_BIN_EXE_loadgen")).with_file_name("chat-engine");
-    if !beside.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "chat-engine", "--bin", "chat-engine"])
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "could not build chat-engine; set CHAT_ENGINE_BIN"
-        );
+    let loadgen = Path::new(env!("CARGO_BIN_EXE_loadgen"));
+    let beside = loadgen.with_file_name("chat-engine");
+    if beside.exists() {
+        return beside;
     }
-    beside
+    let profile_dir = loadgen
+        .parent()
+        .expect("the loadgen binary has a directory");
+    let target_dir = profile_dir.with_file_name("loadgen-tests-engine");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "chat-engine",
+            "--bin",
+            "chat-engine",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "could not build chat-engine; set CHAT_ENGINE_BIN"
+    );
+    target_dir.join("debug").join("chat-engine")
 }
 
 /// A fresh, empty directory for one test's output.
