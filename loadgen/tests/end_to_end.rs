@@ -89,10 +89,12 @@ fn small_scenario_delivers_exactly_what_it_should() {
 }
 
 #[test]
-fn sockjs_transport_delivers_exactly_too() {
+fn sockjs_transport_from_several_source_addresses_delivers_exactly_too() {
     let _serial = serial();
     let engine = Engine::start(&[]);
-    let r = run(&engine.sockjs(), &out_dir("sockjs"), SMALL);
+    // Also from three local source addresses.
+    let args = [SMALL, &["--source-ips", "127.0.0.2-127.0.0.4"]].concat();
+    let r = run(&engine.sockjs(), &out_dir("sockjs"), &args);
     assert_exact(&r);
 }
 
