@@ -268,6 +268,11 @@ run_loadgen() {
   add_default --size 128 "$@"
   add_default --duration 20 "$@"
   add_default --warmup 5 "$@"
+  # Each node's own /metrics (not through nginx) for the server CPU beside loadgen's.
+  if [ -z "$(opt_value --metrics "$@")" ]; then
+    local k
+    for k in $(node_numbers); do args+=(--metrics "http://127.0.0.1:$((PORT + k))/metrics"); done
+  fi
   log "bench: $CHAT_LOADGEN_BIN ${args[*]} $*"
   "$CHAT_LOADGEN_BIN" "${args[@]}" "$@"
 }
