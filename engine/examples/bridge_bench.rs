@@ -67,6 +67,9 @@ enum Mode {
         /// Measured seconds (after one second of warm-up).
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Print both nodes' bridge stats every second (to watch an outage).
+        #[arg(long)]
+        progress: bool,
     },
 }
 
@@ -95,7 +98,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             shards,
             channels,
         } => throughput(&config("a"), records, value_bytes, shards, channels),
-        Mode::Latency { rate, seconds } => latency(&config("a"), &config("b"), rate, seconds),
+        Mode::Latency {
+            rate,
+            seconds,
+            progress,
+        } => latency(&config("a"), &config("b"), rate, seconds, progress),
     }
 }
 
@@ -156,12 +163,29 @@ fn latency(
     b_cfg: &Config,
     rate: u64,
     seconds: u64,
+    progress: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let (a_interest, b_interest) = (Arc::new(Interest::new(1)), Arc::new(Interest::new(1)));
     a_interest.add(0, b"/sub/chat/lat");
     b_interest.add(0, b"/sub/chat/lat");
     let (a, a_ports) = Bridge::start(a_cfg, 1, a_interest)?;
     let (b, b_ports) = Bridge::start(b_cfg, 1, b_interest)?;
+    let done = Arc::new(AtomicBool::new(false));
+    let reporter = progress.then(|| {
+        let (stats, done) = ([a.stats(), b.stats()], Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                for (node, s) in ["a", "b"].iter().zip(&stats) {
+                    eprintln!(
+                        "{node}: connected={} produced={} consumed={} routed={} queued={} in_flight={} lag={:?} errors={} last={}",
+                        s.connected(), s.produced(), s.consumed(), s.routed(), s.queued(), s.in_flight(),
+                        s.consumer_lag(), s.errors(), s.last_error_kind()
+                    );
+                }
+            }
+        })
+    });
     let epoch = Instant::now();
     let warmup = Duration::from_secs(1);
     let warmup_ns = u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);
@@ -222,7 +246,20 @@ fn latency(
         );
         i += 1;
     }
-    std::thread::sleep(Duration::from_secs(2));
+    // Let both nodes catch up (after an outage that can take a while).
+    let sent = u64::from(i);
+    let (a_stats, b_stats) = (a.stats(), b.stats());
+    let catch_up = Instant::now();
+    while (a_stats.produced() < sent || a_stats.consumed() < sent || b_stats.consumed() < sent)
+        && catch_up.elapsed() < Duration::from_secs(120)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    done.store(true, Ordering::Relaxed);
+    if let Some(reporter) = reporter {
+        let _ = reporter.join();
+    }
     drop(outbound);
     a.shutdown();
     b.shutdown();
