@@ -58,14 +58,21 @@ cmd_fetch() {
   command -v mvn >/dev/null || die "maven (mvn) is needed to fetch the Kafka jars"
   command -v java >/dev/null || die "java (17+) is needed to run Kafka"
   log "resolving kafka $KAFKA_VERSION and its tools into $LIBS"
-  rm -rf "$LIBS"
-  mkdir -p "$LIBS"
-  mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
-    dependency:copy-dependencies -DoutputDirectory="$LIBS"
+  local staging="$LIBS.partial"
+  rm -rf "$staging"
+  mkdir -p "$staging"
+  # Maven 3.8 prints colour resets even in quiet batch mode: strip them.
+  mvn -q -B -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DoutputDirectory="$staging" 2>&1 |
+    sed -e 's/\x1b\[[0-9;]*m//g' -e '/^$/d' >&2 ||
+    die "maven could not resolve the Kafka jars (see above)"
   local jars
-  jars=$(find "$LIBS" -name '*.jar' | wc -l)
-  [[ "$jars" -gt 0 ]] || die "maven copied no jars into $LIBS"
-  date -u +%Y-%m-%dT%H:%M:%SZ >"$FETCH_MARKER"
+  jars=$(find "$staging" -name '*.jar' | wc -l)
+  [[ "$jars" -gt 0 ]] || die "maven copied no jars into $staging"
+  date -u +%Y-%m-%dT%H:%M:%SZ >"$staging/.fetched-$KAFKA_VERSION"
+  # Swap in whole, so an interrupted fetch never leaves a marker over missing jars.
+  rm -rf "$LIBS"
+  mv "$staging" "$LIBS"
   log "fetched $jars jars"
 }
 

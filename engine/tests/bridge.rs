@@ -227,8 +227,9 @@ fn survives_a_broker_restart() {
     let topic = unique_topic("restart");
     let (a, a_ports) = Node::start(&brokers, &topic, "a");
     let (b, b_ports) = Node::start(&brokers, &topic, "b");
+    let (c, c_ports) = Node::start(&brokers, &topic, "c");
     b.interest.add(0, b"/sub/chat/r");
-    let shards = Shards::connect(vec![a_ports, b_ports]);
+    let shards = Shards::connect(vec![a_ports, b_ports, c_ports]);
     let publish = |range: std::ops::Range<usize>| {
         for i in range {
             a.send(
@@ -255,6 +256,19 @@ fn survives_a_broker_restart() {
     publish(50..150);
     std::thread::sleep(Duration::from_secs(1));
     assert!(a_stats.produced() < 150);
+
+    // Shutting down while Kafka is away waits a bounded time and counts the loss.
+    c.send(1, b"r", b"lost", b"lost");
+    let c_stats = c.bridge.stats();
+    let stopping = Instant::now();
+    c.shutdown();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(12),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(c_stats.produce_errors(), 1);
+    assert!(!c_stats.healthy());
     drop(restart);
 
     let got = shards.wait_for(100, Duration::from_secs(60));

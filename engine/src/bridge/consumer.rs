@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
 use glommio::channels::shared_channel::{ConnectedSender, SharedSender};
+use glommio::{GlommioError, ResourceType};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers as _, Message as _};
 
@@ -82,24 +83,51 @@ impl Consumer {
                 let Some(sender) = slot.as_ref() else {
                     continue;
                 };
-                match future::or(async { Some(sender.send(out).await) }, async {
-                    stopped(&stop).await;
-                    None
-                })
-                .await
-                {
-                    Some(Ok(())) => stats.add_routed(count),
-                    Some(Err(_)) => {
+                match deliver(sender, out, &stop).await {
+                    Delivery::Sent => stats.add_routed(count),
+                    Delivery::Closed => {
                         tracing::warn!(
                             shard,
                             "shard closed its kafka channel; no more records for it"
                         );
                         *slot = None;
                     }
-                    None => return,
+                    Delivery::Stopped => return,
                 }
             }
         }
+    }
+}
+
+/// What became of a batch handed to a shard.
+enum Delivery {
+    Sent,
+    Closed,
+    Stopped,
+}
+
+/// Sends `batch` to a shard, waiting while its channel is full (back-pressure on
+/// consumption) unless the bridge stops meanwhile.
+async fn deliver(
+    sender: &ConnectedSender<Vec<Incoming>>,
+    batch: Vec<Incoming>,
+    stop: &AtomicBool,
+) -> Delivery {
+    // The common case needs no wait, and so no stop timer.
+    let batch = match sender.try_send(batch) {
+        Ok(()) => return Delivery::Sent,
+        Err(GlommioError::WouldBlock(ResourceType::Channel(batch))) => batch,
+        Err(_) => return Delivery::Closed,
+    };
+    let sent = async { Some(sender.send(batch).await.is_ok()) };
+    let stopped = async {
+        stopped(stop).await;
+        None
+    };
+    match future::or(sent, stopped).await {
+        Some(true) => Delivery::Sent,
+        Some(false) => Delivery::Closed,
+        None => Delivery::Stopped,
     }
 }
 

@@ -157,6 +157,15 @@ impl ProducerContext for Context {
                 self.stats.add_produced(1);
                 self.mark_connected();
             }
+            Err((error, _))
+                if matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+                ) =>
+            {
+                // Purged at shutdown; the producer thread logs one line for all.
+                self.stats.add_produce_errors(1);
+            }
             Err((error, _)) => {
                 // message.timeout.ms=0 retries transient errors forever, so what
                 // arrives here is permanent (too large, topic gone, fatal producer).

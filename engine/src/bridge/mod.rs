@@ -24,7 +24,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::BaseProducer;
+use rdkafka::producer::ThreadedProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::interest::Interest;
@@ -166,7 +166,7 @@ impl Bridge {
         consumer
             .assign(&assignment)
             .map_err(kafka("assign partitions"))?;
-        let producer: BaseProducer<Context> = producer_config(cfg, shards)
+        let producer: ThreadedProducer<Context> = producer_config(cfg, shards)
             .create_with_context(Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)))
             .map_err(kafka("create producer"))?;
 

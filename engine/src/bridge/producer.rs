@@ -1,8 +1,9 @@
 //! The producer thread: drains every shard's bounded outbound queue (crossbeam) into
-//! one librdkafka producer, keyed by channel with `origin`/`id` headers, and serves
-//! delivery reports. When librdkafka's own queue is full (an outage or a burst) it waits
-//! for deliveries, so the backlog stays in the shards' queues and shards see `Full`
-//! from `try_send`: nothing accepted is dropped while the process lives.
+//! one librdkafka producer, keyed by channel with `origin`/`id` headers; the producer's
+//! own polling thread serves delivery reports. When librdkafka's queue is full (an
+//! outage or a burst) it waits for deliveries, so the backlog stays in the shards'
+//! queues and shards see `Full` from `try_send`: nothing accepted is dropped while the
+//! process lives.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,14 +14,14 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig, ThreadedProducer};
 
 use super::context::Context;
 use super::Outgoing;
 
 /// Everything the producer thread owns.
 pub(super) struct Producer {
-    pub(super) producer: BaseProducer<Context>,
+    pub(super) producer: ThreadedProducer<Context>,
     pub(super) receivers: Vec<Receiver<Outgoing>>,
     pub(super) topic: String,
     pub(super) node_id: Bytes,
@@ -42,7 +43,6 @@ impl Producer {
             if closed {
                 select = select_live(&self.receivers, &live);
             }
-            self.producer.poll(Duration::ZERO);
             self.sample_queues();
             if stopping && (moved == 0 || self.past_deadline()) {
                 break;
@@ -52,7 +52,7 @@ impl Producer {
                     // Ready or timed out, either way go round: nothing is taken here.
                     let _ = select.ready_timeout(IDLE_WAIT);
                 } else {
-                    self.producer.poll(IDLE_WAIT);
+                    std::thread::sleep(IDLE_WAIT);
                 }
             }
         }
@@ -131,8 +131,9 @@ impl Producer {
                         return;
                     }
                     record = back;
-                    // Serves delivery reports, which is what frees room in the queue.
-                    producer.poll(QUEUE_FULL_WAIT);
+                    // The producer's polling thread serves delivery reports, which is
+                    // what frees room in the queue.
+                    std::thread::sleep(QUEUE_FULL_WAIT);
                 }
                 Err((error, _)) => {
                     producer.context().stats().add_produce_errors(1);
@@ -152,23 +153,32 @@ impl Producer {
             .set_queued(queued as u64, in_flight);
     }
 
-    /// Flushes what librdkafka holds and counts what could not be delivered in time.
+    /// Flushes what librdkafka holds; what is still undelivered at the deadline is
+    /// purged, which fails its delivery reports and so counts it as produce errors.
     fn finish(self) {
         let left = self.deadline.get().map_or(Duration::ZERO, |d| {
             d.saturating_duration_since(Instant::now())
         });
         let stats = self.producer.context().stats();
-        let unsent: usize = self.receivers.iter().map(Receiver::len).sum();
+        let unsent = self.receivers.iter().map(Receiver::len).sum::<usize>() as u64;
         if let Err(error) = self.producer.flush(left.max(MIN_FLUSH)) {
-            tracing::warn!("kafka flush at shutdown: {error}");
+            tracing::debug!("kafka flush at shutdown: {error}");
         }
         let undelivered = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
-        let lost = undelivered + unsent as u64;
-        if lost > 0 {
-            stats.add_produce_errors(lost);
-            tracing::warn!(lost, "kafka bridge stopped with records not delivered");
+        if undelivered > 0 {
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            let _ = self.producer.flush(MIN_FLUSH);
         }
-        stats.set_queued(0, undelivered);
+        stats.add_produce_errors(unsent);
+        if undelivered + unsent > 0 {
+            tracing::warn!(
+                undelivered,
+                unsent,
+                "kafka bridge stopped with records not delivered"
+            );
+        }
+        stats.set_queued(0, 0);
     }
 }
 
@@ -184,8 +194,8 @@ fn select_live<'a>(receivers: &'a [Receiver<Outgoing>], live: &[bool]) -> Select
 const DRAIN_BATCH: usize = 512;
 /// How long an idle producer thread waits for a record before serving callbacks.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// How long to serve deliveries before retrying a record refused with `QueueFull`.
-const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
+/// How long to wait before retrying a record refused with `QueueFull`.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 /// Bound on draining and flushing at shutdown.
 pub(super) const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// The flush gets at least this long even when draining used up the deadline.
