@@ -30,7 +30,8 @@ type Stream = Rc<RefCell<TcpStream>>;
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let stream: Stream = Rc::new(RefCell::new(stream));
     let mut buf = BytesMut::new();
-    let Some(endpoint) = serve_http(&shard, &stream, &mut buf).await else {
+    // Boxed so that its state is freed once the connection is upgraded.
+    let Some(endpoint) = Box::pin(serve_http(&shard, &stream, &mut buf)).await else {
         shutdown(&stream);
         return;
     };

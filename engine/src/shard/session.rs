@@ -253,14 +253,16 @@ impl Session {
             };
             let channel = chat.destination.slice(chat::CHANNEL_PREFIX.len()..);
             let msg = Arc::new(Published { destination: chat.destination, body: chat.body, id: shard.next_message_id() });
-            if shard.router.publish_chat(msg, channel).await.is_err() {
+            // Boxed: this rare, deep await would otherwise size every idle connection's
+            // future (flamegraphs/README.md, idle10k).
+            if Box::pin(shard.router.publish_chat(msg, channel)).await.is_err() {
                 shard.stats.error(ErrorKind::KafkaBackpressure);
                 return Err(Refusal::Protocol("cluster bus is full: message not accepted, send it again later"));
             }
         } else if destination.starts_with(b"/sub/") {
             // Like Spring's simple broker: straight to this node's subscribers.
             let msg = Published { destination: Bytes::copy_from_slice(destination), body: frame.body.clone(), id: shard.next_message_id() };
-            shard.router.publish(Arc::new(msg)).await;
+            Box::pin(shard.router.publish(Arc::new(msg))).await;
         } else {
             return Err(Refusal::Protocol("unknown destination: send to /pub/chat or /sub/..."));
         }
