@@ -166,6 +166,21 @@ impl Config {
         })
     }
 
+    /// The Kafka bridge settings, when `--kafka-brokers` turns cluster mode on.
+    pub fn bridge(&self) -> Option<crate::bridge::Config> {
+        let brokers = self.kafka_brokers.clone()?;
+        Some(crate::bridge::Config {
+            brokers,
+            topic: self.kafka_topic.clone(),
+            partitions: self.kafka_partitions,
+            node_id: self.node_id.clone(),
+            linger_ms: self.kafka_linger_ms,
+            fetch_wait_ms: self.kafka_fetch_wait_ms,
+            acks: self.kafka_acks.clone(),
+            buffer_messages: self.kafka_buffer,
+        })
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let invalid = |key, reason: &str| Err(Error::Invalid { key, reason: reason.to_string() });
         let shards = self.shard_count()?;

@@ -4,8 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use engine::config::Config;
-use engine::metrics::ShardStats;
-use engine::shard::{self, Node};
+use engine::shard;
 
 fn main() -> Result<(), shard::Error> {
     let config = match Config::load(std::env::args()) {
@@ -23,10 +22,8 @@ fn main() -> Result<(), shard::Error> {
             tracing::warn!(error = %e, signal, "cannot watch signal");
         }
     }
-    let shards = config.shard_count()?;
-    let stats = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
-    tracing::info!(node = %config.node_id, listen = %config.listen, shards, "starting");
-    shard::run(Arc::new(Node { config, stats, draining }))?;
+    tracing::info!(node = %config.node_id, listen = %config.listen, shards = config.shard_count()?, "starting");
+    shard::run(config, draining)?;
     tracing::info!("stopped");
     Ok(())
 }

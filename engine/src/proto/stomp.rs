@@ -4,10 +4,15 @@
 //! frames with the header escaping of the negotiated version; `Session` keeps the
 //! negotiated heart-beat clock, with time passed in by the caller.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::memchr;
 use smallvec::SmallVec;
+
+mod decode;
+
+pub use decode::Decoder;
 
 /// Protocol versions, in increasing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,7 +28,11 @@ pub enum Version {
 impl Version {
     /// `"1.0"`, `"1.1"` or `"1.2"`.
     pub fn as_str(&self) -> &'static str {
-        todo!()
+        match self {
+            Version::V1_0 => "1.0",
+            Version::V1_1 => "1.1",
+            Version::V1_2 => "1.2",
+        }
     }
 }
 
@@ -51,7 +60,51 @@ pub enum Command {
 impl Command {
     /// The command as it appears on the wire.
     pub fn as_str(&self) -> &'static str {
-        todo!()
+        match self {
+            Command::Connect => "CONNECT",
+            Command::Stomp => "STOMP",
+            Command::Send => "SEND",
+            Command::Subscribe => "SUBSCRIBE",
+            Command::Unsubscribe => "UNSUBSCRIBE",
+            Command::Ack => "ACK",
+            Command::Nack => "NACK",
+            Command::Begin => "BEGIN",
+            Command::Commit => "COMMIT",
+            Command::Abort => "ABORT",
+            Command::Disconnect => "DISCONNECT",
+            Command::Connected => "CONNECTED",
+            Command::Message => "MESSAGE",
+            Command::Receipt => "RECEIPT",
+            Command::Error => "ERROR",
+        }
+    }
+
+    /// The command spelled exactly `line` (case-sensitive), if any.
+    fn parse(line: &[u8]) -> Option<Command> {
+        Some(match line {
+            b"CONNECT" => Command::Connect,
+            b"STOMP" => Command::Stomp,
+            b"SEND" => Command::Send,
+            b"SUBSCRIBE" => Command::Subscribe,
+            b"UNSUBSCRIBE" => Command::Unsubscribe,
+            b"ACK" => Command::Ack,
+            b"NACK" => Command::Nack,
+            b"BEGIN" => Command::Begin,
+            b"COMMIT" => Command::Commit,
+            b"ABORT" => Command::Abort,
+            b"DISCONNECT" => Command::Disconnect,
+            b"CONNECTED" => Command::Connected,
+            b"MESSAGE" => Command::Message,
+            b"RECEIPT" => Command::Receipt,
+            b"ERROR" => Command::Error,
+            _ => return None,
+        })
+    }
+
+    /// CONNECT, STOMP and CONNECTED headers are never escaped: the version is not
+    /// known yet when they are written (STOMP 1.2 §"Value Encoding").
+    fn escapes_headers(&self) -> bool {
+        !matches!(self, Command::Connect | Command::Stomp | Command::Connected)
     }
 }
 
@@ -73,13 +126,17 @@ pub struct Frame {
 impl Frame {
     /// The value of the first header named `name`.
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
-        let _ = name;
-        todo!()
+        self.headers
+            .iter()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v.as_ref())
     }
 }
 
 /// What the decoder yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// The frame is moved straight to its consumer; boxing it would allocate per frame.
+#[allow(clippy::large_enum_variant)]
 pub enum Item {
     /// A complete frame.
     Frame(Frame),
@@ -90,7 +147,7 @@ pub enum Item {
 /// Limits, checked before memory is reserved.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest frame (command, headers and body).
+    /// Largest frame (command, headers and body; the terminating NUL not counted).
     pub max_frame_bytes: usize,
     /// Most headers in one frame.
     pub max_headers: usize,
@@ -122,40 +179,14 @@ pub enum Error {
 impl Error {
     /// A short, fixed description for the `message` header of an `ERROR` frame.
     pub fn message(&self) -> &'static str {
-        todo!()
-    }
-}
-
-/// Streaming frame decoder.
-#[derive(Debug)]
-pub struct Decoder {
-    _p: (),
-}
-
-impl Decoder {
-    /// A decoder that unescapes as 1.2 until `set_version` (CONNECT and CONNECTED
-    /// headers are never unescaped, whatever the version).
-    pub fn new(limits: Limits) -> Self {
-        let _ = limits;
-        todo!()
-    }
-
-    /// Sets the version negotiated by `CONNECT`; later frames unescape accordingly.
-    pub fn set_version(&mut self, version: Version) {
-        let _ = version;
-        todo!()
-    }
-
-    /// Decodes the next item from `buf`, consuming its bytes; `Ok(None)` means more
-    /// bytes are needed. `content-length`, when present, decides where the body ends;
-    /// otherwise it ends at the first NUL.
-    ///
-    /// # Errors
-    /// Any `Error` but `UnsupportedVersion`/`BadHeartBeat`; the connection then gets an
-    /// `ERROR` and is closed.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, Error> {
-        let _ = buf;
-        todo!()
+        match self {
+            Error::Malformed(rule) => rule,
+            Error::UnknownCommand => "unknown command",
+            Error::BadEscape => "invalid header escape sequence",
+            Error::TooBig => "frame too large",
+            Error::UnsupportedVersion => "supported protocol versions are 1.0,1.1,1.2",
+            Error::BadHeartBeat => "invalid heart-beat header",
+        }
     }
 }
 
@@ -164,8 +195,19 @@ impl Decoder {
 /// # Errors
 /// `UnsupportedVersion` when none of 1.0, 1.1, 1.2 is offered.
 pub fn negotiate_version(accept_version: Option<&[u8]>) -> Result<Version, Error> {
-    let _ = accept_version;
-    todo!()
+    let Some(offered) = accept_version else {
+        return Ok(Version::V1_0);
+    };
+    offered
+        .split(|&b| b == b',')
+        .filter_map(|v| match v.trim_ascii() {
+            b"1.0" => Some(Version::V1_0),
+            b"1.1" => Some(Version::V1_1),
+            b"1.2" => Some(Version::V1_2),
+            _ => None,
+        })
+        .max()
+        .ok_or(Error::UnsupportedVersion)
 }
 
 /// The outcome of heart-beat negotiation.
@@ -175,7 +217,10 @@ pub struct HeartBeat {
     pub send_ms: u64,
     /// The client promised to send something at least this often (0: no promise).
     pub recv_ms: u64,
-    /// The `heart-beat` header value for `CONNECTED`: `"send_ms,recv_ms"`.
+    /// The `heart-beat` header value for `CONNECTED`, `"sx,sy"`: the server's own
+    /// `server_send_ms` and `server_recv_ms`, each 0 where that direction is off. The
+    /// client takes the maximum with its own values, as the server did, and so arrives
+    /// at `send_ms` and `recv_ms` too.
     pub header: (u64, u64),
 }
 
@@ -186,22 +231,90 @@ pub struct HeartBeat {
 ///
 /// # Errors
 /// `BadHeartBeat` on a malformed header.
-pub fn negotiate_heartbeat(client: Option<&[u8]>, server_send_ms: u64, server_recv_ms: u64) -> Result<HeartBeat, Error> {
-    let _ = (client, server_send_ms, server_recv_ms);
-    todo!()
+pub fn negotiate_heartbeat(
+    client: Option<&[u8]>,
+    server_send_ms: u64,
+    server_recv_ms: u64,
+) -> Result<HeartBeat, Error> {
+    let (client_send_ms, client_recv_ms) = match client {
+        None => (0, 0),
+        Some(value) => {
+            let comma = memchr(b',', value).ok_or(Error::BadHeartBeat)?;
+            (parse_ms(&value[..comma])?, parse_ms(&value[comma + 1..])?)
+        }
+    };
+    // "the sender will send heart-beats every MAX(sx, cy) milliseconds" when neither is 0.
+    let send_ms = if server_send_ms != 0 && client_recv_ms != 0 {
+        server_send_ms.max(client_recv_ms)
+    } else {
+        0
+    };
+    let recv_ms = if client_send_ms != 0 && server_recv_ms != 0 {
+        client_send_ms.max(server_recv_ms)
+    } else {
+        0
+    };
+    Ok(HeartBeat {
+        send_ms,
+        recv_ms,
+        header: (
+            if send_ms != 0 { server_send_ms } else { 0 },
+            if recv_ms != 0 { server_recv_ms } else { 0 },
+        ),
+    })
 }
 
 /// Appends a frame. Header values are escaped per `version` except for `CONNECT`
 /// and `CONNECTED` (never escaped); names are written as given. Adds no headers.
-pub fn encode_frame(command: Command, headers: &[(&str, &[u8])], body: &[u8], version: Version, out: &mut BytesMut) {
-    let _ = (command, headers, body, version, out);
-    todo!()
+pub fn encode_frame(
+    command: Command,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    version: Version,
+    out: &mut BytesMut,
+) {
+    let version = if command.escapes_headers() {
+        version
+    } else {
+        Version::V1_0
+    };
+    let command = command.as_str().as_bytes();
+    let headers_len: usize = headers.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+    // Escapes only make it longer: a few spare bytes save a second allocation.
+    out.reserve(command.len() + headers_len + body.len() + 3 + 16);
+    out.put_slice(command);
+    out.put_u8(b'\n');
+    for (name, value) in headers {
+        out.put_slice(name.as_bytes());
+        out.put_u8(b':');
+        escape_into(value, version, out);
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+    out.put_slice(body);
+    out.put_u8(0);
 }
 
 /// Appends `value` escaped for a header of `version` (1.0: as is).
 pub fn escape_into(value: &[u8], version: Version, out: &mut BytesMut) {
-    let _ = (value, version, out);
-    todo!()
+    if version == Version::V1_0 {
+        out.put_slice(value);
+        return;
+    }
+    let mut run_start = 0;
+    for (i, &b) in value.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\n' => b"\\n",
+            b':' => b"\\c",
+            b'\\' => b"\\\\",
+            b'\r' if version == Version::V1_2 => b"\\r",
+            _ => continue,
+        };
+        out.put_slice(&value[run_start..i]);
+        out.put_slice(escaped);
+        run_start = i + 1;
+    }
+    out.put_slice(&value[run_start..]);
 }
 
 /// What the heart-beat clock asks the connection to do now.
@@ -219,37 +332,310 @@ pub enum Tick {
 /// negotiated period, plus a second, before giving up, for network jitter.
 #[derive(Debug, Clone)]
 pub struct Session {
-    _p: (),
+    /// Send a heart-beat after this much silence from the server.
+    send_every: Option<Duration>,
+    /// Give up after this much silence from the client.
+    recv_timeout: Option<Duration>,
+    last_sent: Instant,
+    last_received: Instant,
 }
 
 impl Session {
     /// A clock for `hb`, starting at `now`.
     pub fn new(hb: HeartBeat, now: Instant) -> Self {
-        let _ = (hb, now);
-        todo!()
+        Session {
+            send_every: (hb.send_ms != 0).then(|| Duration::from_millis(hb.send_ms)),
+            recv_timeout: (hb.recv_ms != 0).then(|| {
+                Duration::from_millis(hb.recv_ms.saturating_mul(2).saturating_add(RECV_GRACE_MS))
+            }),
+            last_sent: now,
+            last_received: now,
+        }
     }
 
     /// Anything arrived from the client.
     pub fn on_received(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        self.last_received = now;
     }
 
     /// Anything was sent to the client.
     pub fn on_sent(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        self.last_sent = now;
     }
 
-    /// What is due at `now`.
+    /// What is due at `now`. A timeout wins over a heart-beat. Returning
+    /// `SendHeartBeat` counts as sending at `now`, so the next one is a full period
+    /// away even if the caller does not call `on_sent` for it.
     pub fn on_tick(&mut self, now: Instant) -> Tick {
-        let _ = now;
-        todo!()
+        if self.recv_deadline().is_some_and(|deadline| now >= deadline) {
+            return Tick::TimedOut;
+        }
+        if self.send_deadline().is_some_and(|deadline| now >= deadline) {
+            self.last_sent = now;
+            return Tick::SendHeartBeat;
+        }
+        Tick::Idle
     }
 
     /// When `on_tick` should next be called, if ever.
     pub fn next_deadline(&self) -> Option<Instant> {
-        todo!()
+        match (self.send_deadline(), self.recv_deadline()) {
+            (Some(send), Some(recv)) => Some(send.min(recv)),
+            (send, recv) => send.or(recv),
+        }
+    }
+
+    /// `None` when disabled, or too far in the future for `Instant`.
+    fn send_deadline(&self) -> Option<Instant> {
+        self.send_every.and_then(|d| self.last_sent.checked_add(d))
+    }
+
+    fn recv_deadline(&self) -> Option<Instant> {
+        self.recv_timeout
+            .and_then(|d| self.last_received.checked_add(d))
     }
 }
 
+/// One side of a `heart-beat` header: milliseconds, whitespace around allowed.
+fn parse_ms(value: &[u8]) -> Result<u64, Error> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() {
+        return Err(Error::BadHeartBeat);
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        if !d.is_ascii_digit() {
+            return Err(Error::BadHeartBeat);
+        }
+        acc.checked_mul(10)
+            .and_then(|acc| acc.checked_add(u64::from(d - b'0')))
+            .ok_or(Error::BadHeartBeat)
+    })
+}
+
+/// Extra silence allowed on top of twice the client's period.
+const RECV_GRACE_MS: u64 = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_messages() {
+        let all = [
+            Command::Connect,
+            Command::Stomp,
+            Command::Send,
+            Command::Subscribe,
+            Command::Unsubscribe,
+            Command::Ack,
+            Command::Nack,
+            Command::Begin,
+            Command::Commit,
+            Command::Abort,
+            Command::Disconnect,
+            Command::Connected,
+            Command::Message,
+            Command::Receipt,
+            Command::Error,
+        ];
+        for command in all {
+            assert_eq!(Command::parse(command.as_str().as_bytes()), Some(command));
+        }
+        assert_eq!(Version::V1_0.as_str(), "1.0");
+        assert_eq!(Version::V1_1.as_str(), "1.1");
+        assert_eq!(Version::V1_2.as_str(), "1.2");
+        assert_eq!(
+            Error::Malformed("header line without ':'").message(),
+            "header line without ':'"
+        );
+        assert_eq!(Error::TooBig.message(), "frame too large");
+        assert_eq!(
+            Error::UnsupportedVersion.message(),
+            "supported protocol versions are 1.0,1.1,1.2"
+        );
+    }
+
+    #[test]
+    fn version_negotiation() {
+        assert_eq!(negotiate_version(None), Ok(Version::V1_0));
+        assert_eq!(negotiate_version(Some(b"1.1,1.0")), Ok(Version::V1_1));
+        assert_eq!(negotiate_version(Some(b"1.0,1.1,1.2")), Ok(Version::V1_2));
+        assert_eq!(negotiate_version(Some(b"1.2, 1.0")), Ok(Version::V1_2));
+        assert_eq!(negotiate_version(Some(b"2.0,1.0")), Ok(Version::V1_0));
+        assert_eq!(
+            negotiate_version(Some(b"2.0")),
+            Err(Error::UnsupportedVersion)
+        );
+        assert_eq!(negotiate_version(Some(b"")), Err(Error::UnsupportedVersion));
+    }
+
+    #[test]
+    fn heart_beat_negotiation() {
+        let hb = |send_ms, recv_ms, header| HeartBeat {
+            send_ms,
+            recv_ms,
+            header,
+        };
+        // The classic client and a server that can do 10 s both ways.
+        assert_eq!(
+            negotiate_heartbeat(Some(b"10000,10000"), 10_000, 10_000),
+            Ok(hb(10_000, 10_000, (10_000, 10_000)))
+        );
+        // The larger period wins in each direction.
+        assert_eq!(
+            negotiate_heartbeat(Some(b"4000,20000"), 10_000, 5_000),
+            Ok(hb(20_000, 5_000, (10_000, 5_000)))
+        );
+        // A zero on either side switches that direction off.
+        assert_eq!(
+            negotiate_heartbeat(Some(b"0,10000"), 10_000, 10_000),
+            Ok(hb(10_000, 0, (10_000, 0)))
+        );
+        assert_eq!(
+            negotiate_heartbeat(Some(b"10000,0"), 10_000, 10_000),
+            Ok(hb(0, 10_000, (0, 10_000)))
+        );
+        assert_eq!(
+            negotiate_heartbeat(Some(b"10000,10000"), 0, 0),
+            Ok(hb(0, 0, (0, 0)))
+        );
+        assert_eq!(
+            negotiate_heartbeat(None, 10_000, 10_000),
+            Ok(hb(0, 0, (0, 0)))
+        );
+        assert_eq!(
+            negotiate_heartbeat(Some(b" 1000 , 2000 "), 1, 1),
+            Ok(hb(2000, 1000, (1, 1)))
+        );
+        for bad in [
+            &b""[..],
+            b"1000",
+            b"a,1",
+            b"1,",
+            b",1",
+            b"1,2,3",
+            b"-1,2",
+            b"99999999999999999999999,1",
+        ] {
+            assert_eq!(
+                negotiate_heartbeat(Some(bad), 1, 1),
+                Err(Error::BadHeartBeat),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn session_clock() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = Session::new(
+            HeartBeat {
+                send_ms: 1000,
+                recv_ms: 3000,
+                header: (1000, 3000),
+            },
+            t0,
+        );
+        assert_eq!(s.next_deadline(), Some(ms(1000)));
+        assert_eq!(s.on_tick(ms(999)), Tick::Idle);
+        assert_eq!(s.on_tick(ms(1000)), Tick::SendHeartBeat);
+        assert_eq!(s.next_deadline(), Some(ms(2000)));
+        s.on_sent(ms(1500));
+        assert_eq!(s.next_deadline(), Some(ms(2500)));
+        assert_eq!(s.on_tick(ms(2000)), Tick::Idle);
+        s.on_received(ms(2000));
+        // Receive timeout: 2 * 3000 + 1000 after the last byte received.
+        assert_eq!(s.on_tick(ms(7999)), Tick::SendHeartBeat);
+        s.on_sent(ms(7999));
+        assert_eq!(s.next_deadline(), Some(ms(8999)));
+        s.on_sent(ms(8500));
+        assert_eq!(s.next_deadline(), Some(ms(9000)));
+        assert_eq!(s.on_tick(ms(9000)), Tick::TimedOut);
+
+        let off = Session::new(
+            HeartBeat {
+                send_ms: 0,
+                recv_ms: 0,
+                header: (0, 0),
+            },
+            t0,
+        );
+        assert_eq!(off.next_deadline(), None);
+        let mut recv_only = Session::new(
+            HeartBeat {
+                send_ms: 0,
+                recv_ms: 10,
+                header: (0, 10),
+            },
+            t0,
+        );
+        assert_eq!(recv_only.next_deadline(), Some(ms(1020)));
+        assert_eq!(recv_only.on_tick(ms(100_000)), Tick::TimedOut);
+        let mut huge = Session::new(
+            HeartBeat {
+                send_ms: u64::MAX,
+                recv_ms: u64::MAX,
+                header: (0, 0),
+            },
+            t0,
+        );
+        assert_eq!(huge.on_tick(ms(100_000)), Tick::Idle);
+    }
+
+    #[test]
+    fn encodes_frames() {
+        let mut out = BytesMut::new();
+        encode_frame(
+            Command::Connected,
+            &[("version", b"1.1"), ("heart-beat", b"0,0")],
+            b"",
+            Version::V1_1,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"CONNECTED\nversion:1.1\nheart-beat:0,0\n\n\0");
+
+        out.clear();
+        let headers: [(&str, &[u8]); 2] = [
+            ("destination", b"/sub/chat/a:b"),
+            ("message-id", b"x\\y\nz\r"),
+        ];
+        encode_frame(Command::Message, &headers, b"{}", Version::V1_2, &mut out);
+        assert_eq!(
+            &out[..],
+            b"MESSAGE\ndestination:/sub/chat/a\\cb\nmessage-id:x\\\\y\\nz\\r\n\n{}\0"
+        );
+
+        out.clear();
+        encode_frame(
+            Command::Connected,
+            &[("server", b"a:b\\c")],
+            b"",
+            Version::V1_2,
+            &mut out,
+        );
+        assert_eq!(&out[..], b"CONNECTED\nserver:a:b\\c\n\n\0");
+    }
+
+    #[test]
+    fn escapes_per_version() {
+        let escaped = |value: &[u8], version| {
+            let mut out = BytesMut::new();
+            escape_into(value, version, &mut out);
+            out
+        };
+        assert_eq!(
+            &escaped(b"a:b\\c\nd\re", Version::V1_0)[..],
+            b"a:b\\c\nd\re"
+        );
+        assert_eq!(
+            &escaped(b"a:b\\c\nd\re", Version::V1_1)[..],
+            b"a\\cb\\\\c\\nd\re"
+        );
+        assert_eq!(
+            &escaped(b"a:b\\c\nd\re", Version::V1_2)[..],
+            b"a\\cb\\\\c\\nd\\re"
+        );
+        assert_eq!(&escaped(b"", Version::V1_2)[..], b"");
+    }
+}

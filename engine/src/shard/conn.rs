@@ -202,12 +202,21 @@ fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
             if shard.node.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 respond(503, "draining\n".into())
             } else {
-                respond(200, "ok\n".into())
+                // Kafka being away degrades the node but does not stop it serving its
+                // own clients: still 200, with the state in the body.
+                match &shard.node.kafka {
+                    Some(kafka) if !kafka.healthy() => respond(200, "ok\nkafka: down\n".into()),
+                    Some(_) => respond(200, "ok\nkafka: up\n".into()),
+                    None => respond(200, "ok\n".into()),
+                }
             }
         }
         ("GET", "/metrics") => {
             let mut body = String::with_capacity(8 * 1024);
             metrics::render(&config.node_id, &shard.node.stats, &mut body);
+            if let Some(kafka) = &shard.node.kafka {
+                kafka.render_prometheus(&mut body);
+            }
             let headers = vec![("Content-Type", "text/plain; version=0.0.4".to_string())];
             Action::Respond { status: 200, headers, body, keep_alive: req.keep_alive }
         }
@@ -276,10 +285,23 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoin
         }
         let queued = spare.len();
         ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
-        let written = write_all(&stream, &spare).await;
+        let written = if closing == Closing::Open {
+            // A subscriber whose socket stays full overflows its queue meanwhile: drop it
+            // then, without waiting for the socket.
+            let overflow = async {
+                out.overflowed().await;
+                shard.stats.error(ErrorKind::SlowConsumer);
+                Err(io::ErrorKind::TimedOut.into())
+            };
+            futures_lite::future::or(write_all(&stream, &spare), overflow).await
+        } else {
+            write_all(&stream, &spare).await
+        };
         ShardStats::shift(&shard.stats.queued_bytes, -(queued as i64));
-        if written.is_err() {
-            shard.stats.error(ErrorKind::Io);
+        if let Err(e) = written {
+            if e.kind() != io::ErrorKind::TimedOut {
+                shard.stats.error(ErrorKind::Io);
+            }
             out.close(Closing::Graceful);
             break;
         }

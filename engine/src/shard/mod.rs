@@ -20,6 +20,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::bridge::{self, Bridge, ShardPort};
 use crate::config::Config;
 use crate::fanout::{Framing, Published};
 use crate::interest::Interest;
@@ -36,6 +37,8 @@ pub struct Node {
     pub stats: Vec<Arc<ShardStats>>,
     /// Set by SIGTERM/SIGINT: stop accepting and close clients.
     pub draining: Arc<AtomicBool>,
+    /// The Kafka bridge's numbers, in cluster mode.
+    pub kafka: Option<Arc<bridge::Stats>>,
 }
 
 /// Errors that stop the engine at startup.
@@ -44,6 +47,9 @@ pub enum Error {
     /// A configuration problem.
     #[error(transparent)]
     Config(#[from] crate::config::Error),
+    /// The Kafka bridge could not start.
+    #[error(transparent)]
+    Kafka(#[from] bridge::Error),
     /// An executor or listener could not start.
     #[error("shard {shard}: {reason}")]
     Start {
@@ -54,28 +60,40 @@ pub enum Error {
     },
 }
 
-/// Starts every shard and blocks until all have drained after `node.draining` is set.
+/// Starts the Kafka bridge (in cluster mode) and every shard, and blocks until all have
+/// drained after `draining` is set.
 ///
 /// # Errors
-/// A shard that could not start (bad core, port in use, io_uring refused).
-pub fn run(node: Arc<Node>) -> Result<(), Error> {
-    let shards = node.config.shard_count()?;
-    let cpus = node.config.cpus()?;
+/// A shard that could not start (bad core, port in use, io_uring refused), or a bridge
+/// that found no broker.
+pub fn run(config: Config, draining: Arc<AtomicBool>) -> Result<(), Error> {
+    let shards = config.shard_count()?;
+    let cpus = config.cpus()?;
     let interest = Arc::new(Interest::new(shards));
+    let (bridge, ports) = match config.bridge() {
+        Some(cfg) => {
+            let (bridge, ports) = Bridge::start(&cfg, shards, interest.clone())?;
+            (Some(bridge), ports.into_iter().map(Some).collect())
+        }
+        None => (None, Vec::new()),
+    };
+    let ports: Arc<Mutex<Vec<Option<ShardPort>>>> = Arc::new(Mutex::new(ports));
+    let stats = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
+    let node = Arc::new(Node { config, stats, draining, kafka: bridge.as_ref().map(Bridge::stats) });
     let mesh = (shards > 1).then(|| MeshBuilder::<Arc<Published>, _>::full(shards, MESH_QUEUE));
     let io_memory = node.config.io_memory_kib * 1024;
     let first_error: Arc<Mutex<Option<Error>>> = Arc::default();
 
     let mut handles = Vec::with_capacity(shards);
     for index in 0..shards {
-        let (node, interest, mesh, first_error) = (node.clone(), interest.clone(), mesh.clone(), first_error.clone());
+        let (node, interest, mesh, first_error, ports) = (node.clone(), interest.clone(), mesh.clone(), first_error.clone(), ports.clone());
         let cpu = cpus[index % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
             .io_memory(io_memory)
             .ring_depth(RING_DEPTH)
             .spawn(move || async move {
-                if let Err(e) = Shard::run(index, node, interest, mesh).await {
+                if let Err(e) = Shard::run(index, node, interest, mesh, ports).await {
                     tracing::error!(shard = index, error = %e, "shard failed");
                     if let Ok(mut slot) = first_error.lock() {
                         slot.get_or_insert(e);
@@ -87,6 +105,9 @@ pub fn run(node: Arc<Node>) -> Result<(), Error> {
     }
     for (shard, handle) in handles.into_iter().enumerate() {
         handle.join().map_err(|e| Error::Start { shard, reason: e.to_string() })?;
+    }
+    if let Some(bridge) = bridge {
+        bridge.shutdown();
     }
     let failed = first_error.lock().ok().and_then(|mut slot| slot.take());
     failed.map_or(Ok(()), Err)
@@ -122,6 +143,7 @@ impl Shard {
         node: Arc<Node>,
         interest: Arc<Interest>,
         mesh: Option<MeshBuilder<Arc<Published>, glommio::channels::channel_mesh::Full>>,
+        ports: Arc<Mutex<Vec<Option<ShardPort>>>>,
     ) -> Result<(), Error> {
         let start_error = |reason: String| Error::Start { shard: index, reason };
         let (senders, receivers) = match mesh {
@@ -133,7 +155,15 @@ impl Shard {
         };
         let listener = TcpListener::bind(node.config.listen).map_err(|e| start_error(format!("listen on {}: {e}", node.config.listen)))?;
         let stats = node.stats[index].clone();
-        let router = Router::new(interest, senders, stats.clone());
+        // Interest bits and bridge ports are indexed by mesh peer id.
+        let peer = senders.as_ref().map_or(0, |s| s.peer_id());
+        let port = ports.lock().ok().and_then(|mut ports| ports.get_mut(peer).and_then(Option::take));
+        let (kafka_out, kafka_in) = match port {
+            Some(port) => (Some(port.outbound), Some(port.inbound.connect().await)),
+            None => (None, None),
+        };
+        let ordering = node.config.ordering;
+        let router = Router::new(interest, senders, kafka_out, ordering, stats.clone());
         let shard = Rc::new(Shard {
             index,
             id_prefix: Bytes::from(format!("{}-{index}-", node.config.node_id)),
@@ -157,6 +187,15 @@ impl Shard {
                 })
                 .detach();
             }
+        }
+        if let Some(kafka_in) = kafka_in {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                while let Some(batch) = kafka_in.recv().await {
+                    shard.router.deliver_from_kafka(batch, &shard.node.config.node_id);
+                }
+            })
+            .detach();
         }
         tracing::info!(shard = index, listen = %shard.node.config.listen, "shard ready");
 

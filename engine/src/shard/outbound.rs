@@ -26,6 +26,7 @@ pub struct Outbound {
     max_bytes: usize,
     closing: Cell<Closing>,
     waker: Cell<Option<Waker>>,
+    overflow_waker: Cell<Option<Waker>>,
     last_sent: Cell<Instant>,
 }
 
@@ -43,6 +44,7 @@ impl Outbound {
             max_bytes,
             closing: Cell::new(Closing::Open),
             waker: Cell::new(None),
+            overflow_waker: Cell::new(None),
             last_sent: Cell::new(now),
         }
     }
@@ -82,7 +84,22 @@ impl Outbound {
         if self.closing.get() == Closing::Open {
             self.closing.set(how);
             self.wake();
+            if let Some(waker) = self.overflow_waker.take() {
+                waker.wake();
+            }
         }
+    }
+
+    /// Resolves once the queue has overflowed (for a writer blocked on a full socket).
+    pub async fn overflowed(&self) {
+        poll_fn(|cx| {
+            if self.closing.get() == Closing::Overflow {
+                return Poll::Ready(());
+            }
+            self.overflow_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
     }
 
     /// How the writer is asked to stop.

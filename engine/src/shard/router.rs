@@ -9,9 +9,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use glommio::channels::channel_mesh::Senders;
 
+use crate::bridge::{Incoming, Outgoing};
+use crate::chat::CHANNEL_PREFIX;
+use crate::config::Ordering;
 use crate::fanout::{self, Group, Published, Scratch, WireKey};
 use crate::interest::Interest;
 use crate::metrics::ShardStats;
@@ -25,14 +28,31 @@ pub struct Router {
     scratch: RefCell<Scratch>,
     interest: Arc<Interest>,
     peers: Option<Senders<Arc<Published>>>,
+    kafka: Option<crossbeam_channel::Sender<Outgoing>>,
+    ordering: Ordering,
     stats: Arc<ShardStats>,
+}
+
+/// Why a chat message was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    /// The shard's Kafka queue is full (Kafka is away or behind).
+    KafkaFull,
 }
 
 impl Router {
     /// A router; `peers` is this shard's side of the mesh (None with one shard). The
     /// shard's id in the interest table is its mesh peer id.
-    pub fn new(interest: Arc<Interest>, peers: Option<Senders<Arc<Published>>>, stats: Arc<ShardStats>) -> Self {
+    pub fn new(
+        interest: Arc<Interest>,
+        peers: Option<Senders<Arc<Published>>>,
+        kafka: Option<crossbeam_channel::Sender<Outgoing>>,
+        ordering: Ordering,
+        stats: Arc<ShardStats>,
+    ) -> Self {
         Self {
+            kafka,
+            ordering,
             shard: peers.as_ref().map_or(0, |p| p.peer_id()),
             index: RefCell::new(HashMap::new()),
             scratch: RefCell::new(Scratch::default()),
@@ -72,6 +92,39 @@ impl Router {
         if groups.is_empty() {
             index.remove(destination);
             self.interest.remove(self.shard, destination);
+        }
+    }
+
+    /// Publishes a chat message of `channel` to the cluster: through Kafka in cluster
+    /// mode (and also at once on this node with `Ordering::Local`), else to this node.
+    ///
+    /// # Errors
+    /// `KafkaFull` when the Kafka queue is full: nothing was delivered anywhere.
+    pub async fn publish_chat(&self, msg: Arc<Published>, channel: Bytes) -> Result<(), PublishError> {
+        let Some(kafka) = &self.kafka else {
+            self.publish(msg).await;
+            return Ok(());
+        };
+        let record = Outgoing { channel, value: msg.body.clone(), id: msg.id.clone() };
+        kafka.try_send(record).map_err(|_| PublishError::KafkaFull)?;
+        if self.ordering == Ordering::Local {
+            self.publish(msg).await;
+        }
+        Ok(())
+    }
+
+    /// Delivers records read from Kafka to this shard's subscribers (the bridge sends
+    /// each shard only records it has interest in). With `Ordering::Local`, this node's
+    /// own records were delivered when published and are skipped.
+    pub fn deliver_from_kafka(&self, batch: Vec<Incoming>, node_id: &str) {
+        for record in batch {
+            if self.ordering == Ordering::Local && record.origin == node_id.as_bytes() {
+                continue;
+            }
+            let mut destination = BytesMut::with_capacity(CHANNEL_PREFIX.len() + record.channel.len());
+            destination.put_slice(CHANNEL_PREFIX);
+            destination.put_slice(&record.channel);
+            self.deliver(&Published { destination: destination.freeze(), body: record.value, id: record.id });
         }
     }
 

@@ -243,21 +243,28 @@ impl Session {
 
     async fn on_send(&mut self, shard: &Shard, frame: &Frame) -> Result<(), Refusal> {
         let destination = frame.header(b"destination").ok_or(Refusal::Protocol("SEND without destination"))?;
-        let (destination, body) = if destination == chat::PUBLISH_DESTINATION {
-            let mut scratch = shard.json_scratch.borrow_mut();
-            let chat = chat::prepare(&frame.body, SystemTime::now(), &mut scratch).map_err(|e| match e {
-                chat::Error::NotAnObject => Refusal::Protocol("body is not a JSON object"),
-                chat::Error::NoChannel => Refusal::Protocol("body has no non-empty string field \"channel\""),
-            })?;
-            (chat.destination, chat.body)
+        if destination == chat::PUBLISH_DESTINATION {
+            let chat = {
+                let mut scratch = shard.json_scratch.borrow_mut();
+                chat::prepare(&frame.body, SystemTime::now(), &mut scratch).map_err(|e| match e {
+                    chat::Error::NotAnObject => Refusal::Protocol("body is not a JSON object"),
+                    chat::Error::NoChannel => Refusal::Protocol("body has no non-empty string field \"channel\""),
+                })?
+            };
+            let channel = chat.destination.slice(chat::CHANNEL_PREFIX.len()..);
+            let msg = Arc::new(Published { destination: chat.destination, body: chat.body, id: shard.next_message_id() });
+            if shard.router.publish_chat(msg, channel).await.is_err() {
+                shard.stats.error(ErrorKind::KafkaBackpressure);
+                return Err(Refusal::Protocol("cluster bus is full: message not accepted, send it again later"));
+            }
         } else if destination.starts_with(b"/sub/") {
-            (Bytes::copy_from_slice(destination), frame.body.clone())
+            // Like Spring's simple broker: straight to this node's subscribers.
+            let msg = Published { destination: Bytes::copy_from_slice(destination), body: frame.body.clone(), id: shard.next_message_id() };
+            shard.router.publish(Arc::new(msg)).await;
         } else {
             return Err(Refusal::Protocol("unknown destination: send to /pub/chat or /sub/..."));
-        };
+        }
         ShardStats::add(&shard.stats.published, 1);
-        let msg = Arc::new(Published { destination, body, id: shard.next_message_id() });
-        shard.router.publish(msg).await;
         Ok(())
     }
 

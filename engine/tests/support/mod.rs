@@ -141,7 +141,7 @@ impl Client {
     /// Sends one STOMP frame (wrapped in a SockJS array when needed).
     pub fn send(&mut self, frame: &str) {
         let text = if self.sockjs { serde_json::to_string(&[frame]).expect("json") } else { frame.to_string() };
-        self.ws.send(Message::Text(text.into())).expect("send");
+        self.ws.send(Message::Text(text)).expect("send");
     }
 
     /// The next STOMP frame (SockJS `h` frames and heart-beats skipped).

@@ -1,0 +1,290 @@
+#!/usr/bin/env bash
+# A single-node Kafka (KRaft, combined broker + controller) for development, tests and
+# benchmarks, run from the jars on Maven Central: no Docker, no tarball download.
+#
+#   kafka.sh fetch              resolve the broker and tool jars (offline once cached)
+#   kafka.sh start              format storage once, start, wait until ready
+#   kafka.sh stop [--wipe]      stop (TERM, then KILL after 20 s); --wipe removes the data
+#   kafka.sh status             "running" / "not running", exit 0 / 1
+#   kafka.sh topics [ARGS..]    TopicCommand against the broker (default: --list)
+#   kafka.sh perf [TOPIC]       Kafka's own ProducerPerformance (see perf_usage below)
+#
+# Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_DIR (run
+# directory, default deploy/.cache/kafka/run), KAFKA_HEAP (512m). Every subcommand is
+# safe to repeat.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CACHE="$ROOT/deploy/.cache/kafka"
+LIBS="$CACHE/libs"
+KAFKA_VERSION="4.4.0"
+FETCH_MARKER="$LIBS/.fetched-$KAFKA_VERSION"
+
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_DIR="${KAFKA_DIR:-$CACHE/run}"
+KAFKA_HEAP="${KAFKA_HEAP:-512m}"
+HOST="127.0.0.1"
+BOOTSTRAP="$HOST:$KAFKA_PORT"
+
+PROPS="$KAFKA_DIR/server.properties"
+PID_FILE="$KAFKA_DIR/kafka.pid"
+OUT_LOG="$KAFKA_DIR/kafka.out"
+LOG_DIR="$KAFKA_DIR/logs"
+DATA_DIR="$KAFKA_DIR/data"
+PORTS_MARKER="$DATA_DIR/.chat-ports"
+
+READY_TIMEOUT_S=60
+STOP_TIMEOUT_S=20
+
+log() { printf 'kafka.sh: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# Runs a Kafka command line tool (a main class from the cached jars) with quiet logging,
+# killed after TOOL_TIMEOUT_S seconds when that is set.
+run_tool() {
+  local class="$1"
+  shift
+  timeout "${TOOL_TIMEOUT_S:-0}" java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$HERE/tools-log4j2.properties" \
+    -cp "$LIBS/*" "$class" "$@"
+}
+
+cmd_fetch() {
+  if [[ -f "$FETCH_MARKER" ]]; then
+    return 0
+  fi
+  command -v mvn >/dev/null || die "maven (mvn) is needed to fetch the Kafka jars"
+  command -v java >/dev/null || die "java (17+) is needed to run Kafka"
+  log "resolving kafka $KAFKA_VERSION and its tools into $LIBS"
+  rm -rf "$LIBS"
+  mkdir -p "$LIBS"
+  mvn -q -B -Dstyle.color=never -f "$HERE/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DoutputDirectory="$LIBS"
+  local jars
+  jars=$(find "$LIBS" -name '*.jar' | wc -l)
+  [[ "$jars" -gt 0 ]] || die "maven copied no jars into $LIBS"
+  date -u +%Y-%m-%dT%H:%M:%SZ >"$FETCH_MARKER"
+  log "fetched $jars jars"
+}
+
+# The pid of the running broker, or nothing. A stale pid file (the process is gone,
+# or the pid now belongs to something else) counts as not running.
+broker_pid() {
+  [[ -f "$PID_FILE" ]] || return 0
+  local pid
+  pid=$(<"$PID_FILE")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+  if [[ -r "/proc/$pid/cmdline" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q 'kafka\.Kafka'; then
+    echo "$pid"
+  fi
+}
+
+port_open() {
+  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
+}
+
+# A metadata round trip: the broker is up, the controller has a leader and topics can
+# be listed.
+metadata_ok() {
+  TOOL_TIMEOUT_S=30 run_tool org.apache.kafka.tools.TopicCommand \
+    --bootstrap-server "$BOOTSTRAP" --list >/dev/null 2>&1
+}
+
+write_props() {
+  mkdir -p "$KAFKA_DIR" "$LOG_DIR" "$DATA_DIR"
+  cat >"$PROPS" <<EOF
+# Written by deploy/kafka/kafka.sh start; edits are overwritten.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$DATA_DIR
+num.partitions=8
+default.replication.factor=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+num.network.threads=2
+num.io.threads=4
+log.retention.hours=24
+log.segment.bytes=268435456
+EOF
+}
+
+format_storage() {
+  if [[ -f "$DATA_DIR/meta.properties" ]]; then
+    local formatted_for=""
+    [[ -f "$PORTS_MARKER" ]] && formatted_for=$(<"$PORTS_MARKER")
+    if [[ -n "$formatted_for" && "$formatted_for" != "$KAFKA_PORT/$KAFKA_CONTROLLER_PORT" ]]; then
+      die "storage in $DATA_DIR was formatted for ports $formatted_for; run 'kafka.sh stop --wipe' first"
+    fi
+    return 0
+  fi
+  local cluster_id
+  cluster_id=$(run_tool kafka.tools.StorageTool random-uuid)
+  log "formatting $DATA_DIR (cluster id $cluster_id)"
+  run_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$PROPS" >/dev/null
+  echo "$KAFKA_PORT/$KAFKA_CONTROLLER_PORT" >"$PORTS_MARKER"
+}
+
+# Waits until the broker answers a metadata request; fails early if the process dies.
+wait_ready() {
+  local pid="$1" deadline=$((SECONDS + READY_TIMEOUT_S))
+  while ((SECONDS < deadline)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "kafka exited during startup; last lines of $OUT_LOG and $LOG_DIR/server.log:"
+      tail -n 20 "$OUT_LOG" >&2 || true
+      tail -n 20 "$LOG_DIR/server.log" >&2 || true
+      rm -f "$PID_FILE"
+      return 1
+    fi
+    if port_open "$KAFKA_PORT" && metadata_ok; then
+      echo "kafka ready at $BOOTSTRAP"
+      return 0
+    fi
+    sleep 0.5
+  done
+  log "kafka (pid $pid) not ready after ${READY_TIMEOUT_S}s; see $LOG_DIR/server.log"
+  return 1
+}
+
+cmd_start() {
+  local pid
+  pid=$(broker_pid)
+  if [[ -n "$pid" ]]; then
+    # Already started (by us): report ready once it answers, without a second JVM.
+    wait_ready "$pid"
+    return
+  fi
+  if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT"; then
+    die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by a process this script did not start"
+  fi
+  cmd_fetch
+  write_props
+  format_storage
+  log "starting kafka $KAFKA_VERSION ($KAFKA_DIR)"
+  # setsid: the broker outlives this shell and a Ctrl-C in it; its own session means a
+  # signal to the caller's process group does not reach it.
+  setsid nohup java -Xmx"$KAFKA_HEAP" -Xms"$KAFKA_HEAP" \
+    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$LOG_DIR" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
+    -cp "$LIBS/*" kafka.Kafka "$PROPS" >"$OUT_LOG" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$PID_FILE"
+  wait_ready "$pid"
+}
+
+cmd_stop() {
+  local wipe=0
+  case "${1:-}" in
+    "") ;;
+    --wipe) wipe=1 ;;
+    *) die "usage: kafka.sh stop [--wipe]" ;;
+  esac
+  local pid
+  pid=$(broker_pid)
+  if [[ -n "$pid" ]]; then
+    log "stopping kafka (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_TIMEOUT_S))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
+      sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "kafka did not stop within ${STOP_TIMEOUT_S}s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    fi
+  fi
+  rm -f "$PID_FILE"
+  if ((wipe)); then
+    rm -rf "$KAFKA_DIR"
+    log "removed $KAFKA_DIR"
+  fi
+}
+
+cmd_status() {
+  local pid
+  pid=$(broker_pid)
+  if [[ -n "$pid" ]] && port_open "$KAFKA_PORT"; then
+    echo "kafka running (pid $pid) at $BOOTSTRAP"
+    return 0
+  fi
+  if [[ -n "$pid" ]]; then
+    echo "kafka starting (pid $pid), not listening on $BOOTSTRAP yet"
+  else
+    echo "kafka not running"
+  fi
+  return 1
+}
+
+cmd_topics() {
+  [[ -f "$FETCH_MARKER" ]] || die "run 'kafka.sh fetch' first"
+  if (($# == 0)); then
+    set -- --list
+  fi
+  run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@"
+}
+
+perf_usage() {
+  cat >&2 <<'EOF'
+usage: kafka.sh perf [TOPIC]
+Runs org.apache.kafka.tools.ProducerPerformance once per linger value, 200-byte records,
+throughput unlimited, acks=1. Environment: PERF_RECORDS (1000000), PERF_RECORD_SIZE (200),
+PERF_LINGERS ("0 5"), PERF_ACKS (1), PERF_PARTITIONS (8, when the topic is created).
+EOF
+}
+
+cmd_perf() {
+  case "${1:-}" in -h | --help) perf_usage; return 0 ;; esac
+  local topic="${1:-perf}"
+  local records="${PERF_RECORDS:-1000000}" size="${PERF_RECORD_SIZE:-200}"
+  local acks="${PERF_ACKS:-1}" partitions="${PERF_PARTITIONS:-8}"
+  [[ -f "$FETCH_MARKER" ]] || die "run 'kafka.sh fetch' first"
+  port_open "$KAFKA_PORT" || die "no broker at $BOOTSTRAP; run 'kafka.sh start' first"
+  cmd_topics --create --if-not-exists --topic "$topic" --partitions "$partitions" \
+    --replication-factor 1 >/dev/null
+  local linger line rate
+  for linger in ${PERF_LINGERS:-0 5}; do
+    # Full JIT here: the tool's own speed is what is measured.
+    line=$(java -Xmx512m -Dlog4j2.configurationFile="$HERE/tools-log4j2.properties" \
+      -cp "$LIBS/*" org.apache.kafka.tools.ProducerPerformance \
+      --topic "$topic" --num-records "$records" --record-size "$size" --throughput -1 \
+      --producer-props bootstrap.servers="$BOOTSTRAP" acks="$acks" linger.ms="$linger" |
+      tail -n 1)
+    rate=$(sed -n 's/.* records sent, \([0-9.]*\) records\/sec.*/\1/p' <<<"$line")
+    echo "ProducerPerformance linger.ms=$linger acks=$acks size=$size records=$records: ${rate:-?} records/s"
+    echo "  $line"
+  done
+}
+
+main() {
+  local cmd="${1:-}"
+  shift || true
+  case "$cmd" in
+    fetch) cmd_fetch ;;
+    start) cmd_start ;;
+    stop) cmd_stop "$@" ;;
+    status) cmd_status ;;
+    topics) cmd_topics "$@" ;;
+    perf) cmd_perf "$@" ;;
+    *)
+      sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,231 @@
+//! The consumer loop, run as the only task of an unpinned glommio executor: polls
+//! every partition of the topic (manual assignment), copies each poll's records into
+//! one shared buffer, and sends each shard a batch of the records whose destination
+//! `/sub/chat/{channel}` it has interest in. A full shard channel makes the loop wait
+//! (`send(..).await`), so a slow shard slows consumption and nothing is dropped.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::future;
+use glommio::channels::shared_channel::{ConnectedSender, SharedSender};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::{Headers as _, Message as _};
+
+use super::context::Context;
+use super::Incoming;
+use crate::interest::Interest;
+
+/// Everything the consumer loop owns.
+pub(super) struct Consumer {
+    pub(super) consumer: BaseConsumer<Context>,
+    pub(super) senders: Vec<SharedSender<Vec<Incoming>>>,
+    pub(super) interest: Arc<Interest>,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+impl Consumer {
+    /// Connects to the shards, then consumes until the stop flag is set.
+    pub(super) async fn run(self) {
+        let Consumer {
+            consumer,
+            senders,
+            interest,
+            stop,
+        } = self;
+        let Some(mut shards) = connect_all(senders, &stop).await else {
+            return;
+        };
+        // Bits of shards that do not exist (an interest table built for more shards)
+        // are ignored rather than indexing out of range.
+        let shard_mask = match shards.len() {
+            64.. => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
+        let mut batch = Batch::default();
+        let mut pending: Vec<Vec<Incoming>> = shards.iter().map(|_| Vec::new()).collect();
+        let mut destination = DESTINATION_PREFIX.to_vec();
+        while !stop.load(Ordering::Relaxed) {
+            // Blocks this executor for up to POLL_WAIT: it runs nothing else, and a
+            // record arriving wakes the poll at once.
+            let records = batch.poll(&consumer);
+            if records.is_empty() {
+                continue;
+            }
+            let stats = consumer.context().stats();
+            stats.add_consumed(records.len() as u64);
+            consumer.context().mark_connected();
+            for record in &records {
+                destination.truncate(DESTINATION_PREFIX.len());
+                destination.extend_from_slice(&record.channel);
+                let mut mask = interest.shards_for(&destination) & shard_mask;
+                while mask != 0 {
+                    let shard = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    if let Some(queue) = pending.get_mut(shard) {
+                        queue.push(record.clone());
+                    }
+                }
+            }
+            for (shard, queue) in pending.iter_mut().enumerate() {
+                if queue.is_empty() {
+                    continue;
+                }
+                let out = std::mem::take(queue);
+                let count = out.len() as u64;
+                let Some(slot) = shards.get_mut(shard) else {
+                    continue;
+                };
+                let Some(sender) = slot.as_ref() else {
+                    continue;
+                };
+                match future::or(async { Some(sender.send(out).await) }, async {
+                    stopped(&stop).await;
+                    None
+                })
+                .await
+                {
+                    Some(Ok(())) => stats.add_routed(count),
+                    Some(Err(_)) => {
+                        tracing::warn!(
+                            shard,
+                            "shard closed its kafka channel; no more records for it"
+                        );
+                        *slot = None;
+                    }
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// Connects every shard's sender; `None` when stopped before all shards connected.
+async fn connect_all(
+    senders: Vec<SharedSender<Vec<Incoming>>>,
+    stop: &AtomicBool,
+) -> Option<Vec<Option<ConnectedSender<Vec<Incoming>>>>> {
+    // Each connect waits for its shard to connect the other end; run them side by
+    // side so the shards may connect in any order.
+    let tasks: Vec<_> = senders
+        .into_iter()
+        .map(|sender| glommio::spawn_local(sender.connect()))
+        .collect();
+    let all = async {
+        let mut connected = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            connected.push(Some(task.await));
+        }
+        Some(connected)
+    };
+    future::or(all, async {
+        stopped(stop).await;
+        None
+    })
+    .await
+}
+
+/// Resolves once the stop flag is set (checked every [`STOP_CHECK`]).
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(STOP_CHECK).await;
+    }
+}
+
+/// The records of one poll round, copied out of librdkafka into one buffer.
+#[derive(Default)]
+struct Batch {
+    arena: BytesMut,
+    spans: Vec<Spans>,
+}
+
+/// Where one record's parts lie in [`Batch::arena`].
+struct Spans {
+    channel: Range<usize>,
+    value: Range<usize>,
+    id: Range<usize>,
+    origin: Range<usize>,
+    partition: i32,
+    offset: i64,
+}
+
+impl Batch {
+    /// Waits up to [`POLL_WAIT`] for a record, then takes what is already there, up to
+    /// [`MAX_BATCH`] records. Errors are counted and logged; librdkafka retries them.
+    fn poll(&mut self, consumer: &BaseConsumer<Context>) -> Vec<Incoming> {
+        self.spans.clear();
+        self.arena.reserve(ARENA_BYTES);
+        let mut wait = POLL_WAIT;
+        while self.spans.len() < MAX_BATCH {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Ok(message)) => {
+                    let channel = push(&mut self.arena, message.key().unwrap_or_default());
+                    let value = push(&mut self.arena, message.payload().unwrap_or_default());
+                    let (mut id, mut origin) = (0..0, 0..0);
+                    if let Some(headers) = message.headers() {
+                        for header in headers.iter() {
+                            let bytes = header.value.unwrap_or_default();
+                            match header.key {
+                                "id" if id.is_empty() => id = push(&mut self.arena, bytes),
+                                "origin" if origin.is_empty() => {
+                                    origin = push(&mut self.arena, bytes)
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    let (partition, offset) = (message.partition(), message.offset());
+                    self.spans.push(Spans {
+                        channel,
+                        value,
+                        id,
+                        origin,
+                        partition,
+                        offset,
+                    });
+                    wait = Duration::ZERO;
+                }
+                Some(Err(error)) => {
+                    consumer.context().stats().add_consume_errors(1);
+                    consumer.context().note_error("consume", &error);
+                    break;
+                }
+            }
+        }
+        // One allocation shared by the whole batch: each part is a slice of it.
+        let shared: Bytes = self.arena.split().freeze();
+        self.spans
+            .iter()
+            .map(|s| Incoming {
+                channel: shared.slice(s.channel.clone()),
+                value: shared.slice(s.value.clone()),
+                id: shared.slice(s.id.clone()),
+                origin: shared.slice(s.origin.clone()),
+                partition: s.partition,
+                offset: s.offset,
+            })
+            .collect()
+    }
+}
+
+/// Appends `bytes` to the arena and returns where they went.
+fn push(arena: &mut BytesMut, bytes: &[u8]) -> Range<usize> {
+    let start = arena.len();
+    arena.extend_from_slice(bytes);
+    start..arena.len()
+}
+
+/// Shards subscribe to channels under this destination prefix (see `protocol.md`).
+const DESTINATION_PREFIX: &[u8] = b"/sub/chat/";
+/// How long one poll waits for the first record; also bounds how late a stop is seen.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Most records taken in one poll round.
+const MAX_BATCH: usize = 1024;
+/// Room reserved for one round's record bytes (more is allocated when needed).
+const ARENA_BYTES: usize = 256 * 1024;
+/// How often a task blocked on a shard or a connect checks the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(50);

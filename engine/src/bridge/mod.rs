@@ -1,0 +1,508 @@
+//! The Kafka side of a node. Shards hand chat messages to [`ShardPort::outbound`]
+//! (bounded crossbeam queues); one producer thread writes them to the topic, keyed by
+//! channel. One consumer, on its own small glommio executor, reads every partition
+//! from the end as of start-up and sends each shard batches of the records whose
+//! destination it has interest in ([`Interest`]), over [`ShardPort::inbound`].
+//! Outages are buffered within bounds and reported in [`Stats`]; librdkafka reconnects
+//! by itself. rdkafka types stay inside this module.
+
+mod consumer;
+mod context;
+mod producer;
+mod stats;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::channels::shared_channel::{self, SharedReceiver};
+use glommio::{LocalExecutorBuilder, Placement};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::BaseProducer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::interest::Interest;
+use context::Context;
+use stats::Role;
+pub use stats::Stats;
+
+/// How the bridge reaches Kafka; filled from the command line by the config module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Bootstrap brokers, `host:port[,host:port..]`.
+    pub brokers: String,
+    /// The topic carrying every chat message of the cluster (default `chat`).
+    pub topic: String,
+    /// Partitions of the topic when the bridge creates it (default 8, replication 1).
+    /// An existing topic keeps its own count.
+    pub partitions: i32,
+    /// This node's id, sent in each record's `origin` header.
+    pub node_id: String,
+    /// Producer `linger.ms`: how long to wait to fill a batch (default 1, for low
+    /// latency; Kafka 4's own default is 5).
+    pub linger_ms: u32,
+    /// Consumer `fetch.wait.max.ms`: how long the broker holds an empty fetch
+    /// (default 5).
+    pub fetch_wait_ms: u32,
+    /// Producer `acks`: `all` (default, with idempotence), `1` or `0`.
+    pub acks: String,
+    /// Bound of each shard's outbound queue, in messages (default 100 000).
+    pub buffer_messages: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic: "chat".to_owned(),
+            partitions: 8,
+            node_id: "node-1".to_owned(),
+            linger_ms: 1,
+            fetch_wait_ms: 5,
+            acks: "all".to_owned(),
+            buffer_messages: 100_000,
+        }
+    }
+}
+
+/// A chat message a shard publishes to the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The channel: the record key, so one channel stays in one partition, in order.
+    pub channel: Bytes,
+    /// The chat JSON exactly as subscribers will get it; written to Kafka unchanged.
+    pub value: Bytes,
+    /// The message id, sent in the `id` header.
+    pub id: Bytes,
+}
+
+/// A chat message read from Kafka, for a shard that has interest in its channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The channel (record key).
+    pub channel: Bytes,
+    /// The chat JSON, byte for byte as the publishing node wrote it.
+    pub value: Bytes,
+    /// The message id (`id` header; empty when absent).
+    pub id: Bytes,
+    /// The id of the node that published it (`origin` header; empty when absent).
+    pub origin: Bytes,
+    /// The partition it was read from.
+    pub partition: i32,
+    /// Its offset in that partition.
+    pub offset: i64,
+}
+
+/// One shard's two ends of the bridge.
+pub struct ShardPort {
+    /// Where the shard publishes, with `try_send`: bounded by
+    /// [`Config::buffer_messages`]; `Full` means Kafka is behind or away.
+    pub outbound: crossbeam_channel::Sender<Outgoing>,
+    /// Batches of records for this shard; the shard connects it on its executor.
+    pub inbound: SharedReceiver<Vec<Incoming>>,
+}
+
+/// Why the bridge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A config value the bridge cannot use; the text names the key.
+    #[error("kafka config: {0}")]
+    Config(&'static str),
+    /// A Kafka operation failed (`op` says which), e.g. no broker reachable.
+    #[error("kafka {op}: {reason}")]
+    Kafka {
+        /// The operation that failed.
+        op: &'static str,
+        /// librdkafka's description of the failure.
+        reason: String,
+    },
+    /// A bridge thread or its executor could not be started.
+    #[error("kafka bridge {what}: {reason}")]
+    Runtime {
+        /// What could not be started.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running bridge: a producer thread and a consumer executor.
+pub struct Bridge {
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    producer: Option<std::thread::JoinHandle<()>>,
+    consumer: Option<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Bridge {
+    /// Creates the topic if missing, starts producer and consumer threads; returns one
+    /// port per shard. Consumption starts at the end of every partition as of this
+    /// call: anything produced after it returns reaches the shards that want it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unusable config or shard count (1..=64);
+    /// [`Error::Kafka`] when no broker answers within [`STARTUP_TIMEOUT`] or the topic
+    /// cannot be created; [`Error::Runtime`] when a thread cannot start (for the
+    /// executor: too little locked memory).
+    pub fn start(
+        cfg: &Config,
+        shards: usize,
+        interest: Arc<Interest>,
+    ) -> Result<(Bridge, Vec<ShardPort>), Error> {
+        check(cfg, shards)?;
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let stats = Arc::new(Stats::new());
+        ensure_topic(cfg, &stats)?;
+        let consumer: BaseConsumer<Context> = consumer_config(cfg)
+            .create_with_context(Context::new(Role::Consumer, &cfg.topic, Arc::clone(&stats)))
+            .map_err(kafka("create consumer"))?;
+        let assignment = end_offsets(&consumer, &cfg.topic, deadline)?;
+        consumer
+            .assign(&assignment)
+            .map_err(kafka("assign partitions"))?;
+        let producer: BaseProducer<Context> = producer_config(cfg, shards)
+            .create_with_context(Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)))
+            .map_err(kafka("create producer"))?;
+
+        let mut ports = Vec::with_capacity(shards);
+        let (mut receivers, mut senders) = (Vec::with_capacity(shards), Vec::with_capacity(shards));
+        for _ in 0..shards {
+            let (outbound, receiver) = crossbeam_channel::bounded(cfg.buffer_messages);
+            let (sender, inbound) = shared_channel::new_bounded(INBOUND_BATCHES);
+            receivers.push(receiver);
+            senders.push(sender);
+            ports.push(ShardPort { outbound, inbound });
+        }
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut bridge = Bridge {
+            stats: Arc::clone(&stats),
+            stop: Arc::clone(&stop),
+            producer: None,
+            consumer: None,
+        };
+        let out = producer::Producer {
+            producer,
+            receivers,
+            topic: cfg.topic.clone(),
+            node_id: Bytes::copy_from_slice(cfg.node_id.as_bytes()),
+            stop: Arc::clone(&stop),
+            deadline: Cell::new(None),
+        };
+        bridge.producer = Some(
+            std::thread::Builder::new()
+                .name("kafka-out".to_owned())
+                .spawn(move || out.run())
+                .map_err(|e| Error::Runtime {
+                    what: "producer thread",
+                    reason: e.to_string(),
+                })?,
+        );
+        let input = consumer::Consumer {
+            consumer,
+            senders,
+            interest,
+            stop,
+        };
+        bridge.consumer = Some(spawn_consumer(input)?);
+        tracing::info!(
+            brokers = %cfg.brokers,
+            topic = %cfg.topic,
+            partitions = assignment.count(),
+            shards,
+            "kafka bridge started"
+        );
+        Ok((bridge, ports))
+    }
+
+    /// The bridge's live figures.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Flushes the producer (bounded wait) and stops the threads.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(consumer) = self.consumer.take() {
+            if let Err(error) = consumer.join() {
+                tracing::warn!("kafka consumer executor ended with: {error}");
+            }
+        }
+        if let Some(producer) = self.producer.take() {
+            if producer.join().is_err() {
+                tracing::warn!("kafka producer thread panicked");
+            }
+        }
+        self.stats.set_running(false);
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+/// Starts the consumer's executor and waits until it runs, so that a failure (most
+/// often the locked-memory limit) is reported by `start`.
+fn spawn_consumer(input: consumer::Consumer) -> Result<glommio::ExecutorJoinHandle<()>, Error> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("kafka-in")
+        // Locked memory is scarce (8 MiB per process, shared by all executors) and
+        // this executor does no file I/O.
+        .io_memory(EXECUTOR_IO_MEMORY_BYTES)
+        .ring_depth(EXECUTOR_RING_DEPTH)
+        .spawn(move || async move {
+            let _ = ready_tx.send(());
+            input.run().await;
+        })
+        .map_err(|e| Error::Runtime {
+            what: "consumer executor",
+            reason: e.to_string(),
+        })?;
+    match ready_rx.recv() {
+        Ok(()) => Ok(handle),
+        Err(_) => {
+            let reason = match handle.join() {
+                Err(error) => error.to_string(),
+                Ok(()) => "exited before running".to_owned(),
+            };
+            Err(Error::Runtime {
+                what: "consumer executor",
+                reason,
+            })
+        }
+    }
+}
+
+fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
+    let topic_ok = |t: &str| {
+        !t.is_empty()
+            && t.len() <= 249
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if !(1..=64).contains(&shards) {
+        Err(Error::Config("shards must be 1..=64"))
+    } else if cfg.brokers.trim().is_empty() {
+        Err(Error::Config("brokers is empty"))
+    } else if !topic_ok(&cfg.topic) {
+        Err(Error::Config("topic must be 1..=249 of [a-zA-Z0-9._-]"))
+    } else if cfg.partitions < 1 {
+        Err(Error::Config("partitions must be at least 1"))
+    } else if cfg.node_id.is_empty() {
+        Err(Error::Config("node_id is empty"))
+    } else if !matches!(cfg.acks.as_str(), "all" | "-1" | "1" | "0") {
+        Err(Error::Config("acks must be all, 1 or 0"))
+    } else if cfg.buffer_messages == 0 {
+        Err(Error::Config("buffer_messages must be at least 1"))
+    } else if cfg.linger_ms > 900_000 {
+        Err(Error::Config("linger_ms must be at most 900000"))
+    } else if cfg.fetch_wait_ms > 300_000 {
+        Err(Error::Config("fetch_wait_ms must be at most 300000"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Creates the topic unless it exists.
+fn ensure_topic(cfg: &Config, stats: &Arc<Stats>) -> Result<(), Error> {
+    let admin: AdminClient<Context> = common_config(cfg, "admin")
+        .create_with_context(Context::new(Role::Admin, &cfg.topic, Arc::clone(stats)))
+        .map_err(kafka("create admin client"))?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(STARTUP_TIMEOUT))
+        .operation_timeout(Some(STARTUP_TIMEOUT));
+    let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(1));
+    // The admin client runs its own polling thread, so no async runtime is needed.
+    let results =
+        future::block_on(admin.create_topics([&topic], &options)).map_err(kafka("create topic"))?;
+    for result in results {
+        match result {
+            Ok(name) => {
+                tracing::info!(topic = %name, partitions = cfg.partitions, "created kafka topic")
+            }
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::Kafka {
+                    op: "create topic",
+                    reason: format!("{name}: {code}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The current end offset of every partition of `topic`, retried until `deadline`
+/// (a new topic's partitions need a moment to get leaders). Explicit offsets instead
+/// of `Offset::End` make the start position fixed before `start` returns.
+fn end_offsets(
+    consumer: &BaseConsumer<Context>,
+    topic: &str,
+    deadline: Instant,
+) -> Result<TopicPartitionList, Error> {
+    let mut last_error = String::from("timed out");
+    while Instant::now() < deadline {
+        match try_end_offsets(consumer, topic) {
+            Ok(assignment) => return Ok(assignment),
+            Err(error) => last_error = error,
+        }
+        std::thread::sleep(STARTUP_RETRY);
+    }
+    Err(Error::Kafka {
+        op: "read end offsets",
+        reason: last_error,
+    })
+}
+
+fn try_end_offsets(
+    consumer: &BaseConsumer<Context>,
+    topic: &str,
+) -> Result<TopicPartitionList, String> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), STARTUP_RETRY * 10)
+        .map_err(|e| e.to_string())?;
+    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(format!("topic {topic} not in metadata"));
+    };
+    if let Some(error) = meta.error() {
+        return Err(format!(
+            "topic {topic}: {:?}",
+            RDKafkaErrorCode::from(error)
+        ));
+    }
+    if meta.partitions().is_empty() {
+        return Err(format!("topic {topic} has no partitions yet"));
+    }
+    let mut assignment = TopicPartitionList::with_capacity(meta.partitions().len());
+    for partition in meta.partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition.id(), STARTUP_RETRY * 10)
+            .map_err(|e| e.to_string())?;
+        assignment
+            .add_partition_offset(topic, partition.id(), Offset::Offset(high))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(assignment)
+}
+
+/// Settings every client shares.
+fn common_config(cfg: &Config, role: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("client.id", format!("chat-engine-{}-{role}", cfg.node_id))
+        // Come back within a second of the broker, not after the 10 s default backoff.
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "1000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    config
+}
+
+fn producer_config(cfg: &Config, shards: usize) -> ClientConfig {
+    let idempotent = matches!(cfg.acks.as_str(), "all" | "-1");
+    // librdkafka's own queue holds up to as many records as all shard queues together.
+    let queue_messages = cfg
+        .buffer_messages
+        .saturating_mul(shards)
+        .clamp(10_000, 100_000_000);
+    let mut config = common_config(cfg, "out");
+    config
+        .set("linger.ms", cfg.linger_ms.to_string())
+        .set("acks", &cfg.acks)
+        .set("enable.idempotence", idempotent.to_string())
+        // 0: retry forever; a record the bridge accepted is never dropped silently.
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.messages", queue_messages.to_string())
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("statistics.interval.ms", STATS_INTERVAL_MS);
+    config
+}
+
+fn consumer_config(cfg: &Config) -> ClientConfig {
+    // librdkafka wants a group id for assign(); it is never joined or committed to,
+    // and unique so no two nodes (or restarts) ever share it.
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let group = format!("chat-engine.{}.{}.{nanos}", cfg.node_id, std::process::id());
+    let mut config = common_config(cfg, "in");
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "latest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", cfg.fetch_wait_ms.to_string())
+        .set("statistics.interval.ms", STATS_INTERVAL_MS);
+    config
+}
+
+fn kafka(op: &'static str) -> impl Fn(KafkaError) -> Error {
+    move |error| Error::Kafka {
+        op,
+        reason: error.to_string(),
+    }
+}
+
+/// How long `start` tries to reach Kafka, create the topic and read end offsets.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause between start-up retries.
+const STARTUP_RETRY: Duration = Duration::from_millis(200);
+/// Bound of each shard's inbound channel, in batches.
+const INBOUND_BATCHES: usize = 1024;
+/// Locked memory of the consumer executor's I/O buffers.
+const EXECUTOR_IO_MEMORY_BYTES: usize = 64 * 1024;
+/// io_uring depth of the consumer executor.
+const EXECUTOR_RING_DEPTH: usize = 32;
+/// librdkafka statistics (broker state, consumer lag) this often.
+const STATS_INTERVAL_MS: &str = "1000";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_passes_the_check() {
+        assert!(check(&Config::default(), 4).is_ok());
+    }
+
+    #[test]
+    fn check_names_the_bad_key() {
+        let bad = |f: fn(&mut Config)| {
+            let mut cfg = Config::default();
+            f(&mut cfg);
+            match check(&cfg, 2) {
+                Err(Error::Config(reason)) => reason,
+                other => panic!("expected a config error, got {other:?}"),
+            }
+        };
+        assert!(bad(|c| c.acks = "2".into()).starts_with("acks"));
+        assert!(bad(|c| c.topic = "chat room".into()).starts_with("topic"));
+        assert!(bad(|c| c.topic = String::new()).starts_with("topic"));
+        assert!(bad(|c| c.partitions = 0).starts_with("partitions"));
+        assert!(bad(|c| c.brokers = " ".into()).starts_with("brokers"));
+        assert!(bad(|c| c.buffer_messages = 0).starts_with("buffer_messages"));
+        assert!(bad(|c| c.node_id = String::new()).starts_with("node_id"));
+        assert!(matches!(
+            check(&Config::default(), 0),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            check(&Config::default(), 65),
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,192 @@
+//! The producer thread: drains every shard's bounded outbound queue (crossbeam) into
+//! one librdkafka producer, keyed by channel with `origin`/`id` headers, and serves
+//! delivery reports. When librdkafka's own queue is full (an outage or a burst) it waits
+//! for deliveries, so the backlog stays in the shards' queues and shards see `Full`
+//! from `try_send`: nothing accepted is dropped while the process lives.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Select, TryRecvError};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+use super::context::Context;
+use super::Outgoing;
+
+/// Everything the producer thread owns.
+pub(super) struct Producer {
+    pub(super) producer: BaseProducer<Context>,
+    pub(super) receivers: Vec<Receiver<Outgoing>>,
+    pub(super) topic: String,
+    pub(super) node_id: Bytes,
+    pub(super) stop: Arc<AtomicBool>,
+    /// Set when the stop flag is first seen: everything still queued must be out by
+    /// this time.
+    pub(super) deadline: Cell<Option<Instant>>,
+}
+
+impl Producer {
+    /// Runs until the stop flag is set, then drains and flushes within
+    /// [`SHUTDOWN_WAIT`].
+    pub(super) fn run(self) {
+        let mut live = vec![true; self.receivers.len()];
+        let mut select = select_live(&self.receivers, &live);
+        loop {
+            let stopping = self.stopping();
+            let (moved, closed) = self.drain_once(&mut live, stopping);
+            if closed {
+                select = select_live(&self.receivers, &live);
+            }
+            self.producer.poll(Duration::ZERO);
+            self.sample_queues();
+            if stopping && (moved == 0 || self.past_deadline()) {
+                break;
+            }
+            if moved == 0 {
+                if live.iter().any(|l| *l) {
+                    // Ready or timed out, either way go round: nothing is taken here.
+                    let _ = select.ready_timeout(IDLE_WAIT);
+                } else {
+                    self.producer.poll(IDLE_WAIT);
+                }
+            }
+        }
+        self.finish();
+    }
+
+    /// Takes up to [`DRAIN_BATCH`] records from each live queue (all of them when
+    /// stopping); returns how many moved and whether a queue closed.
+    fn drain_once(&self, live: &mut [bool], stopping: bool) -> (usize, bool) {
+        let mut moved = 0;
+        let mut closed = false;
+        for (index, receiver) in self.receivers.iter().enumerate() {
+            if !live.get(index).copied().unwrap_or(false) {
+                continue;
+            }
+            let limit = if stopping {
+                receiver.len().max(1)
+            } else {
+                DRAIN_BATCH
+            };
+            for _ in 0..limit {
+                match receiver.try_recv() {
+                    Ok(message) => {
+                        moved += 1;
+                        self.send(&message);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        if let Some(flag) = live.get_mut(index) {
+                            *flag = false;
+                        }
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+        }
+        (moved, closed)
+    }
+
+    /// Whether shutdown has begun; starts the shutdown clock when first seen.
+    fn stopping(&self) -> bool {
+        let stopping = self.stop.load(Ordering::Relaxed);
+        if stopping && self.deadline.get().is_none() {
+            self.deadline.set(Some(Instant::now() + SHUTDOWN_WAIT));
+        }
+        stopping
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Hands one record to librdkafka, waiting while its queue is full.
+    fn send(&self, message: &Outgoing) {
+        let producer = &self.producer;
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: "origin",
+                value: Some(&self.node_id[..]),
+            })
+            .insert(Header {
+                key: "id",
+                value: Some(&message.id[..]),
+            });
+        let mut record = BaseRecord::to(&self.topic)
+            .key(&message.channel[..])
+            .payload(&message.value[..])
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    if self.stopping() && self.past_deadline() {
+                        producer.context().stats().add_produce_errors(1);
+                        return;
+                    }
+                    record = back;
+                    // Serves delivery reports, which is what frees room in the queue.
+                    producer.poll(QUEUE_FULL_WAIT);
+                }
+                Err((error, _)) => {
+                    producer.context().stats().add_produce_errors(1);
+                    producer.context().note_error("produce", &error);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn sample_queues(&self) {
+        let queued: usize = self.receivers.iter().map(Receiver::len).sum();
+        let in_flight = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
+        self.producer
+            .context()
+            .stats()
+            .set_queued(queued as u64, in_flight);
+    }
+
+    /// Flushes what librdkafka holds and counts what could not be delivered in time.
+    fn finish(self) {
+        let left = self.deadline.get().map_or(Duration::ZERO, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let stats = self.producer.context().stats();
+        let unsent: usize = self.receivers.iter().map(Receiver::len).sum();
+        if let Err(error) = self.producer.flush(left.max(MIN_FLUSH)) {
+            tracing::warn!("kafka flush at shutdown: {error}");
+        }
+        let undelivered = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
+        let lost = undelivered + unsent as u64;
+        if lost > 0 {
+            stats.add_produce_errors(lost);
+            tracing::warn!(lost, "kafka bridge stopped with records not delivered");
+        }
+        stats.set_queued(0, undelivered);
+    }
+}
+
+fn select_live<'a>(receivers: &'a [Receiver<Outgoing>], live: &[bool]) -> Select<'a> {
+    let mut select = Select::new();
+    for (receiver, _) in receivers.iter().zip(live).filter(|(_, l)| **l) {
+        select.recv(receiver);
+    }
+    select
+}
+
+/// Records taken from one shard's queue before looking at the next shard's.
+const DRAIN_BATCH: usize = 512;
+/// How long an idle producer thread waits for a record before serving callbacks.
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long to serve deliveries before retrying a record refused with `QueueFull`.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
+/// Bound on draining and flushing at shutdown.
+pub(super) const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+/// The flush gets at least this long even when draining used up the deadline.
+const MIN_FLUSH: Duration = Duration::from_millis(100);

@@ -1,0 +1,944 @@
+//! The streaming STOMP decoder: bytes from `ws.rs` or `sockjs.rs` in, frames and
+//! heart-beats out. It scans incrementally and cuts head and body out of the caller's
+//! buffer without copying; the header escaping follows the version set after CONNECT.
+
+use bytes::{Buf, Bytes, BytesMut};
+use memchr::{memchr, memchr2};
+
+use super::{Command, Error, Frame, Headers, Item, Limits, Version};
+
+/// Streaming frame decoder.
+///
+/// It remembers how far it has scanned the caller's buffer, so a frame that trickles
+/// in byte by byte is scanned once in total. Between calls the caller may only append
+/// to `buf`. After an error the decoder is back at a frame boundary, but the
+/// connection is meant to be closed.
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    version: Version,
+    phase: Phase,
+    /// Bytes of `buf` already scanned in the current phase.
+    scanned: usize,
+    /// Start of the head line being scanned (head phase).
+    line_start: usize,
+    /// Header lines seen so far (head phase).
+    header_lines: usize,
+    /// The command, once its line is complete.
+    command: Option<Command>,
+    /// Decoded headers (body phase).
+    headers: Headers,
+    /// The body length from `content-length` (body phase).
+    content_length: Option<usize>,
+    /// Most body bytes the frame may still have (body phase).
+    body_budget: usize,
+}
+
+/// Where the decoder is within a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `buf` starts at a frame boundary or inside the command and header lines.
+    Head,
+    /// The head has been cut off; `buf` starts with the body.
+    Body,
+}
+
+impl Decoder {
+    /// A decoder that unescapes as 1.2 until `set_version` (CONNECT and CONNECTED
+    /// headers are never unescaped, whatever the version).
+    pub fn new(limits: Limits) -> Self {
+        Decoder {
+            limits,
+            version: Version::V1_2,
+            phase: Phase::Head,
+            scanned: 0,
+            line_start: 0,
+            header_lines: 0,
+            command: None,
+            headers: Headers::new(),
+            content_length: None,
+            body_budget: 0,
+        }
+    }
+
+    /// Sets the version negotiated by `CONNECT`; later frames unescape accordingly.
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+
+    /// Decodes the next item from `buf`, consuming its bytes; `Ok(None)` means more
+    /// bytes are needed. `content-length`, when present, decides where the body ends;
+    /// otherwise it ends at the first NUL.
+    ///
+    /// # Errors
+    /// Any `Error` but `UnsupportedVersion`/`BadHeartBeat`; the connection then gets an
+    /// `ERROR` and is closed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, Error> {
+        let result = self.decode_item(buf);
+        if result.is_err() {
+            self.reset();
+        }
+        result
+    }
+
+    fn decode_item(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, Error> {
+        if self.phase == Phase::Head {
+            if self.scanned == 0 {
+                // STOMP 1.2 §"Heart-beating": EOLs between frames are heart-beats.
+                match (buf.first(), buf.get(1)) {
+                    (None, _) | (Some(b'\r'), None) => return Ok(None),
+                    (Some(b'\n'), _) => {
+                        buf.advance(1);
+                        return Ok(Some(Item::HeartBeat));
+                    }
+                    (Some(b'\r'), Some(b'\n')) => {
+                        buf.advance(2);
+                        return Ok(Some(Item::HeartBeat));
+                    }
+                    _ => {}
+                }
+            }
+            let Some(head_len) = self.scan_head(buf)? else {
+                return Ok(None);
+            };
+            self.start_body(buf, head_len)?;
+        }
+        self.finish_body(buf)
+    }
+
+    /// Scans the command and header lines; returns the head length (through the blank
+    /// line) once it is complete. Only the first `max_frame_bytes + 1` bytes are looked
+    /// at, so the outcome does not depend on how the input was split.
+    fn scan_head(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
+        let window_end = buf.len().min(self.limits.max_frame_bytes.saturating_add(1));
+        while self.scanned < window_end {
+            let Some(offset) = memchr2(b'\n', 0, &buf[self.scanned..window_end]) else {
+                self.scanned = window_end;
+                break;
+            };
+            let eol = self.scanned + offset;
+            if buf[eol] == 0 {
+                return Err(Error::Malformed("NUL before the end of the headers"));
+            }
+            let line = trim_cr(&buf[self.line_start..eol]);
+            self.scanned = eol + 1;
+            self.line_start = eol + 1;
+            if self.command.is_none() {
+                self.command = Some(Command::parse(line).ok_or(Error::UnknownCommand)?);
+            } else if line.is_empty() {
+                return Ok(Some(eol + 1));
+            } else {
+                self.header_lines += 1;
+                if self.header_lines > self.limits.max_headers {
+                    return Err(Error::TooBig);
+                }
+                if memchr(b':', line).is_none() {
+                    return Err(Error::Malformed("header line without ':'"));
+                }
+            }
+        }
+        if buf.len() > self.limits.max_frame_bytes {
+            return Err(Error::TooBig);
+        }
+        Ok(None)
+    }
+
+    /// Cuts the complete head off `buf`, decodes its headers and reads `content-length`.
+    fn start_body(&mut self, buf: &mut BytesMut, head_len: usize) -> Result<(), Error> {
+        if head_len > self.limits.max_frame_bytes {
+            return Err(Error::TooBig);
+        }
+        let command = self.command.ok_or(Error::Malformed("missing command"))?;
+        let head = buf.split_to(head_len).freeze();
+        let unescape =
+            (self.version >= Version::V1_1 && command.escapes_headers()).then_some(self.version);
+        let mut headers = Headers::new();
+        // Skip the command line; the head ends with the blank line.
+        let mut start = memchr(b'\n', &head).map_or(head.len(), |i| i + 1);
+        while let Some(offset) = memchr(b'\n', &head[start..]) {
+            let end = start + offset;
+            let line_end = start + trim_cr(&head[start..end]).len();
+            if line_end == start {
+                break;
+            }
+            let colon = memchr(b':', &head[start..line_end])
+                .ok_or(Error::Malformed("header line without ':'"))?;
+            let name = field(&head, start, start + colon, unescape)?;
+            if name.is_empty() {
+                return Err(Error::Malformed("empty header name"));
+            }
+            let value = field(&head, start + colon + 1, line_end, unescape)?;
+            headers.push((name, value));
+            start = end + 1;
+        }
+        self.body_budget = self.limits.max_frame_bytes - head_len;
+        self.content_length = match headers
+            .iter()
+            .find(|(n, _)| n.as_ref() == b"content-length")
+        {
+            Some((_, value)) => Some(parse_content_length(value, self.body_budget)?),
+            None => None,
+        };
+        self.headers = headers;
+        self.phase = Phase::Body;
+        self.scanned = 0;
+        Ok(())
+    }
+
+    /// Cuts the body off `buf` once it and its NUL have arrived.
+    fn finish_body(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, Error> {
+        let body_len = match self.content_length {
+            Some(len) => match buf.get(len) {
+                None => return Ok(None),
+                Some(0) => len,
+                Some(_) => {
+                    return Err(Error::Malformed(
+                        "no NUL after content-length bytes of body",
+                    ))
+                }
+            },
+            None => {
+                let window_end = buf.len().min(self.body_budget.saturating_add(1));
+                let found = buf
+                    .get(self.scanned..window_end)
+                    .and_then(|rest| memchr(0, rest));
+                match found {
+                    Some(offset) => self.scanned + offset,
+                    None => {
+                        self.scanned = self.scanned.max(window_end);
+                        if buf.len() > self.body_budget {
+                            return Err(Error::TooBig);
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        let command = self.command.ok_or(Error::Malformed("missing command"))?;
+        let headers = std::mem::take(&mut self.headers);
+        let body = buf.split_to(body_len).freeze();
+        buf.advance(1);
+        self.reset();
+        Ok(Some(Item::Frame(Frame {
+            command,
+            headers,
+            body,
+        })))
+    }
+
+    /// Back to a frame boundary (the version is kept).
+    fn reset(&mut self) {
+        self.phase = Phase::Head;
+        self.scanned = 0;
+        self.line_start = 0;
+        self.header_lines = 0;
+        self.command = None;
+        self.headers.clear();
+        self.content_length = None;
+        self.body_budget = 0;
+    }
+}
+
+/// `line` without one trailing `\r` (a `\r\n` EOL, accepted in every version).
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// `head[start..end]`, unescaped for `unescape` (zero-copy when it holds no `\`).
+fn field(
+    head: &Bytes,
+    start: usize,
+    end: usize,
+    unescape: Option<Version>,
+) -> Result<Bytes, Error> {
+    let raw = &head[start..end];
+    let (Some(version), Some(first)) = (unescape, memchr(b'\\', raw)) else {
+        return Ok(head.slice(start..end));
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    out.extend_from_slice(&raw[..first]);
+    let mut i = first;
+    // Invariant: raw[i] is a backslash.
+    while i < raw.len() {
+        // STOMP 1.2 §"Value Encoding": "Undefined escape sequences such as \t MUST be
+        // treated as a fatal protocol error."
+        out.push(match raw.get(i + 1) {
+            Some(b'n') => b'\n',
+            Some(b'c') => b':',
+            Some(b'\\') => b'\\',
+            Some(b'r') if version == Version::V1_2 => b'\r',
+            _ => return Err(Error::BadEscape),
+        });
+        i += 2;
+        let rest = &raw[i..];
+        match memchr(b'\\', rest) {
+            Some(offset) => {
+                out.extend_from_slice(&rest[..offset]);
+                i += offset;
+            }
+            None => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+/// A `content-length` value: ASCII digits, at most `budget`.
+fn parse_content_length(value: &[u8], budget: usize) -> Result<usize, Error> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Error::Malformed("invalid content-length"));
+    }
+    let mut len: usize = 0;
+    for &d in digits {
+        len = len.saturating_mul(10).saturating_add(usize::from(d - b'0'));
+    }
+    if len > budget {
+        return Err(Error::TooBig);
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::stomp::encode_frame;
+    use proptest::prelude::*;
+
+    const LIMITS: Limits = Limits {
+        max_frame_bytes: 64 * 1024,
+        max_headers: 16,
+    };
+
+    /// Items decoded until the end of the input or the first error.
+    type Outcome = (Vec<Item>, Option<Error>);
+
+    /// Feeds `chunks` one after another, decoding all it can after each.
+    fn decode_chunks(chunks: &[&[u8]], limits: Limits, version: Version) -> Outcome {
+        let mut decoder = Decoder::new(limits);
+        decoder.set_version(version);
+        let mut buf = BytesMut::new();
+        let mut items = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(item)) => items.push(item),
+                    Ok(None) => break,
+                    Err(e) => return (items, Some(e)),
+                }
+            }
+        }
+        (items, None)
+    }
+
+    /// Decodes `input` all at once, byte by byte and split in two at every offset,
+    /// checks that all agree, and returns the outcome.
+    fn decode_every_split_with(input: &[u8], limits: Limits, version: Version) -> Outcome {
+        let whole = decode_chunks(&[input], limits, version);
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(
+            decode_chunks(&bytes, limits, version),
+            whole,
+            "byte by byte"
+        );
+        for at in 0..=input.len() {
+            let (a, b) = input.split_at(at);
+            assert_eq!(
+                decode_chunks(&[a, b], limits, version),
+                whole,
+                "split at {at}"
+            );
+        }
+        whole
+    }
+
+    fn decode_every_split(input: &[u8]) -> Outcome {
+        decode_every_split_with(input, LIMITS, Version::V1_2)
+    }
+
+    /// Decodes `input` in every split and expects exactly `expected`, no error.
+    fn assert_decodes(input: &[u8], version: Version, expected: &[Item]) {
+        assert_eq!(
+            decode_every_split_with(input, LIMITS, version),
+            (expected.to_vec(), None)
+        );
+    }
+
+    /// Decodes `input` in every split and expects it to fail with `error`.
+    fn assert_fails(input: &[u8], limits: Limits, version: Version, error: Error) {
+        assert_eq!(
+            decode_every_split_with(input, limits, version).1,
+            Some(error)
+        );
+    }
+
+    fn frame(command: Command, headers: &[(&str, &str)], body: &[u8]) -> Item {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    Bytes::copy_from_slice(n.as_bytes()),
+                    Bytes::copy_from_slice(v.as_bytes()),
+                )
+            })
+            .collect();
+        Item::Frame(Frame {
+            command,
+            headers,
+            body: Bytes::copy_from_slice(body),
+        })
+    }
+
+    // The client frames of protocol.md "Observed on the wire", after SockJS decoding.
+    const OBSERVED_CONNECT: &[u8] =
+        b"CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\0";
+    const OBSERVED_SUBSCRIBE: &[u8] = b"SUBSCRIBE\nid:sub-0\ndestination:/sub/chat/global\n\n\0";
+    const OBSERVED_SEND: &[u8] = b"SEND\ndestination:/pub/chat\ncontent-length:97\n\n{\"channel\":\"global\",\"sender\":\"alice@letters.test\",\"message\":\"hello from alice\"}\0";
+    const CHAT_BODY: &[u8] = b"{\"channel\":\"global\",\"sender\":\"alice@letters.test\",\"message\":\"hello from alice\"}";
+
+    #[test]
+    fn observed_client_frames_decode() {
+        // The observed SEND says 97, which counts the backslashes of its JSON-escaped
+        // form; stompjs sends the UTF-8 length of the body, 79.
+        assert_eq!(CHAT_BODY.len(), 79);
+        let send = b"SEND\ndestination:/pub/chat\ncontent-length:79\n\n"
+            .iter()
+            .chain(CHAT_BODY)
+            .chain(b"\0");
+        let mut input = Vec::new();
+        input.extend_from_slice(OBSERVED_CONNECT);
+        input.extend_from_slice(b"\n");
+        input.extend_from_slice(OBSERVED_SUBSCRIBE);
+        input.extend(send);
+        input.extend_from_slice(b"\n");
+        assert_decodes(
+            &input,
+            Version::V1_1,
+            &[
+                frame(
+                    Command::Connect,
+                    &[("accept-version", "1.1,1.0"), ("heart-beat", "10000,10000")],
+                    b"",
+                ),
+                Item::HeartBeat,
+                frame(
+                    Command::Subscribe,
+                    &[("id", "sub-0"), ("destination", "/sub/chat/global")],
+                    b"",
+                ),
+                frame(
+                    Command::Send,
+                    &[("destination", "/pub/chat"), ("content-length", "79")],
+                    CHAT_BODY,
+                ),
+                Item::HeartBeat,
+            ],
+        );
+    }
+
+    #[test]
+    fn observed_send_with_wrong_content_length_is_incomplete_then_malformed() {
+        // Verbatim, the body is 18 bytes short of its content-length: the decoder waits
+        // for them, and the NUL is not where content-length puts it.
+        assert_eq!(decode_every_split(OBSERVED_SEND), (vec![], None));
+        let input = [OBSERVED_SEND, OBSERVED_SUBSCRIBE].concat();
+        let (items, error) = decode_every_split(&input);
+        assert!(items.is_empty());
+        assert_eq!(
+            error,
+            Some(Error::Malformed(
+                "no NUL after content-length bytes of body"
+            ))
+        );
+    }
+
+    #[test]
+    fn spec_examples_1_2() {
+        // STOMP 1.2 §"Connecting", §"SEND", §"MESSAGE", §"RECEIPT", §"ERROR".
+        let input = b"CONNECT\naccept-version:1.2\nhost:stomp.github.org\n\n\0\
+            SEND\ndestination:/queue/a\ncontent-type:text/plain\n\nhello queue a\0\
+            MESSAGE\nsubscription:0\nmessage-id:007\ndestination:/queue/a\ncontent-type:text/plain\n\nhello queue a\0\
+            RECEIPT\nreceipt-id:message-12345\n\n\0\
+            ERROR\nreceipt-id:message-12345\ncontent-type:text/plain\ncontent-length:170\nmessage:malformed frame received\n\n\
+            The message:\n-----\nMESSAGE\ndestined:/queue/a\nreceipt:message-12345\n\nHello queue a!\n-----\n\
+            Did not contain a destination header, which is REQUIRED\nfor message propagation.\n\0";
+        let error_body = &b"The message:\n-----\nMESSAGE\ndestined:/queue/a\nreceipt:message-12345\n\nHello queue a!\n-----\nDid not contain a destination header, which is REQUIRED\nfor message propagation.\n"[..];
+        assert_eq!(error_body.len(), 170);
+        assert_decodes(
+            input,
+            Version::V1_2,
+            &[
+                frame(
+                    Command::Connect,
+                    &[("accept-version", "1.2"), ("host", "stomp.github.org")],
+                    b"",
+                ),
+                frame(
+                    Command::Send,
+                    &[("destination", "/queue/a"), ("content-type", "text/plain")],
+                    b"hello queue a",
+                ),
+                frame(
+                    Command::Message,
+                    &[
+                        ("subscription", "0"),
+                        ("message-id", "007"),
+                        ("destination", "/queue/a"),
+                        ("content-type", "text/plain"),
+                    ],
+                    b"hello queue a",
+                ),
+                frame(Command::Receipt, &[("receipt-id", "message-12345")], b""),
+                frame(
+                    Command::Error,
+                    &[
+                        ("receipt-id", "message-12345"),
+                        ("content-type", "text/plain"),
+                        ("content-length", "170"),
+                        ("message", "malformed frame received"),
+                    ],
+                    error_body,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn repeated_headers_keep_order_and_first_wins() {
+        // STOMP 1.2 §"Repeated Header Entries".
+        let (items, error) = decode_every_split(b"MESSAGE\nfoo:World\nfoo:Hello\n\n\0");
+        assert_eq!(error, None);
+        let [Item::Frame(f)] = items.as_slice() else {
+            panic!("one frame expected: {items:?}")
+        };
+        assert_eq!(f.header(b"foo"), Some(&b"World"[..]));
+        assert_eq!(f.headers.len(), 2);
+        assert_eq!(f.header(b"bar"), None);
+    }
+
+    #[test]
+    fn spec_example_1_0() {
+        // STOMP 1.0: no escaping, so a backslash in a value is just a byte.
+        assert_decodes(
+            b"SEND\ndestination:/queue/a\\b\nreceipt:77\n\nhello queue a\n\0",
+            Version::V1_0,
+            &[frame(
+                Command::Send,
+                &[("destination", "/queue/a\\b"), ("receipt", "77")],
+                b"hello queue a\n",
+            )],
+        );
+    }
+
+    #[test]
+    fn heart_beats_between_frames() {
+        assert_decodes(
+            b"\n\r\nSEND\ndestination:/a\n\nx\0\n\nDISCONNECT\nreceipt:1\n\n\0\r\n",
+            Version::V1_2,
+            &[
+                Item::HeartBeat,
+                Item::HeartBeat,
+                frame(Command::Send, &[("destination", "/a")], b"x"),
+                Item::HeartBeat,
+                Item::HeartBeat,
+                frame(Command::Disconnect, &[("receipt", "1")], b""),
+                Item::HeartBeat,
+            ],
+        );
+    }
+
+    #[test]
+    fn crlf_line_endings_in_every_version() {
+        for version in [Version::V1_0, Version::V1_1, Version::V1_2] {
+            assert_decodes(
+                b"SEND\r\ndestination:/a\r\ncontent-length:2\r\n\r\n\r\n\0",
+                version,
+                &[frame(
+                    Command::Send,
+                    &[("destination", "/a"), ("content-length", "2")],
+                    b"\r\n",
+                )],
+            );
+        }
+    }
+
+    #[test]
+    fn content_length_allows_embedded_nuls() {
+        assert_decodes(
+            b"SEND\ncontent-length:5\ndestination:/a\n\na\0b\0c\0SEND\ndestination:/b\n\n\0",
+            Version::V1_2,
+            &[
+                frame(
+                    Command::Send,
+                    &[("content-length", "5"), ("destination", "/a")],
+                    b"a\0b\0c",
+                ),
+                frame(Command::Send, &[("destination", "/b")], b""),
+            ],
+        );
+    }
+
+    #[test]
+    fn content_length_must_be_followed_by_nul() {
+        let rule = Error::Malformed("no NUL after content-length bytes of body");
+        assert_fails(
+            b"SEND\ncontent-length:1\n\nab\0",
+            LIMITS,
+            Version::V1_2,
+            rule,
+        );
+        assert_fails(
+            b"SEND\ncontent-length:3\n\na\0\0x",
+            LIMITS,
+            Version::V1_2,
+            rule,
+        );
+    }
+
+    #[test]
+    fn first_content_length_wins_and_must_be_digits() {
+        assert_decodes(
+            b"SEND\ncontent-length:1\ncontent-length:9\n\n\0\0",
+            Version::V1_2,
+            &[frame(
+                Command::Send,
+                &[("content-length", "1"), ("content-length", "9")],
+                b"\0",
+            )],
+        );
+        for bad in [
+            &b"SEND\ncontent-length:\n\n\0"[..],
+            b"SEND\ncontent-length:-1\n\n\0",
+            b"SEND\ncontent-length:1x\n\n\0",
+        ] {
+            assert_fails(
+                bad,
+                LIMITS,
+                Version::V1_2,
+                Error::Malformed("invalid content-length"),
+            );
+        }
+        assert_fails(
+            b"SEND\ncontent-length:99999999999999999999999\n\n",
+            LIMITS,
+            Version::V1_2,
+            Error::TooBig,
+        );
+    }
+
+    #[test]
+    fn too_big_content_length_fails_before_the_body() {
+        let limits = Limits {
+            max_frame_bytes: 100,
+            max_headers: 4,
+        };
+        assert_fails(
+            b"SEND\ncontent-length:101\n\n",
+            limits,
+            Version::V1_2,
+            Error::TooBig,
+        );
+    }
+
+    #[test]
+    fn frame_at_the_limit_passes_and_one_byte_more_fails() {
+        // Head "SEND\n\n" is 6 bytes; the NUL is not counted.
+        let limits = Limits {
+            max_frame_bytes: 10,
+            max_headers: 4,
+        };
+        assert_decodes_with_limits(
+            b"SEND\n\nabcd\0",
+            limits,
+            &[frame(Command::Send, &[], b"abcd")],
+        );
+        assert_fails(b"SEND\n\nabcde\0", limits, Version::V1_2, Error::TooBig);
+        let limits = Limits {
+            max_frame_bytes: 25,
+            max_headers: 4,
+        };
+        assert_decodes_with_limits(
+            b"SEND\ncontent-length:2\n\nab\0",
+            limits,
+            &[frame(Command::Send, &[("content-length", "2")], b"ab")],
+        );
+        assert_fails(
+            b"SEND\ncontent-length:3\n\nabc\0",
+            limits,
+            Version::V1_2,
+            Error::TooBig,
+        );
+        // A head that never ends.
+        assert_fails(
+            b"SEND\nfoo:barbarbarbarbarbarbarbar",
+            limits,
+            Version::V1_2,
+            Error::TooBig,
+        );
+        // Nothing but a head of exactly the limit: the body must be empty.
+        assert_decodes_with_limits(
+            b"SEND\nfoo:barbarbarbarba\n\n\0",
+            limits,
+            &[frame(Command::Send, &[("foo", "barbarbarbarba")], b"")],
+        );
+        assert_fails(
+            b"SEND\nfoo:barbarbarbarbar\n\n\0",
+            limits,
+            Version::V1_2,
+            Error::TooBig,
+        );
+    }
+
+    fn assert_decodes_with_limits(input: &[u8], limits: Limits, expected: &[Item]) {
+        assert_eq!(
+            decode_every_split_with(input, limits, Version::V1_2),
+            (expected.to_vec(), None)
+        );
+    }
+
+    #[test]
+    fn too_many_headers() {
+        let limits = Limits {
+            max_frame_bytes: 1000,
+            max_headers: 2,
+        };
+        assert_decodes_with_limits(
+            b"SEND\na:1\nb:2\n\n\0",
+            limits,
+            &[frame(Command::Send, &[("a", "1"), ("b", "2")], b"")],
+        );
+        // Detected at the third header line, before the head ends.
+        assert_fails(
+            b"SEND\na:1\nb:2\nc:3\n",
+            limits,
+            Version::V1_2,
+            Error::TooBig,
+        );
+    }
+
+    #[test]
+    fn commands_match_exactly() {
+        assert_fails(b"send\n\n\0", LIMITS, Version::V1_2, Error::UnknownCommand);
+        assert_fails(b"SEND \n\n\0", LIMITS, Version::V1_2, Error::UnknownCommand);
+        // Rejected as soon as the command line is complete.
+        assert_fails(
+            b"GET / HTTP/1.1\r\n",
+            LIMITS,
+            Version::V1_2,
+            Error::UnknownCommand,
+        );
+        assert_fails(
+            b"\0",
+            LIMITS,
+            Version::V1_2,
+            Error::Malformed("NUL before the end of the headers"),
+        );
+    }
+
+    #[test]
+    fn head_syntax_errors() {
+        assert_fails(
+            b"SEND\nno-colon\n",
+            LIMITS,
+            Version::V1_2,
+            Error::Malformed("header line without ':'"),
+        );
+        assert_fails(
+            b"SEND\n:value\n\n\0",
+            LIMITS,
+            Version::V1_2,
+            Error::Malformed("empty header name"),
+        );
+        assert_fails(
+            b"SEND\na:b\0\n\n\0",
+            LIMITS,
+            Version::V1_2,
+            Error::Malformed("NUL before the end of the headers"),
+        );
+        assert_fails(
+            b"SEND\0",
+            LIMITS,
+            Version::V1_2,
+            Error::Malformed("NUL before the end of the headers"),
+        );
+    }
+
+    #[test]
+    fn values_keep_colons_and_spaces() {
+        assert_decodes(
+            b"SEND\ndestination: /a:b \n\n\0",
+            Version::V1_0,
+            &[frame(Command::Send, &[("destination", " /a:b ")], b"")],
+        );
+    }
+
+    #[test]
+    fn unescapes_per_version() {
+        let input = b"SEND\nna\\cme:a\\nb\\cc\\\\d\n\n\0";
+        let expected = [frame(Command::Send, &[("na:me", "a\nb:c\\d")], b"")];
+        assert_decodes(input, Version::V1_1, &expected);
+        assert_decodes(input, Version::V1_2, &expected);
+        assert_decodes(
+            input,
+            Version::V1_0,
+            &[frame(Command::Send, &[("na\\cme", "a\\nb\\cc\\\\d")], b"")],
+        );
+        assert_decodes(
+            b"SEND\na:x\\ry\n\n\0",
+            Version::V1_2,
+            &[frame(Command::Send, &[("a", "x\ry")], b"")],
+        );
+        assert_fails(
+            b"SEND\na:x\\ry\n\n\0",
+            LIMITS,
+            Version::V1_1,
+            Error::BadEscape,
+        );
+        assert_fails(
+            b"SEND\na:x\\ty\n\n\0",
+            LIMITS,
+            Version::V1_2,
+            Error::BadEscape,
+        );
+        assert_fails(
+            b"SEND\na:x\\\n\n\0",
+            LIMITS,
+            Version::V1_2,
+            Error::BadEscape,
+        );
+        assert_fails(
+            b"SEND\na\\q:x\n\n\0",
+            LIMITS,
+            Version::V1_1,
+            Error::BadEscape,
+        );
+    }
+
+    #[test]
+    fn connect_and_connected_are_never_unescaped() {
+        for command in ["CONNECT", "STOMP", "CONNECTED"] {
+            let input = format!("{command}\nlogin:a\\b\\t\n\n\0");
+            let (items, error) = decode_every_split(input.as_bytes());
+            assert_eq!(error, None);
+            let [Item::Frame(f)] = items.as_slice() else {
+                panic!("one frame expected: {items:?}")
+            };
+            assert_eq!(f.header(b"login"), Some(&b"a\\b\\t"[..]));
+        }
+    }
+
+    #[test]
+    fn body_and_unescaped_headers_share_the_read_buffer() {
+        let mut buf = BytesMut::from(&b"SEND\ndestination:/a\n\nhello\0"[..]);
+        let start = buf.as_ptr() as usize;
+        let item = Decoder::new(LIMITS).decode(&mut buf);
+        let Ok(Some(Item::Frame(f))) = item else {
+            panic!("a frame expected: {item:?}")
+        };
+        assert_eq!(f.body.as_ptr() as usize, start + 21);
+        assert_eq!(f.headers[0].1.as_ptr() as usize, start + 17);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn large_frame_trickling_in_byte_by_byte() {
+        let body = vec![b'x'; 60_000];
+        for head in [&b"SEND\n\n"[..], b"SEND\ncontent-length:60000\n\n"] {
+            let input = [head, &body, b"\0"].concat();
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            let (items, error) = decode_chunks(&bytes, LIMITS, Version::V1_2);
+            assert_eq!(error, None);
+            let [Item::Frame(f)] = items.as_slice() else {
+                panic!("one frame expected")
+            };
+            assert_eq!(f.body.len(), 60_000);
+        }
+    }
+
+    /// Removes the bytes a header of `version` cannot carry: NUL always; without `\r`
+    /// escaping, `\r` (a trailing one would read as part of `\r\n`); in 1.0 also `\n`.
+    fn sanitize(value: &mut Vec<u8>, version: Version) {
+        value.retain(|&b| {
+            b != 0
+                && (version == Version::V1_2 || b != b'\r')
+                && (version != Version::V1_0 || b != b'\n')
+        });
+    }
+
+    fn arb_version() -> impl Strategy<Value = Version> {
+        prop_oneof![
+            Just(Version::V1_0),
+            Just(Version::V1_1),
+            Just(Version::V1_2)
+        ]
+    }
+
+    fn arb_command() -> impl Strategy<Value = Command> {
+        prop::sample::select(vec![
+            Command::Connect,
+            Command::Stomp,
+            Command::Send,
+            Command::Subscribe,
+            Command::Message,
+            Command::Connected,
+            Command::Error,
+            Command::Disconnect,
+        ])
+    }
+
+    type ArbFrame = (Command, Vec<(String, Vec<u8>)>, Vec<u8>, bool);
+
+    fn arb_frame() -> impl Strategy<Value = ArbFrame> {
+        let header = (
+            "[a-z][a-z0-9-]{0,10}",
+            prop::collection::vec(any::<u8>(), 0..24),
+        );
+        (
+            arb_command(),
+            prop::collection::vec(header, 0..6),
+            prop::collection::vec(any::<u8>(), 0..64),
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_round_trips(
+            version in arb_version(),
+            frames in prop::collection::vec(arb_frame(), 1..4),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            let mut wire = BytesMut::new();
+            let mut expected = Vec::new();
+            for (command, headers, body, with_length) in frames {
+                let effective = if command.escapes_headers() { version } else { Version::V1_0 };
+                let mut headers: Vec<(String, Vec<u8>)> =
+                    headers.into_iter().filter(|(n, _)| n != "content-length").collect();
+                for (_, value) in &mut headers {
+                    sanitize(value, effective);
+                }
+                if with_length || body.contains(&0) {
+                    headers.insert(0, ("content-length".to_string(), body.len().to_string().into_bytes()));
+                }
+                let refs: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+                encode_frame(command, &refs, &body, version, &mut wire);
+                wire.extend_from_slice(b"\n");
+                let headers = headers.into_iter().map(|(n, v)| (Bytes::from(n), Bytes::from(v))).collect();
+                expected.push(Item::Frame(Frame { command, headers, body: Bytes::from(body) }));
+                expected.push(Item::HeartBeat);
+            }
+            let mut offsets: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            offsets.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for at in offsets.into_iter().chain([wire.len()]) {
+                chunks.push(&wire[last..at]);
+                last = at;
+            }
+            prop_assert_eq!(decode_chunks(&chunks, LIMITS, version), (expected, None));
+        }
+    }
+}

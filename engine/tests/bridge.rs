@@ -1,0 +1,459 @@
+//! The Kafka bridge against a real broker: two bridges ("nodes" a and b, two shards
+//! each) on a fresh topic per test, with a glommio executor playing the shards.
+//!
+//! The broker tests need `CHAT_KAFKA_BROKERS` (e.g. `127.0.0.1:9092`, as started by
+//! `bash deploy/kafka/kafka.sh start`); the project's test command sets it. Without it
+//! they print why and pass. The restart test (about 15 s) also stops and starts that
+//! broker with `kafka.sh`, holding this file's other tests off while it runs; set
+//! `CHAT_KAFKA_NO_RESTART=1` when other processes share the broker at the same time.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use engine::bridge::{Bridge, Config, Error, Incoming, Outgoing, ShardPort};
+use engine::interest::Interest;
+use glommio::channels::shared_channel::SharedReceiver;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+#[test]
+fn delivers_to_interested_shards_of_every_node_once() {
+    let Some(brokers) = brokers("delivers_to_interested_shards_of_every_node_once") else {
+        return;
+    };
+    let _shared = BROKER.read().unwrap_or_else(|e| e.into_inner());
+    let topic = unique_topic("deliver");
+    let (a, a_ports) = Node::start(&brokers, &topic, "a");
+    let (b, b_ports) = Node::start(&brokers, &topic, "b");
+    a.interest.add(1, b"/sub/chat/room1");
+    b.interest.add(0, b"/sub/chat/room1");
+    b.interest.add(1, b"/sub/chat/room1");
+    let shards = Shards::connect(vec![a_ports, b_ports]);
+
+    // JSON with escapes and non-ASCII text: the value must come back byte for byte.
+    let values: Vec<Bytes> = (0..3)
+        .map(|i| {
+            Bytes::from(format!(
+                r#"{{"channel":"room1","sender":"zoë","message":"hi \"{i}\" ✓\n","time":"2024-01-01T00:00:0{i}"}}"#
+            ))
+        })
+        .collect();
+    a.send(0, b"nobody", br#"{"channel":"nobody"}"#, b"m-x");
+    for (i, value) in values.iter().enumerate() {
+        a.send(0, b"room1", value, format!("m-{i}").as_bytes());
+    }
+
+    let got = shards.wait_for(9, Duration::from_secs(20));
+    let extra = shards.quiet(Duration::from_millis(700));
+    assert!(extra.is_empty(), "unexpected deliveries: {extra:?}");
+    assert_eq!(got.len(), 9, "got {got:?}");
+    for (node, shard) in [(0, 1), (1, 0), (1, 1)] {
+        let mine: Vec<&Incoming> = got
+            .iter()
+            .filter(|d| (d.0, d.1) == (node, shard))
+            .map(|d| &d.2)
+            .collect();
+        assert_eq!(mine.len(), 3, "node {node} shard {shard}: {mine:?}");
+        for (i, record) in mine.iter().enumerate() {
+            assert_eq!(record.channel, Bytes::from_static(b"room1"));
+            assert_eq!(record.value, values[i], "value changed in transit");
+            assert_eq!(record.id, Bytes::from(format!("m-{i}")));
+            assert_eq!(record.origin, Bytes::from_static(b"a"));
+            assert_eq!(
+                record.partition, mine[0].partition,
+                "one channel, one partition"
+            );
+            if i > 0 {
+                assert!(record.offset > mine[i - 1].offset, "offsets go up");
+            }
+        }
+    }
+    assert!(!got
+        .iter()
+        .any(|d| d.2.channel == Bytes::from_static(b"nobody")));
+
+    let (a_stats, b_stats) = (a.bridge.stats(), b.bridge.stats());
+    wait_until(Duration::from_secs(10), || a_stats.produced() == 4);
+    assert_eq!(a_stats.produce_errors(), 0);
+    assert!(b_stats.consumed() >= 4);
+    assert_eq!(b_stats.routed(), 6);
+    assert!(a_stats.healthy() && b_stats.healthy());
+    let mut text = String::new();
+    a_stats.render_prometheus(&mut text);
+    assert!(text.contains("chat_kafka_produced_total 4\n"), "{text}");
+    assert!(
+        text.contains("# TYPE chat_kafka_connected gauge\nchat_kafka_connected 1\n"),
+        "{text}"
+    );
+    a.shutdown();
+    b.shutdown();
+    shards.join();
+}
+
+#[test]
+fn keeps_per_channel_order_for_10k_records_over_20_channels() {
+    let Some(brokers) = brokers("keeps_per_channel_order_for_10k_records_over_20_channels") else {
+        return;
+    };
+    let _shared = BROKER.read().unwrap_or_else(|e| e.into_inner());
+    let topic = unique_topic("order");
+    let (a, a_ports) = Node::start(&brokers, &topic, "a");
+    let (b, b_ports) = Node::start(&brokers, &topic, "b");
+    const CHANNELS: usize = 20;
+    const RECORDS: usize = 10_000;
+    let mut expected = 0;
+    for c in 0..CHANNELS {
+        let destination = format!("/sub/chat/ch{c}");
+        let per_channel = RECORDS / CHANNELS;
+        b.interest.add(0, destination.as_bytes());
+        expected += per_channel;
+        if c % 2 == 0 {
+            b.interest.add(1, destination.as_bytes());
+            expected += per_channel;
+        }
+        if c < 5 {
+            a.interest.add(1, destination.as_bytes());
+            expected += per_channel;
+        }
+    }
+    let shards = Shards::connect(vec![a_ports, b_ports]);
+
+    // Channel c is published by shard c % 2 of node a, so its order is its send order.
+    for i in 0..RECORDS {
+        let c = i % CHANNELS;
+        let seq = i / CHANNELS;
+        let value = format!(r#"{{"channel":"ch{c}","sender":"s","message":"{seq}","time":"t"}}"#);
+        a.send(
+            c % 2,
+            format!("ch{c}").as_bytes(),
+            value.as_bytes(),
+            format!("{c}-{seq}").as_bytes(),
+        );
+    }
+    let got = shards.wait_for(expected, Duration::from_secs(60));
+    assert_eq!(got.len(), expected);
+    assert!(
+        shards.quiet(Duration::from_millis(500)).is_empty(),
+        "duplicates arrived"
+    );
+
+    let mut next: HashMap<(usize, usize, Bytes), usize> = HashMap::new();
+    for (node, shard, record) in &got {
+        let seq = next
+            .entry((*node, *shard, record.channel.clone()))
+            .or_insert(0);
+        let channel = std::str::from_utf8(&record.channel).unwrap_or("?");
+        let want =
+            format!(r#"{{"channel":"{channel}","sender":"s","message":"{seq}","time":"t"}}"#);
+        assert_eq!(
+            record.value,
+            Bytes::from(want),
+            "node {node} shard {shard}: out of order, lost or duplicated"
+        );
+        *seq += 1;
+    }
+    assert!(next.values().all(|n| *n == RECORDS / CHANNELS));
+    a.shutdown();
+    b.shutdown();
+    shards.join();
+}
+
+#[test]
+fn refuses_a_bad_config_before_touching_kafka() {
+    let interest = Arc::new(Interest::new(2));
+    let cfg = Config {
+        acks: "2".into(),
+        brokers: "127.0.0.1:1".into(),
+        ..Config::default()
+    };
+    assert!(matches!(
+        Bridge::start(&cfg, 2, Arc::clone(&interest)),
+        Err(Error::Config(_))
+    ));
+    let cfg = Config {
+        partitions: 0,
+        ..Config::default()
+    };
+    assert!(matches!(
+        Bridge::start(&cfg, 2, Arc::clone(&interest)),
+        Err(Error::Config(_))
+    ));
+    assert!(matches!(
+        Bridge::start(&Config::default(), 0, interest),
+        Err(Error::Config(_))
+    ));
+}
+
+#[test]
+fn fails_to_start_without_a_reachable_broker() {
+    // Port 1 on loopback: nothing listens, connections are refused at once.
+    let cfg = Config {
+        brokers: "127.0.0.1:1".into(),
+        topic: unique_topic("nobroker"),
+        ..Config::default()
+    };
+    let started = Instant::now();
+    let result = Bridge::start(&cfg, 1, Arc::new(Interest::new(1)));
+    assert!(
+        matches!(result, Err(Error::Kafka { .. })),
+        "{:?}",
+        result.err()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Stops the broker with `kafka.sh stop`, publishes during the outage, starts it
+/// again: everything published arrives once, in order, and the stats show the outage.
+#[test]
+fn survives_a_broker_restart() {
+    let Some(brokers) = brokers("survives_a_broker_restart") else {
+        return;
+    };
+    if std::env::var_os("CHAT_KAFKA_NO_RESTART").is_some() {
+        eprintln!("skipping survives_a_broker_restart: CHAT_KAFKA_NO_RESTART is set");
+        return;
+    }
+    let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    if brokers != format!("127.0.0.1:{port}") || !kafka_sh(&["status"]) {
+        eprintln!(
+            "skipping survives_a_broker_restart: CHAT_KAFKA_BROKERS is not the kafka.sh broker"
+        );
+        return;
+    }
+    let _exclusive = BROKER.write().unwrap_or_else(|e| e.into_inner());
+    let topic = unique_topic("restart");
+    let (a, a_ports) = Node::start(&brokers, &topic, "a");
+    let (b, b_ports) = Node::start(&brokers, &topic, "b");
+    b.interest.add(0, b"/sub/chat/r");
+    let shards = Shards::connect(vec![a_ports, b_ports]);
+    let publish = |range: std::ops::Range<usize>| {
+        for i in range {
+            a.send(
+                0,
+                b"r",
+                format!("{i}").as_bytes(),
+                format!("{i}").as_bytes(),
+            );
+        }
+    };
+    publish(0..50);
+    assert_eq!(shards.wait_for(50, Duration::from_secs(20)).len(), 50);
+
+    let restart = RestartGuard;
+    assert!(kafka_sh(&["stop"]), "kafka.sh stop failed");
+    let (a_stats, b_stats) = (a.bridge.stats(), b.bridge.stats());
+    wait_until(Duration::from_secs(15), || {
+        !a_stats.connected() && !b_stats.connected()
+    });
+    assert!(
+        !a_stats.healthy() && !b_stats.healthy(),
+        "an outage must show in the stats"
+    );
+    publish(50..150);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(a_stats.produced() < 150);
+    drop(restart);
+
+    let got = shards.wait_for(100, Duration::from_secs(60));
+    assert!(
+        shards.quiet(Duration::from_millis(500)).is_empty(),
+        "duplicates arrived"
+    );
+    let values: Vec<Bytes> = got.iter().map(|d| d.2.value.clone()).collect();
+    let want: Vec<Bytes> = (50..150).map(|i| Bytes::from(format!("{i}"))).collect();
+    assert_eq!(values, want);
+    wait_until(Duration::from_secs(15), || {
+        a_stats.connected() && b_stats.connected()
+    });
+    assert_eq!(a_stats.produced(), 150);
+    a.shutdown();
+    b.shutdown();
+    shards.join();
+}
+
+/// Broker tests share the broker; the restart test needs it alone.
+static BROKER: RwLock<()> = RwLock::new(());
+
+fn brokers(test: &str) -> Option<String> {
+    match std::env::var("CHAT_KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => Some(brokers),
+        _ => {
+            eprintln!(
+                "skipping {test}: CHAT_KAFKA_BROKERS is unset (start a broker with \
+                 `bash deploy/kafka/kafka.sh start` and set it to 127.0.0.1:9092)"
+            );
+            None
+        }
+    }
+}
+
+fn unique_topic(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("bridge-test-{name}-{}-{nanos}", std::process::id())
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kafka_sh(args: &[&str]) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kafka/kafka.sh");
+    Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts the broker again even when the restart test fails half-way.
+struct RestartGuard;
+
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        assert!(
+            kafka_sh(&["start"]) || std::thread::panicking(),
+            "kafka.sh start failed"
+        );
+    }
+}
+
+/// One node's bridge and what its shards would hold.
+struct Node {
+    bridge: Bridge,
+    interest: Arc<Interest>,
+    outbound: Vec<Sender<Outgoing>>,
+}
+
+impl Node {
+    const SHARDS: usize = 2;
+
+    fn start(
+        brokers: &str,
+        topic: &str,
+        node_id: &str,
+    ) -> (Node, Vec<SharedReceiver<Vec<Incoming>>>) {
+        let cfg = Config {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            partitions: 4,
+            node_id: node_id.to_owned(),
+            ..Config::default()
+        };
+        let interest = Arc::new(Interest::new(Self::SHARDS));
+        let (bridge, ports) = match Bridge::start(&cfg, Self::SHARDS, Arc::clone(&interest)) {
+            Ok(started) => started,
+            Err(error) => panic!("bridge {node_id} did not start: {error}"),
+        };
+        let (outbound, inbound) = ports
+            .into_iter()
+            .map(|ShardPort { outbound, inbound }| (outbound, inbound))
+            .unzip();
+        (
+            Node {
+                bridge,
+                interest,
+                outbound,
+            },
+            inbound,
+        )
+    }
+
+    /// Publishes like a shard: `try_send`, waiting a little while the queue is full.
+    fn send(&self, shard: usize, channel: &[u8], value: &[u8], id: &[u8]) {
+        let mut message = Outgoing {
+            channel: Bytes::copy_from_slice(channel),
+            value: Bytes::copy_from_slice(value),
+            id: Bytes::copy_from_slice(id),
+        };
+        loop {
+            match self.outbound[shard].try_send(message) {
+                Ok(()) => return,
+                Err(TrySendError::Full(back)) => {
+                    message = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Disconnected(_)) => panic!("bridge dropped its outbound queue"),
+            }
+        }
+    }
+
+    fn shutdown(self) {
+        self.bridge.shutdown();
+    }
+}
+
+/// The shards of every node, played by one glommio executor that forwards each
+/// delivery, tagged `(node, shard)`, to the test thread.
+struct Shards {
+    deliveries: Receiver<(usize, usize, Incoming)>,
+    executor: ExecutorJoinHandle<()>,
+}
+
+impl Shards {
+    fn connect(nodes: Vec<Vec<SharedReceiver<Vec<Incoming>>>>) -> Shards {
+        let (tx, deliveries) = crossbeam_channel::unbounded();
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .name("test-shards")
+            .io_memory(64 * 1024)
+            .ring_depth(32)
+            .spawn(move || async move {
+                let mut tasks = Vec::new();
+                for (node, receivers) in nodes.into_iter().enumerate() {
+                    for (shard, receiver) in receivers.into_iter().enumerate() {
+                        let tx = tx.clone();
+                        tasks.push(glommio::spawn_local(async move {
+                            let receiver = receiver.connect().await;
+                            while let Some(batch) = receiver.recv().await {
+                                for record in batch {
+                                    let _ = tx.send((node, shard, record));
+                                }
+                            }
+                        }));
+                    }
+                }
+                for task in tasks {
+                    task.await;
+                }
+            })
+            .expect("test executor starts");
+        Shards {
+            deliveries,
+            executor,
+        }
+    }
+
+    /// Collects `count` deliveries, or what came within `limit`.
+    fn wait_for(&self, count: usize, limit: Duration) -> Vec<(usize, usize, Incoming)> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::with_capacity(count.min(1 << 16));
+        while got.len() < count {
+            match self.deliveries.recv_deadline(deadline) {
+                Ok(delivery) => got.push(delivery),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// Whatever arrives within `wait`.
+    fn quiet(&self, wait: Duration) -> Vec<(usize, usize, Incoming)> {
+        self.wait_for(usize::MAX, wait)
+    }
+
+    /// Ends once every bridge feeding it has shut down.
+    fn join(self) {
+        self.executor.join().expect("test executor ends cleanly");
+    }
+}
