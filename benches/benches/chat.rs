@@ -15,13 +15,17 @@ fn prepare(c: &mut Criterion) {
     for bytes in [128, 4096] {
         let body = fixtures::chat_body(bytes);
         group.throughput(Throughput::Bytes(bytes as u64));
-        group.bench_function(format!("adds_time_{bytes}B"), |b| b.iter(|| chat::prepare(black_box(&body), now, &mut scratch)));
+        group.bench_function(format!("adds_time_{bytes}B"), |b| {
+            b.iter(|| chat::prepare(black_box(&body), now, &mut scratch))
+        });
     }
     let mut timed = fixtures::chat_body(128);
     timed.truncate(timed.len() - 1);
     timed.extend_from_slice(br#","time":"2026-11-18T11:06:40.123Z"}"#);
     group.throughput(Throughput::Bytes(timed.len() as u64));
-    group.bench_function("keeps_time_128B", |b| b.iter(|| chat::prepare(black_box(&timed), now, &mut scratch)));
+    group.bench_function("keeps_time_128B", |b| {
+        b.iter(|| chat::prepare(black_box(&timed), now, &mut scratch))
+    });
     group.finish();
 }
 

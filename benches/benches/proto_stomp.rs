@@ -52,7 +52,13 @@ fn encode(c: &mut Criterion) {
     group.bench_function("message_128B", |b| {
         b.iter(|| {
             out.clear();
-            stomp::encode_frame(Command::Message, black_box(&headers), black_box(&body), Version::V1_2, &mut out)
+            stomp::encode_frame(
+                Command::Message,
+                black_box(&headers),
+                black_box(&body),
+                Version::V1_2,
+                &mut out,
+            )
         })
     });
     let value = b"a header:with\nall\\the escapes\r and some more text around them".repeat(4);

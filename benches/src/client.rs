@@ -49,7 +49,9 @@ fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
         sin_zero: [0; 8],
     }
 }
@@ -67,7 +69,12 @@ pub fn upgrade_request(path: &str, out: &mut BytesMut) {
 }
 
 /// Appends one STOMP frame in a masked client WebSocket text frame.
-pub fn push_stomp(command: stomp::Command, headers: &[(&str, &[u8])], body: &[u8], out: &mut BytesMut) {
+pub fn push_stomp(
+    command: stomp::Command,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    out: &mut BytesMut,
+) {
     let mut frame = BytesMut::with_capacity(64 + body.len());
     stomp::encode_frame(command, headers, body, stomp::Version::V1_2, &mut frame);
     ws::encode_frame(ws::OpCode::Text, &frame, Some(MASK), out);
@@ -75,12 +82,25 @@ pub fn push_stomp(command: stomp::Command, headers: &[(&str, &[u8])], body: &[u8
 
 /// Appends `CONNECT` (STOMP 1.2, no heart-beats, so that only `MESSAGE`s arrive later).
 pub fn push_connect(out: &mut BytesMut) {
-    push_stomp(stomp::Command::Connect, &[("accept-version", b"1.2"), ("heart-beat", b"0,0"), ("host", b"bench")], b"", out);
+    push_stomp(
+        stomp::Command::Connect,
+        &[
+            ("accept-version", b"1.2"),
+            ("heart-beat", b"0,0"),
+            ("host", b"bench"),
+        ],
+        b"",
+        out,
+    );
 }
 
 /// Appends `SUBSCRIBE` to `destination` as `id`, asking for a receipt.
 pub fn push_subscribe(destination: &str, id: &str, out: &mut BytesMut) {
-    let headers: [(&str, &[u8]); 3] = [("id", id.as_bytes()), ("destination", destination.as_bytes()), ("receipt", b"sub")];
+    let headers: [(&str, &[u8]); 3] = [
+        ("id", id.as_bytes()),
+        ("destination", destination.as_bytes()),
+        ("receipt", b"sub"),
+    ];
     push_stomp(stomp::Command::Subscribe, &headers, b"", out);
 }
 
@@ -90,7 +110,12 @@ pub fn push_subscribe(destination: &str, id: &str, out: &mut BytesMut) {
 ///
 /// # Errors
 /// I/O errors, a refused upgrade, an `ERROR` frame, or 10 s without an answer.
-pub fn open(target: SocketAddrV4, source: Option<Ipv4Addr>, path: &str, subscriptions: &[(&str, &str)]) -> io::Result<TcpStream> {
+pub fn open(
+    target: SocketAddrV4,
+    source: Option<Ipv4Addr>,
+    path: &str,
+    subscriptions: &[(&str, &str)],
+) -> io::Result<TcpStream> {
     let mut stream = connect(target, source)?;
     stream.set_nodelay(true)?;
     let mut hello = BytesMut::with_capacity(512);
@@ -124,7 +149,10 @@ pub fn open(target: SocketAddrV4, source: Option<Ipv4Addr>, path: &str, subscrip
         } else if frame.starts_with(b"RECEIPT") {
             receipts += 1;
         } else if frame.starts_with(b"ERROR") {
-            return Err(io::Error::other(format!("engine answered {}", String::from_utf8_lossy(frame))));
+            return Err(io::Error::other(format!(
+                "engine answered {}",
+                String::from_utf8_lossy(frame)
+            )));
         }
         buf.drain(..consumed);
     }
@@ -133,7 +161,11 @@ pub fn open(target: SocketAddrV4, source: Option<Ipv4Addr>, path: &str, subscrip
 }
 
 /// Reads into `buf` until `found` finds something in it; returns what it found.
-fn read_until(stream: &mut TcpStream, buf: &mut Vec<u8>, found: impl Fn(&[u8]) -> Option<usize>) -> io::Result<usize> {
+fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    found: impl Fn(&[u8]) -> Option<usize>,
+) -> io::Result<usize> {
     loop {
         if let Some(at) = found(buf) {
             return Ok(at);
@@ -146,7 +178,10 @@ fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
     let mut chunk = [0u8; 4096];
     let n = stream.read(&mut chunk)?;
     if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "engine closed the connection"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "engine closed the connection",
+        ));
     }
     buf.extend_from_slice(&chunk[..n]);
     Ok(())
@@ -162,7 +197,10 @@ pub fn next_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
     let (&b0, &b1) = (buf.first()?, buf.get(1)?);
     let (len, header) = match b1 & 0x7f {
         126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
         n => (n as usize, 2),
     };
     let end = header + len;
@@ -188,11 +226,15 @@ impl FrameCounter {
                 self.skip -= n;
                 data = &data[n..];
             }
-            let Some((&byte, rest)) = data.split_first() else { return frames };
+            let Some((&byte, rest)) = data.split_first() else {
+                return frames;
+            };
             data = rest;
             self.header[self.header_len] = byte;
             self.header_len += 1;
-            let Some(need) = self.header_need() else { continue };
+            let Some(need) = self.header_need() else {
+                continue;
+            };
             if self.header_len < need {
                 continue;
             }
@@ -216,12 +258,13 @@ impl FrameCounter {
             return None;
         }
         let mask = if self.header[1] & 0x80 != 0 { 4 } else { 0 };
-        Some(mask
-            + match self.header[1] & 0x7f {
+        Some(
+            mask + match self.header[1] & 0x7f {
                 126 => 4,
                 127 => 10,
                 _ => 2,
-            })
+            },
+        )
     }
 }
 

@@ -28,7 +28,16 @@ impl EngineProcess {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         let child = Command::new(&bin)
-            .args(["--listen", &addr.to_string(), "--shards", "1", "--cpus", &cpu.to_string(), "--log", "warn"])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--shards",
+                "1",
+                "--cpus",
+                &cpu.to_string(),
+                "--log",
+                "warn",
+            ])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -38,13 +47,18 @@ impl EngineProcess {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = engine.child.try_wait() {
-                return Err(io::Error::other(format!("{} exited at start: {status}", bin.display())));
+                return Err(io::Error::other(format!(
+                    "{} exited at start: {status}",
+                    bin.display()
+                )));
             }
             if http_get(addr, "/healthz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
                 return Ok(engine);
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other("engine did not answer /healthz within 10 s"));
+                return Err(io::Error::other(
+                    "engine did not answer /healthz within 10 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -116,7 +130,10 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 
 /// A core from the environment variable `var`, else `default`.
 pub fn cpu_from_env(var: &str, default: usize) -> usize {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// One `GET` with `Connection: close`; returns the whole response as text (read up to
@@ -127,13 +144,18 @@ pub fn cpu_from_env(var: &str, default: usize) -> usize {
 pub fn http_get(addr: SocketAddrV4, path: &str) -> io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())?;
+    stream.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
     let mut response = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
         if let Some(head) = response.windows(4).position(|w| w == b"\r\n\r\n") {
             let text = String::from_utf8_lossy(&response[..head]).to_ascii_lowercase();
-            let length = text.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+            let length = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
             if length.is_some_and(|n| response.len() >= head + 4 + n) {
                 break;
             }

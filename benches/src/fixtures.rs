@@ -23,10 +23,16 @@ pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 pub const CHANNEL: &str = "bench";
 
 /// Limits generous enough for every fixture.
-pub const WS_LIMITS: ws::Limits = ws::Limits { max_frame_bytes: 1 << 20, max_message_bytes: 1 << 20 };
+pub const WS_LIMITS: ws::Limits = ws::Limits {
+    max_frame_bytes: 1 << 20,
+    max_message_bytes: 1 << 20,
+};
 
 /// STOMP limits generous enough for every fixture.
-pub const STOMP_LIMITS: stomp::Limits = stomp::Limits { max_frame_bytes: 1 << 20, max_headers: 64 };
+pub const STOMP_LIMITS: stomp::Limits = stomp::Limits {
+    max_frame_bytes: 1 << 20,
+    max_headers: 64,
+};
 
 /// A fixed wall-clock reading (2026-11-18T11:06:40.123Z) for `chat::prepare`.
 pub fn fixed_now() -> SystemTime {
@@ -65,8 +71,17 @@ pub fn chat_body(bytes: usize) -> Vec<u8> {
 /// One `SEND /pub/chat` STOMP frame carrying `body`, with `content-length`.
 pub fn send_frame(body: &[u8], out: &mut BytesMut) {
     let length = body.len().to_string();
-    let headers: [(&str, &[u8]); 2] = [("destination", b"/pub/chat"), ("content-length", length.as_bytes())];
-    stomp::encode_frame(stomp::Command::Send, &headers, body, stomp::Version::V1_2, out);
+    let headers: [(&str, &[u8]); 2] = [
+        ("destination", b"/pub/chat"),
+        ("content-length", length.as_bytes()),
+    ];
+    stomp::encode_frame(
+        stomp::Command::Send,
+        &headers,
+        body,
+        stomp::Version::V1_2,
+        out,
+    );
 }
 
 /// `count` `SEND` frames with `body_bytes`-byte chat bodies, back to back.
@@ -90,19 +105,29 @@ pub fn published(body_bytes: usize) -> Published {
 
 /// The wire key most subscribers have: raw STOMP 1.2, subscription `sub-0`.
 pub fn raw_key() -> WireKey {
-    WireKey { framing: Framing::Raw, version: stomp::Version::V1_2, subscription: Bytes::from_static(b"sub-0") }
+    WireKey {
+        framing: Framing::Raw,
+        version: stomp::Version::V1_2,
+        subscription: Bytes::from_static(b"sub-0"),
+    }
 }
 
 /// The wire key of the original browser client: SockJS, STOMP 1.1, `sub-0`.
 pub fn sockjs_key() -> WireKey {
-    WireKey { framing: Framing::SockJs, version: stomp::Version::V1_1, subscription: Bytes::from_static(b"sub-0") }
+    WireKey {
+        framing: Framing::SockJs,
+        version: stomp::Version::V1_1,
+        subscription: Bytes::from_static(b"sub-0"),
+    }
 }
 
 /// One group of `members` subscribers sharing `key`, each with an outbound queue of
 /// `max_bytes`.
 pub fn group(key: WireKey, members: usize, max_bytes: usize) -> Group {
     let now = Instant::now();
-    let members = (0..members as u64).map(|conn| (conn, Rc::new(Outbound::new(max_bytes, now)))).collect();
+    let members = (0..members as u64)
+        .map(|conn| (conn, Rc::new(Outbound::new(max_bytes, now))))
+        .collect();
     Group { key, members }
 }
 
@@ -119,7 +144,9 @@ pub fn drain(groups: &[Group], spare: &mut Vec<u8>) -> usize {
                 let mut take = pin!(out.take(spare));
                 // The queue is not empty, so `take` is ready at once and never registers
                 // the waker.
-                take.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready()
+                take.as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_ready()
             };
             if ready {
                 drained += spare.len();

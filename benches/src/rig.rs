@@ -43,7 +43,11 @@ impl Rig {
     ///
     /// # Errors
     /// Any connection or setup failure.
-    pub fn connect(target: SocketAddrV4, subscribers: usize, body_bytes: usize) -> io::Result<Self> {
+    pub fn connect(
+        target: SocketAddrV4,
+        subscribers: usize,
+        body_bytes: usize,
+    ) -> io::Result<Self> {
         // SAFETY: epoll_create1 returns a new descriptor that `OwnedFd` then owns.
         let epoll = unsafe {
             let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
@@ -56,9 +60,20 @@ impl Rig {
         for index in 0..subscribers {
             let stream = client::open(target, None, "/ws", &[(DESTINATION, "sub-0")])?;
             stream.set_nonblocking(true)?;
-            let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: index as u64 };
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: index as u64,
+            };
             // SAFETY: both descriptors are open; `event` lives across the call.
-            if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, stream.as_raw_fd(), &mut event) } != 0 {
+            if unsafe {
+                libc::epoll_ctl(
+                    epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    stream.as_raw_fd(),
+                    &mut event,
+                )
+            } != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             subs.push(stream);
@@ -109,7 +124,8 @@ impl Rig {
     /// # Errors
     /// I/O errors, or deliveries missing 10 s after the last send.
     pub fn paced(&mut self, rate_per_s: u64, duration: Duration) -> io::Result<Histogram<u64>> {
-        let mut latency = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).map_err(io::Error::other)?;
+        let mut latency = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
+            .map_err(io::Error::other)?;
         let interval = Duration::from_secs(1) / rate_per_s.max(1) as u32;
         let total = (duration.as_secs_f64() * rate_per_s as f64) as u64;
         let base = self.sent;
@@ -136,7 +152,8 @@ impl Rig {
             if self.sent - base == total {
                 break self.wait_all(|i, from, to, at| record(i, from, to, at, &intended));
             }
-            if let Err(e) = self.poll(0, &mut |i, from, to, at| record(i, from, to, at, &intended)) {
+            if let Err(e) = self.poll(0, &mut |i, from, to, at| record(i, from, to, at, &intended))
+            {
                 break Err(e);
             }
         };
@@ -150,7 +167,9 @@ impl Rig {
             match self.publisher.write(bytes) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "publisher closed")),
                 Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.poll(1, &mut |_, _, _, _| {})?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.poll(1, &mut |_, _, _, _| {})?
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -162,8 +181,15 @@ impl Rig {
         let deadline = Instant::now() + STALL;
         while self.received.iter().any(|&r| r < self.sent) {
             if Instant::now() > deadline {
-                let missing: u64 = self.received.iter().map(|&r| self.sent.saturating_sub(r)).sum();
-                return Err(io::Error::new(io::ErrorKind::TimedOut, format!("{missing} deliveries missing after {STALL:?}")));
+                let missing: u64 = self
+                    .received
+                    .iter()
+                    .map(|&r| self.sent.saturating_sub(r))
+                    .sum();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{missing} deliveries missing after {STALL:?}"),
+                ));
             }
             self.poll(100, &mut on_frames)?;
         }
@@ -172,19 +198,39 @@ impl Rig {
 
     /// One epoll round: reads every ready subscriber dry and counts its frames;
     /// `on_frames(subscriber, before, after, when)` sees each count change.
-    fn poll(&mut self, timeout_ms: i32, on_frames: &mut dyn FnMut(usize, u64, u64, Instant)) -> io::Result<()> {
+    fn poll(
+        &mut self,
+        timeout_ms: i32,
+        on_frames: &mut dyn FnMut(usize, u64, u64, Instant),
+    ) -> io::Result<()> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 128];
         // SAFETY: `events` is writable for its whole length, which is what we pass.
-        let ready = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout_ms) };
+        let ready = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout_ms,
+            )
+        };
         if ready < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         for event in &events[..ready as usize] {
             let index = event.u64 as usize;
             loop {
                 let n = match self.subs[index].read(&mut self.buf) {
-                    Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "engine closed a subscriber")),
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "engine closed a subscriber",
+                        ))
+                    }
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
@@ -217,4 +263,3 @@ pub fn latency_line(h: &Histogram<u64>) -> String {
         h.max() as f64 / 1_000.0
     )
 }
-

@@ -13,7 +13,13 @@ use engine::proto::{sockjs, stomp, ws};
 use crate::fixtures;
 
 /// The gate's hot paths, by name, in report order.
-pub const PATHS: &[&str] = &["ws_decode", "stomp_decode", "fanout_100", "sockjs_escape", "chat_prepare"];
+pub const PATHS: &[&str] = &[
+    "ws_decode",
+    "stomp_decode",
+    "fanout_100",
+    "sockjs_escape",
+    "chat_prepare",
+];
 
 /// Frames or messages per workload.
 pub const COUNT: usize = 2_000;
@@ -32,9 +38,17 @@ pub fn run(path: &str) -> Option<u64> {
         "stomp_decode" => gate_stomp_decode(fixtures::send_frames(128, COUNT)),
         "fanout_100" => {
             let groups = [fixtures::group(fixtures::raw_key(), 100, 1 << 20)];
-            gate_fanout_100(&fixtures::published(128), &groups, &mut Scratch::default(), &mut Vec::new())
+            gate_fanout_100(
+                &fixtures::published(128),
+                &groups,
+                &mut Scratch::default(),
+                &mut Vec::new(),
+            )
         }
-        "sockjs_escape" => gate_sockjs_escape(&fixtures::sockjs_payload(ESCAPE_BYTES), &mut BytesMut::with_capacity(2 * ESCAPE_BYTES)),
+        "sockjs_escape" => gate_sockjs_escape(
+            &fixtures::sockjs_payload(ESCAPE_BYTES),
+            &mut BytesMut::with_capacity(2 * ESCAPE_BYTES),
+        ),
         "chat_prepare" => gate_chat_prepare(&fixtures::chat_body(128), &mut Vec::new()),
         _ => return None,
     };
@@ -69,7 +83,12 @@ pub fn gate_stomp_decode(mut buf: BytesMut) -> u64 {
 /// Encodes and queues `FANOUT_MESSAGES` messages to every member of `groups`, draining
 /// the queues after each message as the writers would.
 #[inline(never)]
-pub fn gate_fanout_100(msg: &Published, groups: &[Group], scratch: &mut Scratch, spare: &mut Vec<u8>) -> u64 {
+pub fn gate_fanout_100(
+    msg: &Published,
+    groups: &[Group],
+    scratch: &mut Scratch,
+    spare: &mut Vec<u8>,
+) -> u64 {
     let mut delivered = 0;
     for _ in 0..FANOUT_MESSAGES {
         delivered += fanout::deliver(black_box(msg), groups, scratch);

@@ -30,11 +30,15 @@ fn run(flags: &Flags) -> Result<(), String> {
     let seconds: f64 = flags.get("seconds", 10.0)?;
     let engine = match flags.raw("target") {
         Some(_) => None,
-        None => Some(EngineProcess::start(flags.get("engine-cpu", 0)?, &[]).map_err(|e| e.to_string())?),
+        None => Some(
+            EngineProcess::start(flags.get("engine-cpu", 0)?, &[]).map_err(|e| e.to_string())?,
+        ),
     };
     let target = match (&engine, flags.raw("target")) {
         (Some(engine), _) => engine.addr,
-        (None, Some(addr)) => addr.parse::<SocketAddrV4>().map_err(|e| format!("--target: {e}"))?,
+        (None, Some(addr)) => addr
+            .parse::<SocketAddrV4>()
+            .map_err(|e| format!("--target: {e}"))?,
         (None, None) => return Err("no target".into()),
     };
     let cpu = flags.get("cpu", 1)?;
@@ -44,16 +48,28 @@ fn run(flags: &Flags) -> Result<(), String> {
     let mut rig = Rig::connect(target, subscribers, body).map_err(|e| format!("setup: {e}"))?;
     let cpu_seconds = || {
         let text = engine_process::http_get(target, "/metrics").ok()?;
-        text.lines().find(|l| l.starts_with("process_cpu_seconds_total"))?.rsplit(' ').next()?.parse::<f64>().ok()
+        text.lines()
+            .find(|l| l.starts_with("process_cpu_seconds_total"))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()
     };
     let duration = Duration::from_secs_f64(seconds);
     let cpu_before = cpu_seconds();
     let start = Instant::now();
     let first = rig.sent();
     if let Some(rate) = flags.raw("paced") {
-        let rate: u64 = rate.parse().map_err(|_| format!("--paced: cannot parse `{rate}`"))?;
-        let latency = rig.paced(rate, duration).map_err(|e| format!("paced run: {e}"))?;
-        println!("fanout_load: paced {rate} msg/s, fan-out {subscribers}, {body} B: {}", rig::latency_line(&latency));
+        let rate: u64 = rate
+            .parse()
+            .map_err(|_| format!("--paced: cannot parse `{rate}`"))?;
+        let latency = rig
+            .paced(rate, duration)
+            .map_err(|e| format!("paced run: {e}"))?;
+        println!(
+            "fanout_load: paced {rate} msg/s, fan-out {subscribers}, {body} B: {}",
+            rig::latency_line(&latency)
+        );
     } else {
         while start.elapsed() < duration {
             rig.burst(burst).map_err(|e| format!("burst: {e}"))?;
