@@ -5,13 +5,13 @@
 //! Needs a broker: `bash deploy/kafka/kafka.sh start`, then `CHAT_KAFKA_BROKERS=127.0.0.1:9092`.
 //! Without it the tests skip, unless `CHAT_REQUIRE_EXTERNAL=1` (the test command sets both).
 
-mod support;
+mod common;
 
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{body, header, Client, Engine};
+use common::{body, header, Client, Engine};
 
 fn brokers() -> Option<String> {
     match std::env::var("CHAT_KAFKA_BROKERS") {

@@ -2,13 +2,13 @@
 //! over SockJS, HTTP endpoints, hostile input next to healthy clients, slow consumers,
 //! and draining on SIGTERM.
 
-mod support;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{body, header, Client, Engine};
+use common::{body, header, Client, Engine};
 use tungstenite::Message;
 
 /// Opens raw clients until both shards of a 2-shard engine have one.
@@ -262,7 +262,8 @@ fn sigterm_closes_clients_with_1001_and_exits() {
     let engine = Engine::start(&["--shards", "2", "--cpus", "0", "--drain-secs", "3"]);
     let mut c = Client::raw(engine.port());
     c.subscribe("sub-0", "/sub/chat/x");
-    let status = engine.terminate();
+    let mut engine = engine;
+    let status = engine.stop();
     assert!(status.success(), "{status:?}");
     loop {
         match c.ws.read() {

@@ -22,8 +22,9 @@ pub struct Decoder {
     scanned: usize,
     /// Start of the head line being scanned (head phase).
     line_start: usize,
-    /// Header lines seen so far (head phase).
-    header_lines: usize,
+    /// Header lines seen so far: start, colon and end (before any `\r`), as offsets
+    /// from the start of the frame. Reused from frame to frame.
+    lines: Vec<HeaderLine>,
     /// The command, once its line is complete.
     command: Option<Command>,
     /// Decoded headers (body phase).
@@ -43,6 +44,15 @@ enum Phase {
     Body,
 }
 
+/// Offsets of one header line within the head: `name` is `start..colon`, the value
+/// `colon + 1..end`.
+#[derive(Debug, Clone, Copy)]
+struct HeaderLine {
+    start: usize,
+    colon: usize,
+    end: usize,
+}
+
 impl Decoder {
     /// A decoder that unescapes as 1.2 until `set_version` (CONNECT and CONNECTED
     /// headers are never unescaped, whatever the version).
@@ -53,7 +63,7 @@ impl Decoder {
             phase: Phase::Head,
             scanned: 0,
             line_start: 0,
-            header_lines: 0,
+            lines: Vec::new(),
             command: None,
             headers: Headers::new(),
             content_length: None,
@@ -82,28 +92,42 @@ impl Decoder {
     }
 
     fn decode_item(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, Error> {
-        if self.phase == Phase::Head {
-            if self.scanned == 0 {
-                // STOMP 1.2 §"Heart-beating": EOLs between frames are heart-beats.
-                match (buf.first(), buf.get(1)) {
-                    (None, _) | (Some(b'\r'), None) => return Ok(None),
-                    (Some(b'\n'), _) => {
-                        buf.advance(1);
-                        return Ok(Some(Item::HeartBeat));
-                    }
-                    (Some(b'\r'), Some(b'\n')) => {
-                        buf.advance(2);
-                        return Ok(Some(Item::HeartBeat));
-                    }
-                    _ => {}
+        if self.phase == Phase::Body {
+            return match self.body_len(buf)? {
+                Some(len) => {
+                    let headers = std::mem::take(&mut self.headers);
+                    self.finish(buf, len, headers).map(Some)
                 }
-            }
-            let Some(head_len) = self.scan_head(buf)? else {
-                return Ok(None);
+                None => Ok(None),
             };
-            self.start_body(buf, head_len)?;
         }
-        self.finish_body(buf)
+        if self.scanned == 0 {
+            // STOMP 1.2 §"Heart-beating": EOLs between frames are heart-beats.
+            match (buf.first(), buf.get(1)) {
+                (None, _) | (Some(b'\r'), None) => return Ok(None),
+                (Some(b'\n'), _) => {
+                    buf.advance(1);
+                    return Ok(Some(Item::HeartBeat));
+                }
+                (Some(b'\r'), Some(b'\n')) => {
+                    buf.advance(2);
+                    return Ok(Some(Item::HeartBeat));
+                }
+                _ => {}
+            }
+        }
+        let Some(head_len) = self.scan_head(buf)? else {
+            return Ok(None);
+        };
+        let headers = self.start_body(buf, head_len)?;
+        // Usually the whole frame is there: build it without parking the headers.
+        match self.body_len(buf)? {
+            Some(len) => self.finish(buf, len, headers).map(Some),
+            None => {
+                self.headers = headers;
+                Ok(None)
+            }
+        }
     }
 
     /// Scans the command and header lines; returns the head length (through the blank
@@ -120,21 +144,24 @@ impl Decoder {
             if buf[eol] == 0 {
                 return Err(Error::Malformed("NUL before the end of the headers"));
             }
-            let line = trim_cr(&buf[self.line_start..eol]);
+            let start = self.line_start;
+            let line = trim_cr(&buf[start..eol]);
             self.scanned = eol + 1;
             self.line_start = eol + 1;
             if self.command.is_none() {
                 self.command = Some(Command::parse(line).ok_or(Error::UnknownCommand)?);
             } else if line.is_empty() {
                 return Ok(Some(eol + 1));
+            } else if self.lines.len() >= self.limits.max_headers {
+                return Err(Error::TooBig);
             } else {
-                self.header_lines += 1;
-                if self.header_lines > self.limits.max_headers {
-                    return Err(Error::TooBig);
-                }
-                if memchr(b':', line).is_none() {
-                    return Err(Error::Malformed("header line without ':'"));
-                }
+                let colon =
+                    memchr(b':', line).ok_or(Error::Malformed("header line without ':'"))?;
+                self.lines.push(HeaderLine {
+                    start,
+                    colon: start + colon,
+                    end: start + line.len(),
+                });
             }
         }
         if buf.len() > self.limits.max_frame_bytes {
@@ -144,32 +171,24 @@ impl Decoder {
     }
 
     /// Cuts the complete head off `buf`, decodes its headers and reads `content-length`.
-    fn start_body(&mut self, buf: &mut BytesMut, head_len: usize) -> Result<(), Error> {
+    fn start_body(&mut self, buf: &mut BytesMut, head_len: usize) -> Result<Headers, Error> {
         if head_len > self.limits.max_frame_bytes {
             return Err(Error::TooBig);
         }
         let command = self.command.ok_or(Error::Malformed("missing command"))?;
         let head = buf.split_to(head_len).freeze();
-        let unescape =
-            (self.version >= Version::V1_1 && command.escapes_headers()).then_some(self.version);
+        // One scan of the whole head spares a search per name and value.
+        let unescape = (self.version >= Version::V1_1
+            && command.escapes_headers()
+            && memchr(b'\\', &head).is_some())
+        .then_some(self.version);
         let mut headers = Headers::new();
-        // Skip the command line; the head ends with the blank line.
-        let mut start = memchr(b'\n', &head).map_or(head.len(), |i| i + 1);
-        while let Some(offset) = memchr(b'\n', &head[start..]) {
-            let end = start + offset;
-            let line_end = start + trim_cr(&head[start..end]).len();
-            if line_end == start {
-                break;
-            }
-            let colon = memchr(b':', &head[start..line_end])
-                .ok_or(Error::Malformed("header line without ':'"))?;
-            let name = field(&head, start, start + colon, unescape)?;
+        for line in &self.lines {
+            let name = field(&head, line.start, line.colon, unescape)?;
             if name.is_empty() {
                 return Err(Error::Malformed("empty header name"));
             }
-            let value = field(&head, start + colon + 1, line_end, unescape)?;
-            headers.push((name, value));
-            start = end + 1;
+            headers.push((name, field(&head, line.colon + 1, line.end, unescape)?));
         }
         self.body_budget = self.limits.max_frame_bytes - head_len;
         self.content_length = match headers
@@ -179,51 +198,57 @@ impl Decoder {
             Some((_, value)) => Some(parse_content_length(value, self.body_budget)?),
             None => None,
         };
-        self.headers = headers;
+        if let Some(len) = self.content_length {
+            // Within the limit, so reserving now saves regrowing the buffer while a
+            // large body (stompjs splits frames over 16 KiB) arrives in pieces.
+            buf.reserve((len + 1).saturating_sub(buf.len()));
+        }
         self.phase = Phase::Body;
         self.scanned = 0;
-        Ok(())
+        Ok(headers)
     }
 
-    /// Cuts the body off `buf` once it and its NUL have arrived.
-    fn finish_body(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, Error> {
-        let body_len = match self.content_length {
-            Some(len) => match buf.get(len) {
-                None => return Ok(None),
-                Some(0) => len,
-                Some(_) => {
-                    return Err(Error::Malformed(
-                        "no NUL after content-length bytes of body",
-                    ))
-                }
-            },
-            None => {
-                let window_end = buf.len().min(self.body_budget.saturating_add(1));
-                let found = buf
-                    .get(self.scanned..window_end)
-                    .and_then(|rest| memchr(0, rest));
-                match found {
-                    Some(offset) => self.scanned + offset,
-                    None => {
-                        self.scanned = self.scanned.max(window_end);
-                        if buf.len() > self.body_budget {
-                            return Err(Error::TooBig);
-                        }
-                        return Ok(None);
-                    }
-                }
-            }
-        };
+    /// The body length once the body and its NUL have arrived.
+    fn body_len(&mut self, buf: &[u8]) -> Result<Option<usize>, Error> {
+        if let Some(len) = self.content_length {
+            return match buf.get(len) {
+                None => Ok(None),
+                Some(0) => Ok(Some(len)),
+                Some(_) => Err(Error::Malformed(
+                    "no NUL after content-length bytes of body",
+                )),
+            };
+        }
+        let window_end = buf.len().min(self.body_budget.saturating_add(1));
+        if let Some(offset) = buf
+            .get(self.scanned..window_end)
+            .and_then(|rest| memchr(0, rest))
+        {
+            return Ok(Some(self.scanned + offset));
+        }
+        self.scanned = self.scanned.max(window_end);
+        if buf.len() > self.body_budget {
+            return Err(Error::TooBig);
+        }
+        Ok(None)
+    }
+
+    /// Cuts the body and its NUL off `buf` and returns the frame.
+    fn finish(
+        &mut self,
+        buf: &mut BytesMut,
+        body_len: usize,
+        headers: Headers,
+    ) -> Result<Item, Error> {
         let command = self.command.ok_or(Error::Malformed("missing command"))?;
-        let headers = std::mem::take(&mut self.headers);
         let body = buf.split_to(body_len).freeze();
         buf.advance(1);
         self.reset();
-        Ok(Some(Item::Frame(Frame {
+        Ok(Item::Frame(Frame {
             command,
             headers,
             body,
-        })))
+        }))
     }
 
     /// Back to a frame boundary (the version is kept).
@@ -231,7 +256,7 @@ impl Decoder {
         self.phase = Phase::Head;
         self.scanned = 0;
         self.line_start = 0;
-        self.header_lines = 0;
+        self.lines.clear();
         self.command = None;
         self.headers.clear();
         self.content_length = None;
@@ -841,6 +866,16 @@ mod tests {
         assert_eq!(f.body.as_ptr() as usize, start + 21);
         assert_eq!(f.headers[0].1.as_ptr() as usize, start + 17);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn known_body_length_is_reserved_once() {
+        let mut buf = BytesMut::from(&b"SEND\ncontent-length:20000\n\nab"[..]);
+        assert_eq!(Decoder::new(LIMITS).decode(&mut buf), Ok(None));
+        assert!(buf.capacity() > 20_000);
+        let mut buf = BytesMut::from(&b"SEND\ncontent-length:70000\n\nab"[..]);
+        assert_eq!(Decoder::new(LIMITS).decode(&mut buf), Err(Error::TooBig));
+        assert!(buf.capacity() < 70_000);
     }
 
     #[test]

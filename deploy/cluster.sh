@@ -1,0 +1,324 @@
+#!/usr/bin/env bash
+# A local chat-engine cluster as plain processes: Kafka, N engines, nginx in front.
+#
+#   cluster.sh up [--nodes N]     start (or complete) a cluster of N engines (default 2)
+#   cluster.sh down               stop everything `up` started; safe to repeat
+#   cluster.sh status             what runs and whether /healthz answers 200
+#   cluster.sh logs [-f] [NAME]   engine and nginx logs (NAME: node1, node2, ..., nginx)
+#   cluster.sh stop-node K        drain and stop engine K (`up` starts it again)
+#   cluster.sh bench [ARGS...]    loadgen through nginx; results in results/<timestamp>/
+#   cluster.sh demo               up --nodes 2, bench, down, print the latency table
+#
+# nginx listens on 127.0.0.1:$CLUSTER_PORT (8080); engine K on CLUSTER_PORT+K
+# (8081, 8082, ...) with --node-id nodeK, one shard pinned to CPU (K-1) mod ncores.
+# Kafka comes from deploy/kafka/kafka.sh, stopped by `down` only if `up` started it.
+# Pid files, logs and the nginx run dir live in $CLUSTER_STATE (deploy/.cache/cluster).
+# Environment: CLUSTER_PORT, CLUSTER_STATE, CLUSTER_SHARDS (shards per engine, 1),
+# CHAT_ENGINE_BIN / CHAT_LOADGEN_BIN (default target/release; set to skip the build),
+# CHAT_ENGINE_ARGS (extra engine flags), CHAT_BASE_PATH, KAFKA_PORT, KAFKA_SH.
+set -euo pipefail
+
+CHAT_BINS_GIVEN="${CHAT_ENGINE_BIN:+1}"
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+CHAT_LOG_NAME=cluster
+
+STATE="${CLUSTER_STATE:-$CHAT_ROOT/deploy/.cache/cluster}"
+NGINX_DIR="$STATE/nginx"
+PORT="${CLUSTER_PORT:-8080}"
+SHARDS="${CLUSTER_SHARDS:-1}"
+READY_SECS=60
+
+die() {
+  log "$*"
+  exit 1
+}
+
+usage() {
+  sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  exit 2
+}
+
+# ---------------------------------------------------------------- up
+
+cmd_up() {
+  local nodes=2 k
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --nodes) nodes="${2:-}"; shift 2 || usage ;;
+      --nodes=*) nodes="${1#--nodes=}"; shift ;;
+      *) usage ;;
+    esac
+  done
+  [[ "$nodes" =~ ^[1-9][0-9]?$ ]] || die "--nodes wants a number from 1 to 99, not '$nodes'"
+  mkdir -p "$STATE"
+  # Every client socket is a descriptor: use the whole hard limit.
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+  build_if_needed
+  ensure_nginx || die "nginx is missing"
+  start_kafka
+  for k in $(node_numbers); do
+    [ "$k" -le "$nodes" ] || cmd_stop_node "$k"
+  done
+  for ((k = 1; k <= nodes; k++)); do start_node "$k"; done
+  for ((k = 1; k <= nodes; k++)); do
+    wait_healthz "$((PORT + k))" "$READY_SECS" "$(cat "$STATE/node$k.pid")" "$STATE/node$k.log" ||
+      die "node$k did not become healthy"
+  done
+  start_nginx "$nodes"
+  wait_nginx "$nodes"
+  log "up: $nodes node(s) behind nginx: http://127.0.0.1:$PORT$CHAT_BASE_PATH (SockJS)," \
+    "ws://127.0.0.1:$PORT/ws (STOMP)"
+}
+
+build_if_needed() {
+  if [ -n "$CHAT_BINS_GIVEN" ]; then
+    [ -x "$CHAT_ENGINE_BIN" ] || die "CHAT_ENGINE_BIN=$CHAT_ENGINE_BIN is not executable"
+  elif command -v cargo >/dev/null 2>&1; then
+    # The same command as deploy/test.sh, so that neither rebuilds for the other.
+    (cd "$CHAT_ROOT" && cargo build --workspace --release --bins) || die "cargo build failed"
+  else
+    [ -x "$CHAT_ENGINE_BIN" ] || die "no cargo and no $CHAT_ENGINE_BIN"
+  fi
+}
+
+start_kafka() {
+  if [ ! -f "$STATE/kafka.ours" ] && port_open "$KAFKA_PORT"; then
+    log "using the Kafka already listening on 127.0.0.1:$KAFKA_PORT (down leaves it running)"
+    return 0
+  fi
+  [ -f "$KAFKA_SH" ] || die "$KAFKA_SH not found"
+  # Mark it first: if start fails halfway, down still stops what it left.
+  touch "$STATE/kafka.ours"
+  bash "$KAFKA_SH" start || die "kafka.sh start failed"
+}
+
+start_node() {
+  local k="$1" port=$((PORT + $1)) pidfile="$STATE/node$1.pid" ncores cpus="" s
+  local -a extra=()
+  if pid_matches "$(cat "$pidfile" 2>/dev/null)" "--node-id node$k "; then
+    return 0
+  fi
+  port_open "$port" && die "port $port (node$k) is taken by another process"
+  ncores="$(nproc)"
+  for ((s = 0; s < SHARDS; s++)); do
+    cpus+="${cpus:+,}$(((((k - 1) * SHARDS) + s) % ncores))"
+  done
+  read -ra extra <<<"${CHAT_ENGINE_ARGS:-}"
+  setsid "$CHAT_ENGINE_BIN" --listen "127.0.0.1:$port" --node-id "node$k" \
+    --kafka-brokers "127.0.0.1:$KAFKA_PORT" --shards "$SHARDS" --cpus "$cpus" \
+    --base-path "$CHAT_BASE_PATH" "${extra[@]}" \
+    >"$STATE/node$k.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  log "node$k: pid $!, 127.0.0.1:$port, cpus $cpus, log $STATE/node$k.log"
+}
+
+start_nginx() {
+  local nodes="$1" k pid
+  local -a addrs=()
+  for ((k = 1; k <= nodes; k++)); do addrs+=("127.0.0.1:$((PORT + k))"); done
+  render_nginx_conf "$NGINX_DIR" "127.0.0.1:$PORT" "${addrs[@]}"
+  nginx_cmd "$NGINX_DIR" -t -q || die "nginx rejects $NGINX_DIR/nginx.conf"
+  pid="$(cat "$NGINX_DIR/nginx.pid" 2>/dev/null || true)"
+  if pid_matches "$pid" "$NGINX_DIR/nginx.conf"; then
+    nginx_cmd "$NGINX_DIR" -s reload || die "nginx reload failed"
+    sleep 0.5 # the new workers take over the listener
+  else
+    port_open "$PORT" && die "port $PORT (nginx) is taken by another process"
+    nginx_cmd "$NGINX_DIR" || die "nginx did not start; see $NGINX_DIR/error.log"
+    log "nginx: 127.0.0.1:$PORT, config $NGINX_DIR/nginx.conf"
+  fi
+}
+
+# Through nginx, /healthz must answer 200 from every engine (the X-Chat-Upstream
+# header says which one answered; with no open sockets least_conn rotates).
+wait_nginx() {
+  local nodes="$1" deadline head upstream k missing
+  local -A seen=()
+  deadline=$(($(date +%s) + READY_SECS))
+  while :; do
+    head="$(http_head 127.0.0.1 "$PORT" /healthz || true)"
+    if [ "$(printf '%s\n' "$head" | head -n 1 | cut -d' ' -f2)" = 200 ]; then
+      upstream="$(printf '%s\n' "$head" | sed -n 's/^[Xx]-[Cc]hat-[Uu]pstream: *//p' | tr -d ' ')"
+      seen["${upstream##*,}"]=1
+    fi
+    missing=""
+    for ((k = 1; k <= nodes; k++)); do
+      [ -n "${seen["127.0.0.1:$((PORT + k))"]:-}" ] || missing+=" node$k"
+    done
+    [ -z "$missing" ] && return 0
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      show_tail "$NGINX_DIR/error.log"
+      die "through nginx, /healthz never answered 200 from:$missing"
+    fi
+    sleep 0.1
+  done
+}
+
+# ---------------------------------------------------------------- down, status, logs
+
+cmd_down() {
+  local k
+  [ -d "$STATE" ] || return 0
+  stop_pid "$(cat "$NGINX_DIR/nginx.pid" 2>/dev/null || true)" "$NGINX_DIR/nginx.conf" 10
+  rm -f "$NGINX_DIR/nginx.pid"
+  for k in $(node_numbers); do cmd_stop_node "$k"; done
+  if [ -f "$STATE/kafka.ours" ]; then
+    bash "$KAFKA_SH" stop || die "kafka.sh stop failed"
+    rm -f "$STATE/kafka.ours"
+  fi
+  log "down: nothing of the cluster runs"
+}
+
+cmd_stop_node() {
+  local k="${1:-}"
+  [[ "$k" =~ ^[0-9]+$ ]] || usage
+  stop_pid "$(cat "$STATE/node$k.pid" 2>/dev/null || true)" "--node-id node$k " 20
+  rm -f "$STATE/node$k.pid"
+}
+
+cmd_status() {
+  local k pid code bad=0 running=0
+  for k in $(node_numbers); do
+    pid="$(cat "$STATE/node$k.pid")"
+    if pid_matches "$pid" "--node-id node$k "; then
+      running=1
+      code="$(http_status 127.0.0.1 "$((PORT + k))" /healthz)"
+      printf 'node%-3s pid %-8s 127.0.0.1:%-6s healthz %s\n' "$k" "$pid" "$((PORT + k))" "$code"
+      [ "$code" = 200 ] || bad=1
+    else
+      printf 'node%-3s not running (stale pid file)\n' "$k"
+      bad=1
+    fi
+  done
+  pid="$(cat "$NGINX_DIR/nginx.pid" 2>/dev/null || true)"
+  if pid_matches "$pid" "$NGINX_DIR/nginx.conf"; then
+    running=1
+    code="$(http_status 127.0.0.1 "$PORT" /healthz)"
+    printf 'nginx   pid %-8s 127.0.0.1:%-6s healthz %s\n' "$pid" "$PORT" "$code"
+    [ "$code" = 200 ] || bad=1
+  else
+    printf 'nginx   not running\n'
+    bad=1
+  fi
+  if port_open "$KAFKA_PORT"; then
+    printf 'kafka   listening on 127.0.0.1:%s%s\n' "$KAFKA_PORT" \
+      "$([ -f "$STATE/kafka.ours" ] && echo ' (started by cluster.sh)')"
+  else
+    printf 'kafka   not listening on 127.0.0.1:%s\n' "$KAFKA_PORT"
+    bad=1
+  fi
+  [ "$running" = 1 ] || return 3
+  return "$bad"
+}
+
+cmd_logs() {
+  local follow=0 name
+  local -a files=()
+  [ "${1:-}" = -f ] && { follow=1; shift; }
+  if [ $# -eq 0 ]; then
+    for name in $(node_numbers); do files+=("$STATE/node$name.log"); done
+    files+=("$NGINX_DIR/error.log")
+  fi
+  for name in "$@"; do
+    case "$name" in
+      nginx) files+=("$NGINX_DIR/error.log") ;;
+      node[0-9]*) files+=("$STATE/$name.log") ;;
+      *) die "unknown log '$name' (node1, node2, ..., nginx)" ;;
+    esac
+  done
+  [ ${#files[@]} -gt 0 ] || die "no logs in $STATE (is the cluster up?)"
+  if [ "$follow" = 1 ]; then
+    exec tail -n 20 -F "${files[@]}"
+  fi
+  tail -n 50 "${files[@]}"
+}
+
+# ---------------------------------------------------------------- bench, demo
+
+BENCH_OUT=""
+
+cmd_bench() {
+  [ "$(http_status 127.0.0.1 "$PORT" /healthz)" = 200 ] ||
+    die "nothing healthy behind 127.0.0.1:$PORT (run: deploy/cluster.sh up)"
+  [ -x "$CHAT_LOADGEN_BIN" ] || die "$CHAT_LOADGEN_BIN not built (cargo build --workspace --release --bins)"
+  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+  BENCH_OUT="$(opt_value --out "$@")"
+  if [ -z "$BENCH_OUT" ]; then
+    BENCH_OUT="$CHAT_ROOT/results/$(date +%Y%m%d-%H%M%S)"
+    set -- --out "$BENCH_OUT" "$@"
+  fi
+  mkdir -p "$BENCH_OUT"
+  run_loadgen "$@" | tee "$BENCH_OUT/table.txt"
+  log "bench: results in $BENCH_OUT"
+}
+
+# The one place that knows loadgen's command line. The default scenario is a
+# chat: 1000 users in 100 channels, 2000 messages/s of 128 bytes for 20 s.
+# A flag given in ARGS replaces its default.
+run_loadgen() {
+  local -a args=(run)
+  add_default() { [ -n "$(opt_value "$1" "${@:3}")" ] || args+=("$1" "$2"); }
+  add_default --target "http://127.0.0.1:$PORT$CHAT_BASE_PATH" "$@"
+  add_default --connections 1000 "$@"
+  add_default --channels 100 "$@"
+  add_default --publishers 100 "$@"
+  add_default --rate 2000 "$@"
+  add_default --size 128 "$@"
+  add_default --duration 20 "$@"
+  add_default --warmup 5 "$@"
+  log "bench: $CHAT_LOADGEN_BIN ${args[*]} $*"
+  "$CHAT_LOADGEN_BIN" "${args[@]}" "$@"
+}
+
+cmd_demo() {
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'cmd_down' EXIT
+  cmd_up --nodes 2
+  cmd_bench
+  trap - EXIT
+  cmd_down
+  printf '\nLatency through nginx, 2 nodes (%s):\n' "$BENCH_OUT"
+  cat "$BENCH_OUT/table.txt"
+}
+
+# ---------------------------------------------------------------- helpers
+
+# opt_value FLAG ARGS...: the value of the last FLAG (as `FLAG V` or `FLAG=V`).
+opt_value() {
+  local flag="$1" value=""
+  shift
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      "$flag") value="${2:-}"; shift ;;
+      "$flag"=*) value="${1#"$flag"=}" ;;
+    esac
+    shift
+  done
+  printf '%s' "$value"
+}
+
+# node_numbers: K for every nodeK.pid in the state dir, ascending.
+node_numbers() {
+  local f
+  for f in "$STATE"/node*.pid; do
+    [ -e "$f" ] || continue
+    f="${f##*/node}"
+    printf '%s\n' "${f%.pid}"
+  done | sort -n
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  up) cmd_up "$@" ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  logs) cmd_logs "$@" ;;
+  stop-node) cmd_stop_node "$@" ;;
+  bench) cmd_bench "$@" ;;
+  demo) cmd_demo ;;
+  *) usage ;;
+esac

@@ -1,0 +1,171 @@
+# shellcheck shell=bash
+# Shell helpers shared by deploy/test.sh and deploy/cluster.sh (sourced, not run).
+#
+# Needs bash; uses /dev/tcp for HTTP so that no curl is required. Every function
+# prints its complaints to stderr and returns non-zero instead of exiting.
+
+# Repository root and the places derived from it.
+CHAT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CHAT_TARGET="${CARGO_TARGET_DIR:-$CHAT_ROOT/target}"
+case "$CHAT_TARGET" in /*) ;; *) CHAT_TARGET="$CHAT_ROOT/$CHAT_TARGET" ;; esac
+CHAT_ENGINE_BIN="${CHAT_ENGINE_BIN:-$CHAT_TARGET/release/chat-engine}"
+CHAT_LOADGEN_BIN="${CHAT_LOADGEN_BIN:-$CHAT_TARGET/release/loadgen}"
+CHAT_BASE_PATH="${CHAT_BASE_PATH:-/letters-chat-server}"
+KAFKA_SH="${KAFKA_SH:-$CHAT_ROOT/deploy/kafka/kafka.sh}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+export KAFKA_PORT
+
+log() { printf '%s: %s\n' "${CHAT_LOG_NAME:-deploy}" "$*" >&2; }
+
+# apt_install PKG...: install Debian packages (root only; runs apt-get update once).
+apt_install() {
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    log "need $*, but cannot install it here (not root or no apt-get); install it and re-run"
+    return 1
+  fi
+  if [ -z "${CHAT_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || return 1
+    CHAT_APT_UPDATED=1
+  fi
+  log "installing $* with apt-get"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+# ensure_nginx: nginx on PATH (sbin included), installed from Debian when missing.
+ensure_nginx() {
+  case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac
+  command -v nginx >/dev/null 2>&1 && return 0
+  apt_install nginx || return 1
+  # Debian starts the packaged service on port 80 where systemd runs; the tests
+  # and the cluster run their own nginx on their own prefix, so stop that one.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
+    log "stopping the nginx service that apt-get started (not used here)"
+    systemctl stop nginx || true
+  fi
+  command -v nginx >/dev/null 2>&1
+}
+
+# port_open PORT [HOST]: true when something accepts TCP connections there.
+port_open() {
+  { : <>"/dev/tcp/${2:-127.0.0.1}/$1"; } 2>/dev/null
+}
+
+# free_port: print a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# free_port_run N: print P such that nothing listens on P .. P+N-1 right now.
+free_port_run() {
+  local n="$1" base i
+  while :; do
+    base=$((20000 + RANDOM % 10000))
+    for ((i = 0; i < n; i++)); do
+      port_open $((base + i)) && continue 2
+    done
+    printf '%s\n' "$base"
+    return 0
+  done
+}
+
+# http_head HOST PORT PATH: print the status line and headers of a GET (HTTP/1.0,
+# so the server closes the connection); fails when nothing accepts the connection.
+http_head() {
+  local host="$1" port="$2" path="$3" fd line
+  { exec {fd}<>"/dev/tcp/$host/$port"; } 2>/dev/null || return 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$host" 1>&"$fd" 2>/dev/null || true
+  while IFS= read -r -t 5 line <&"$fd"; do
+    line="${line%$'\r'}"
+    [ -z "$line" ] && break
+    printf '%s\n' "$line"
+  done
+  exec {fd}<&-
+}
+
+# http_status HOST PORT PATH: print the HTTP status code (000 when nothing answered).
+http_status() {
+  local code
+  code="$(http_head "$@" | head -n 1 | cut -d' ' -f2)"
+  printf '%s\n' "${code:-000}"
+}
+
+# wait_healthz PORT SECS [PID] [LOGFILE]: wait until GET /healthz on PORT answers
+# 200. Fails early when PID dies, and shows the tail of LOGFILE on failure.
+wait_healthz() {
+  local port="$1" secs="$2" pid="${3:-}" logfile="${4:-}" deadline code
+  deadline=$(( $(date +%s) + secs ))
+  while :; do
+    code="$(http_status 127.0.0.1 "$port" /healthz)"
+    [ "$code" = 200 ] && return 0
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+      log "process $pid exited before 127.0.0.1:$port/healthz answered 200"
+      show_tail "$logfile"
+      return 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "127.0.0.1:$port/healthz still answers $code after ${secs}s"
+      show_tail "$logfile"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# show_tail FILE: the last lines of a log, indented, on stderr.
+show_tail() {
+  [ -n "${1:-}" ] && [ -s "$1" ] || return 0
+  log "last lines of $1:"
+  tail -n 30 "$1" | sed 's/^/    /' >&2
+}
+
+# pid_matches PID WORD: true when PID is alive and its command line contains WORD
+# (guards against killing an unrelated process that reused a stale pid).
+pid_matches() {
+  local pid="$1" word="$2"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$word"
+}
+
+# stop_pid PID WORD [SECS]: SIGTERM (the engine drains), then SIGKILL after SECS.
+stop_pid() {
+  local pid="$1" word="$2" secs="${3:-10}" i
+  pid_matches "$pid" "$word" || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < secs * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "$word (pid $pid) still running after ${secs}s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  sleep 0.2
+}
+
+# render_nginx_conf RUNDIR LISTEN UPSTREAM_ADDR...: write RUNDIR/nginx.conf from
+# deploy/nginx/nginx.conf.tmpl, with every path inside RUNDIR. A template line
+# holding @UPSTREAM@ is repeated once per upstream address.
+render_nginx_conf() {
+  local rundir="$1" listen="$2" user="" line addr
+  shift 2
+  mkdir -p "$rundir/tmp"
+  # `user` only means something to a master started as root; without it, root's
+  # workers would run as nobody and could not use the temp dirs made here.
+  [ "$(id -u)" -eq 0 ] && user="user root;"
+  while IFS= read -r line || [ -n "$line" ]; do
+    line="${line//@USER_DIRECTIVE@/$user}"
+    line="${line//@RUNDIR@/$rundir}"
+    line="${line//@LISTEN@/$listen}"
+    line="${line//@BASE_PATH@/$CHAT_BASE_PATH}"
+    if [[ "$line" == *@UPSTREAM@* ]]; then
+      for addr in "$@"; do printf '%s\n' "${line//@UPSTREAM@/$addr}"; done
+    else
+      printf '%s\n' "$line"
+    fi
+  done <"$CHAT_ROOT/deploy/nginx/nginx.conf.tmpl" >"$rundir/nginx.conf"
+}
+
+# nginx_cmd RUNDIR ARGS...: run nginx on a config and prefix inside RUNDIR.
+nginx_cmd() {
+  local rundir="$1"
+  shift
+  nginx -p "$rundir" -c "$rundir/nginx.conf" -e "$rundir/error.log" "$@"
+}

@@ -1,0 +1,49 @@
+//! JavaScript client compatibility: runs `tests/compat/compat.mjs` against a
+//! two-shard engine. It drives @stomp/stompjs 7 over raw WebSocket, the original
+//! React client's sockjs-client 1.6 + stompjs 2.3.3, and the two mixed (see the
+//! script's header). Needs `node` and `npm ci` in tests/compat (deploy/test.sh
+//! does it); skips without them unless CHAT_REQUIRE_EXTERNAL=1.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{node_available, run_with_timeout, skip_unless_required, Engine};
+
+/// compat.mjs stops itself after 30 s; this only guards against a hung node.
+const NODE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[test]
+fn javascript_clients_work_unchanged() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+    if !node_available() {
+        return skip_unless_required("node is not on PATH");
+    }
+    if !dir.join("node_modules").is_dir() {
+        return skip_unless_required("tests/compat/node_modules is missing (run `npm ci` there)");
+    }
+
+    let mut engine = Engine::start(&["--shards", "2"]);
+    let (passed, output) = run_with_timeout(
+        Command::new("node")
+            .arg(dir.join("compat.mjs"))
+            .arg(engine.base_url())
+            .current_dir(&dir),
+        "compat",
+        NODE_TIMEOUT,
+    );
+    let status = engine.stop();
+    println!("{output}");
+    assert!(
+        passed,
+        "compat.mjs failed:\n{output}\nengine log {}:\n{}",
+        engine.log_path().display(),
+        engine.log_tail(40)
+    );
+    assert!(
+        status.success(),
+        "chat-engine did not exit cleanly on SIGTERM: {status}"
+    );
+}
