@@ -1,13 +1,10 @@
-//! End to end over loopback: the real `chat-engine` binary with one shard pinned to core
-//! 0, and this client pinned to core 1 with 100 raw STOMP subscribers of one channel and
-//! one publisher. Each iteration publishes a burst of `K` 128-byte `/pub/chat` messages
-//! and waits until all 100×K `MESSAGE` frames are read: throughput is delivered messages
-//! per second at fan-out 100 on one engine core. A paced run then prints p50/p99 of
-//! publish→deliver latency.
-//!
-//! Build the engine first: `cargo build --release -p chat-engine` (or set
-//! `CHAT_ENGINE_BIN`). Cores: `BENCH_ENGINE_CPU` (0), `BENCH_CLIENT_CPU` (1). Paced rate:
-//! `E2E_PACED_RATE` messages/s (2000).
+//! End to end over loopback: the real `chat-engine` with one shard on core 0, this client
+//! on core 1 with 100 raw STOMP subscribers of one channel and one publisher. Each
+//! iteration publishes a burst of `BURST` 128-byte `/pub/chat` messages and waits for all
+//! 100×`BURST` `MESSAGE` frames: elements/s is delivered messages per second at fan-out 100
+//! on one engine core; a paced run then prints publish→deliver p50/p99. Build the engine
+//! first (`cargo build --release -p chat-engine`, or set `CHAT_ENGINE_BIN`); cores:
+//! `BENCH_ENGINE_CPU` (0), `BENCH_CLIENT_CPU` (1); paced rate: `E2E_PACED_RATE` (2000/s).
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,6 @@
-//! A tiny `--name value` flag reader for the load drivers, so they need no CLI crate.
+//! A tiny `--name value` flag reader for the load drivers (`idle`, `fanout_load`), so
+//! that they need no CLI crate. In: the process's arguments; out: typed values with
+//! defaults. A flag given without its value is an error, never a silent default.
 
 use std::str::FromStr;
 

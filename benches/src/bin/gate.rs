@@ -1,12 +1,7 @@
-//! The regression gate's binary. `gate list` names the hot paths, `gate run PATH` runs
-//! one fixed workload (under callgrind, from `benches/gate.sh`), and `gate compare`
-//! prints the table against the baseline and exits 1 on a regression.
-//!
-//! ```text
-//! gate list
-//! gate run ws_decode
-//! gate compare --baseline benches/baseline.json --counts COUNTS [--threshold 5] [--update]
-//! ```
+//! The regression gate's binary, driven by `benches/gate.sh`: `gate list` names the hot
+//! paths, `gate run PATH` runs one fixed workload (under callgrind), and
+//! `gate compare --baseline FILE --counts FILE [--threshold PCT] [--update]` prints the
+//! table against the baseline and exits 1 on a regression (or rewrites the baseline).
 
 use std::process::ExitCode;
 

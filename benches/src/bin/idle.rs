@@ -1,14 +1,9 @@
 //! Bytes of engine memory per idle connection: starts a one-shard engine (or uses
-//! `--target`), opens `--connections` raw STOMP connections (default 10,000), each of
-//! which CONNECTs and SUBSCRIBEs to one of `--channels` channels (default 100, spread
-//! round-robin), then reads `process_resident_memory_bytes` from `/metrics` before and
-//! after and prints the difference per connection. Source addresses 127.0.0.1 to
-//! 127.0.0.`--sources` (default 4) spread the ephemeral ports.
-//!
-//! ```text
-//! cargo build --release -p chat-engine -p benches
-//! target/release/idle --connections 10000 --channels 100
-//! ```
+//! `--target`), opens `--connections` raw STOMP connections (10,000) that each CONNECT and
+//! SUBSCRIBE to one of `--channels` channels (100, round-robin), and prints the growth of
+//! `process_resident_memory_bytes` from `/metrics` per connection. Source addresses
+//! 127.0.0.1 to 127.0.0.`--sources` (4) spread the ephemeral ports. Build first:
+//! `cargo build --release -p chat-engine -p benches`, then `target/release/idle`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
