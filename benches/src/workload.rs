@@ -1,0 +1,123 @@
+//! The fixed workloads of the regression gate, one per hot path. Each `gate_*` function
+//! is the measured part only (inputs are built before it is called), is never inlined,
+//! and has a unique name, so that `valgrind --tool=callgrind --toggle-collect` counts
+//! exactly its instructions. Sizes are fixed: the counts must repeat run after run.
+
+use std::hint::black_box;
+
+use bytes::BytesMut;
+use engine::chat;
+use engine::fanout::{self, Group, Published, Scratch};
+use engine::proto::{sockjs, stomp, ws};
+
+use crate::fixtures;
+
+/// The gate's hot paths, by name, in report order.
+pub const PATHS: &[&str] = &[
+    "ws_decode",
+    "stomp_decode",
+    "fanout_100",
+    "sockjs_escape",
+    "chat_prepare",
+];
+
+/// Frames or messages per workload.
+pub const COUNT: usize = 2_000;
+/// Messages fanned out in `fanout_100`.
+pub const FANOUT_MESSAGES: usize = 200;
+/// Bytes escaped per round of `sockjs_escape`.
+pub const ESCAPE_BYTES: usize = 16 * 1024;
+/// Rounds of `sockjs_escape`.
+pub const ESCAPE_ROUNDS: usize = 20;
+
+/// Builds the inputs of `path` and runs its measured function once. Returns `None` for
+/// an unknown path.
+pub fn run(path: &str) -> Option<u64> {
+    let result = match path {
+        "ws_decode" => gate_ws_decode(fixtures::masked_frames(128, COUNT)),
+        "stomp_decode" => gate_stomp_decode(fixtures::send_frames(128, COUNT)),
+        "fanout_100" => {
+            let groups = [fixtures::group(fixtures::raw_key(), 100, 1 << 20)];
+            gate_fanout_100(
+                &fixtures::published(128),
+                &groups,
+                &mut Scratch::default(),
+                &mut Vec::new(),
+            )
+        }
+        "sockjs_escape" => gate_sockjs_escape(
+            &fixtures::sockjs_payload(ESCAPE_BYTES),
+            &mut BytesMut::with_capacity(2 * ESCAPE_BYTES),
+        ),
+        "chat_prepare" => gate_chat_prepare(&fixtures::chat_body(128), &mut Vec::new()),
+        _ => return None,
+    };
+    Some(black_box(result))
+}
+
+/// Decodes every masked 128-byte client frame in `buf` (server role).
+#[inline(never)]
+pub fn gate_ws_decode(mut buf: BytesMut) -> u64 {
+    let mut decoder = ws::Decoder::new(ws::Role::Server, fixtures::WS_LIMITS);
+    let mut messages = 0;
+    while let Ok(Some(message)) = decoder.decode(&mut buf) {
+        black_box(&message);
+        messages += 1;
+    }
+    messages
+}
+
+/// Decodes every `SEND` frame in `buf` (STOMP 1.2).
+#[inline(never)]
+pub fn gate_stomp_decode(mut buf: BytesMut) -> u64 {
+    let mut decoder = stomp::Decoder::new(fixtures::STOMP_LIMITS);
+    decoder.set_version(stomp::Version::V1_2);
+    let mut frames = 0;
+    while let Ok(Some(item)) = decoder.decode(&mut buf) {
+        black_box(&item);
+        frames += 1;
+    }
+    frames
+}
+
+/// Encodes and queues `FANOUT_MESSAGES` messages to every member of `groups`, draining
+/// the queues after each message as the writers would.
+#[inline(never)]
+pub fn gate_fanout_100(
+    msg: &Published,
+    groups: &[Group],
+    scratch: &mut Scratch,
+    spare: &mut Vec<u8>,
+) -> u64 {
+    let mut delivered = 0;
+    for _ in 0..FANOUT_MESSAGES {
+        delivered += fanout::deliver(black_box(msg), groups, scratch);
+        fixtures::drain(groups, spare);
+    }
+    delivered
+}
+
+/// Escapes `payload` for SockJS `ESCAPE_ROUNDS` times.
+#[inline(never)]
+pub fn gate_sockjs_escape(payload: &[u8], out: &mut BytesMut) -> u64 {
+    let mut bytes = 0;
+    for _ in 0..ESCAPE_ROUNDS {
+        out.clear();
+        sockjs::escape_into(black_box(payload), out);
+        bytes += out.len() as u64;
+    }
+    bytes
+}
+
+/// Runs `chat::prepare` on `body` `COUNT` times (a time field is added each time).
+#[inline(never)]
+pub fn gate_chat_prepare(body: &[u8], scratch: &mut Vec<u8>) -> u64 {
+    let now = fixtures::fixed_now();
+    let mut bytes = 0;
+    for _ in 0..COUNT {
+        if let Ok(chat) = chat::prepare(black_box(body), now, scratch) {
+            bytes += chat.body.len() as u64;
+        }
+    }
+    bytes
+}
