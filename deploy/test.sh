@@ -10,6 +10,8 @@
 #             CHAT_REQUIRE_EXTERNAL=1 (tests needing node/Kafka/nginx fail, never
 #             skip); includes the JavaScript client test (engine/tests/compat.rs)
 #   compat    only the JavaScript client test (not part of `all`: unit runs it)
+#   gate      instruction counts of the hot paths (callgrind) against
+#             benches/baseline.json: fails on a regression over 5%
 #   autobahn  Autobahn|Testsuite against the engine's WebSocket echo endpoint
 #   cluster   cluster.sh up --nodes 2 (Kafka, 2 engines, nginx); messages cross
 #             nodes through nginx, also after a node restart; down leaves nothing
@@ -30,8 +32,8 @@ cd "$CHAT_ROOT"
 SHARED="${CHAT_SHARED_DIR:-$(git rev-parse --show-toplevel 2>/dev/null || echo "$CHAT_ROOT")/../shared}"
 COMPAT_DIR="$CHAT_ROOT/engine/tests/compat"
 WORK="$CHAT_ROOT/target/test-sh"
-ALL_STAGES=(config unit autobahn cluster)
-KNOWN_STAGES=" config unit compat autobahn cluster "
+ALL_STAGES=(config unit gate autobahn cluster)
+KNOWN_STAGES=" config unit compat gate autobahn cluster "
 
 passed=()
 failed=()
@@ -257,6 +259,11 @@ stage_unit() {
   start_kafka
   export CHAT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
   CHAT_REQUIRE_EXTERNAL=1 cargo test --workspace --release --no-fail-fast
+}
+
+stage_gate() {
+  command -v valgrind >/dev/null 2>&1 || apt_install valgrind
+  bash benches/gate.sh
 }
 
 stage_compat() {
