@@ -66,7 +66,9 @@ enum Endpoint {
 
 async fn stomp_loop(shard: &Shard, stream: &Stream, session: &mut Session, buf: &mut BytesMut) {
     loop {
-        if !buf.is_empty() && session.on_bytes(shard, buf, Instant::now()).await == Flow::Close {
+        // Boxed: the frame handling below is deep and only alive while bytes are being
+        // handled, so idle connections should not carry its space.
+        if !buf.is_empty() && Box::pin(session.on_bytes(shard, buf, Instant::now())).await == Flow::Close {
             return;
         }
         release_if_empty(buf);

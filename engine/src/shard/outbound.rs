@@ -151,7 +151,10 @@ impl Outbound {
     pub fn trim(&self, spare: &mut Vec<u8>) {
         let used = spare.len();
         spare.clear();
-        if spare.capacity() > TRIM_BYTES.max(used.saturating_mul(4)) {
+        if used < SMALL_WRITE_BYTES {
+            // A quiet connection: hold no storage between its rare writes.
+            *spare = Vec::new();
+        } else if spare.capacity() > TRIM_BYTES.max(used.saturating_mul(4)) {
             spare.shrink_to(used);
         }
     }
@@ -163,6 +166,8 @@ impl Outbound {
     }
 }
 
+/// Writes smaller than this leave no storage behind.
+const SMALL_WRITE_BYTES: usize = 2048;
 /// Queue capacity always kept between bursts; beyond it, what four recent bursts need.
 const TRIM_BYTES: usize = 16 * 1024;
 

@@ -27,8 +27,9 @@ pub struct Decoder {
     lines: Vec<HeaderLine>,
     /// The command, once its line is complete.
     command: Option<Command>,
-    /// Decoded headers (body phase).
-    headers: Headers,
+    /// Decoded headers while the body is still arriving; boxed because an idle
+    /// decoder (one per connection) should not carry a frame's worth of headers.
+    headers: Option<Box<Headers>>,
     /// The body length from `content-length` (body phase).
     content_length: Option<usize>,
     /// Most body bytes the frame may still have (body phase).
@@ -65,7 +66,7 @@ impl Decoder {
             line_start: 0,
             lines: Vec::new(),
             command: None,
-            headers: Headers::new(),
+            headers: None,
             content_length: None,
             body_budget: 0,
         }
@@ -95,7 +96,7 @@ impl Decoder {
         if self.phase == Phase::Body {
             return match self.body_len(buf)? {
                 Some(len) => {
-                    let headers = std::mem::take(&mut self.headers);
+                    let headers = self.headers.take().map(|h| *h).unwrap_or_default();
                     self.finish(buf, len, headers).map(Some)
                 }
                 None => Ok(None),
@@ -124,7 +125,7 @@ impl Decoder {
         match self.body_len(buf)? {
             Some(len) => self.finish(buf, len, headers).map(Some),
             None => {
-                self.headers = headers;
+                self.headers = Some(Box::new(headers));
                 Ok(None)
             }
         }
@@ -258,7 +259,7 @@ impl Decoder {
         self.line_start = 0;
         self.lines.clear();
         self.command = None;
-        self.headers.clear();
+        self.headers = None;
         self.content_length = None;
         self.body_budget = 0;
     }
