@@ -36,37 +36,27 @@ fn fanout_100(c: &mut Criterion) {
             return;
         }
     };
-    let cpu_before = engine
-        .metric("process_cpu_seconds_total")
-        .unwrap_or(f64::NAN);
+    let cpu_before = engine.metric("process_cpu_seconds_total").unwrap_or(f64::NAN);
     let sent_before = rig.sent();
     let wall = Instant::now();
 
     let mut group = c.benchmark_group("e2e");
-    group
-        .sample_size(20)
-        .measurement_time(Duration::from_secs(10));
+    group.sample_size(20).measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements((SUBSCRIBERS * BURST) as u64));
-    group.bench_function(
-        format!("fanout{SUBSCRIBERS}_{BODY_BYTES}B_burst{BURST}"),
-        |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    if let Err(e) = rig.burst(BURST) {
-                        panic!("e2e burst failed: {e}");
-                    }
+    group.bench_function(format!("fanout{SUBSCRIBERS}_{BODY_BYTES}B_burst{BURST}"), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                if let Err(e) = rig.burst(BURST) {
+                    panic!("e2e burst failed: {e}");
                 }
-                start.elapsed()
-            })
-        },
-    );
+            }
+            start.elapsed()
+        })
+    });
     group.finish();
 
-    let cpu = engine
-        .metric("process_cpu_seconds_total")
-        .unwrap_or(f64::NAN)
-        - cpu_before;
+    let cpu = engine.metric("process_cpu_seconds_total").unwrap_or(f64::NAN) - cpu_before;
     let delivered = (rig.sent() - sent_before) * SUBSCRIBERS as u64;
     let secs = wall.elapsed().as_secs_f64();
     println!(

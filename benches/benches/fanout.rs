@@ -17,10 +17,7 @@ fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("fanout/encode");
     let msg = fixtures::published(128);
     let mut scratch = Scratch::default();
-    for (name, key) in [
-        ("raw", fixtures::raw_key()),
-        ("sockjs", fixtures::sockjs_key()),
-    ] {
+    for (name, key) in [("raw", fixtures::raw_key()), ("sockjs", fixtures::sockjs_key())] {
         let wire = fanout::encode(&msg, &key, &mut scratch);
         group.throughput(Throughput::Bytes(wire.len() as u64));
         group.bench_function(format!("{name}_128B"), |b| {

@@ -16,12 +16,7 @@ fn decode(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(input.len() as u64));
         group.bench_function(format!("{count}x{payload}B_masked"), |b| {
             b.iter_batched(
-                || {
-                    (
-                        input.clone(),
-                        ws::Decoder::new(ws::Role::Server, fixtures::WS_LIMITS),
-                    )
-                },
+                || (input.clone(), ws::Decoder::new(ws::Role::Server, fixtures::WS_LIMITS)),
                 |(mut buf, mut decoder)| {
                     let mut n = 0;
                     while let Ok(Some(message)) = decoder.decode(&mut buf) {
@@ -63,9 +58,7 @@ fn mask(c: &mut Criterion) {
     let mut group = c.benchmark_group("ws/apply_mask");
     let mut data = fixtures::text(16 * 1024);
     group.throughput(Throughput::Bytes(data.len() as u64));
-    group.bench_function("16KiB", |b| {
-        b.iter(|| ws::apply_mask(black_box(&mut data), MASK, 1))
-    });
+    group.bench_function("16KiB", |b| b.iter(|| ws::apply_mask(black_box(&mut data), MASK, 1)));
     group.finish();
 }
 

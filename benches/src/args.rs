@@ -22,9 +22,7 @@ impl Flags {
         match self.raw(name) {
             None if self.has(name) => Err(format!("--{name} wants a value")),
             None => Ok(default),
-            Some(value) => value
-                .parse()
-                .map_err(|_| format!("--{name}: cannot parse `{value}`")),
+            Some(value) => value.parse().map_err(|_| format!("--{name}: cannot parse `{value}`")),
         }
     }
 
@@ -32,10 +30,7 @@ impl Flags {
     pub fn raw(&self, name: &str) -> Option<&str> {
         let flag = format!("--{name}");
         let at = self.0.iter().position(|a| *a == flag)?;
-        self.0
-            .get(at + 1)
-            .map(String::as_str)
-            .filter(|v| !v.starts_with("--"))
+        self.0.get(at + 1).map(String::as_str).filter(|v| !v.starts_with("--"))
     }
 
     /// Whether the switch `--name` is present.

@@ -69,12 +69,7 @@ pub fn upgrade_request(path: &str, out: &mut BytesMut) {
 }
 
 /// Appends one STOMP frame in a masked client WebSocket text frame.
-pub fn push_stomp(
-    command: stomp::Command,
-    headers: &[(&str, &[u8])],
-    body: &[u8],
-    out: &mut BytesMut,
-) {
+pub fn push_stomp(command: stomp::Command, headers: &[(&str, &[u8])], body: &[u8], out: &mut BytesMut) {
     let mut frame = BytesMut::with_capacity(64 + body.len());
     stomp::encode_frame(command, headers, body, stomp::Version::V1_2, &mut frame);
     ws::encode_frame(ws::OpCode::Text, &frame, Some(MASK), out);
@@ -84,11 +79,7 @@ pub fn push_stomp(
 pub fn push_connect(out: &mut BytesMut) {
     push_stomp(
         stomp::Command::Connect,
-        &[
-            ("accept-version", b"1.2"),
-            ("heart-beat", b"0,0"),
-            ("host", b"bench"),
-        ],
+        &[("accept-version", b"1.2"), ("heart-beat", b"0,0"), ("host", b"bench")],
         b"",
         out,
     );
@@ -161,11 +152,7 @@ pub fn open(
 }
 
 /// Reads into `buf` until `found` finds something in it; returns what it found.
-fn read_until(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    found: impl Fn(&[u8]) -> Option<usize>,
-) -> io::Result<usize> {
+fn read_until(stream: &mut TcpStream, buf: &mut Vec<u8>, found: impl Fn(&[u8]) -> Option<usize>) -> io::Result<usize> {
     loop {
         if let Some(at) = found(buf) {
             return Ok(at);
@@ -197,10 +184,7 @@ pub fn next_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>, usize)> {
     let (&b0, &b1) = (buf.first()?, buf.get(1)?);
     let (len, header) = match b1 & 0x7f {
         126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
-        127 => (
-            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize, 10),
         n => (n as usize, 2),
     };
     let end = header + len;

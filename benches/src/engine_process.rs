@@ -47,18 +47,13 @@ impl EngineProcess {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = engine.child.try_wait() {
-                return Err(io::Error::other(format!(
-                    "{} exited at start: {status}",
-                    bin.display()
-                )));
+                return Err(io::Error::other(format!("{} exited at start: {status}", bin.display())));
             }
             if http_get(addr, "/healthz").is_ok_and(|r| r.starts_with("HTTP/1.1 200")) {
                 return Ok(engine);
             }
             if Instant::now() > deadline {
-                return Err(io::Error::other(
-                    "engine did not answer /healthz within 10 s",
-                ));
+                return Err(io::Error::other("engine did not answer /healthz within 10 s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -130,10 +125,7 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 
 /// A core from the environment variable `var`, else `default`.
 pub fn cpu_from_env(var: &str, default: usize) -> usize {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// One `GET` with `Connection: close`; returns the whole response as text (read up to
@@ -144,9 +136,7 @@ pub fn cpu_from_env(var: &str, default: usize) -> usize {
 pub fn http_get(addr: SocketAddrV4, path: &str) -> io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes())?;
     let mut response = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {

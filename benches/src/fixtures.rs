@@ -71,17 +71,8 @@ pub fn chat_body(bytes: usize) -> Vec<u8> {
 /// One `SEND /pub/chat` STOMP frame carrying `body`, with `content-length`.
 pub fn send_frame(body: &[u8], out: &mut BytesMut) {
     let length = body.len().to_string();
-    let headers: [(&str, &[u8]); 2] = [
-        ("destination", b"/pub/chat"),
-        ("content-length", length.as_bytes()),
-    ];
-    stomp::encode_frame(
-        stomp::Command::Send,
-        &headers,
-        body,
-        stomp::Version::V1_2,
-        out,
-    );
+    let headers: [(&str, &[u8]); 2] = [("destination", b"/pub/chat"), ("content-length", length.as_bytes())];
+    stomp::encode_frame(stomp::Command::Send, &headers, body, stomp::Version::V1_2, out);
 }
 
 /// `count` `SEND` frames with `body_bytes`-byte chat bodies, back to back.
@@ -144,9 +135,7 @@ pub fn drain(groups: &[Group], spare: &mut Vec<u8>) -> usize {
                 let mut take = pin!(out.take(spare));
                 // The queue is not empty, so `take` is ready at once and never registers
                 // the waker.
-                take.as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-                    .is_ready()
+                take.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready()
             };
             if ready {
                 drained += spare.len();

@@ -31,11 +31,7 @@ pub fn parse_counts(text: &str) -> Result<Vec<(String, u64)>, String> {
         .filter(|line| !line.trim().is_empty())
         .map(|line| {
             let mut parts = line.split_whitespace();
-            match (
-                parts.next(),
-                parts.next().map(str::parse::<u64>),
-                parts.next(),
-            ) {
+            match (parts.next(), parts.next().map(str::parse::<u64>), parts.next()) {
                 (Some(path), Some(Ok(count)), None) => Ok((path.to_string(), count)),
                 _ => Err(format!("bad count line `{line}`: want `path instructions`")),
             }
@@ -48,8 +44,7 @@ pub fn parse_counts(text: &str) -> Result<Vec<(String, u64)>, String> {
 /// # Errors
 /// Not JSON, or `paths` missing or holding something other than integers.
 pub fn read_baseline(json: &str) -> Result<BTreeMap<String, u64>, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("baseline is not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("baseline is not JSON: {e}"))?;
     let paths = value
         .get("paths")
         .and_then(|p| p.as_object())
@@ -67,10 +62,8 @@ pub fn read_baseline(json: &str) -> Result<BTreeMap<String, u64>, String> {
 
 /// The baseline file for `counts`.
 pub fn write_baseline(counts: &[(String, u64)]) -> String {
-    let paths: serde_json::Map<String, serde_json::Value> = counts
-        .iter()
-        .map(|(p, c)| (p.clone(), (*c).into()))
-        .collect();
+    let paths: serde_json::Map<String, serde_json::Value> =
+        counts.iter().map(|(p, c)| (p.clone(), (*c).into())).collect();
     let doc = serde_json::json!({
         "unit": "instructions (callgrind Ir) of one run of each gate workload; refresh with `bash benches/gate.sh --update`",
         "paths": paths,
@@ -82,11 +75,7 @@ pub fn write_baseline(counts: &[(String, u64)]) -> String {
 
 /// Compares `now` with `baseline`; a row regresses when it grew by more than
 /// `threshold_pct` percent.
-pub fn compare(
-    baseline: &BTreeMap<String, u64>,
-    now: &[(String, u64)],
-    threshold_pct: f64,
-) -> Vec<Row> {
+pub fn compare(baseline: &BTreeMap<String, u64>, now: &[(String, u64)], threshold_pct: f64) -> Vec<Row> {
     now.iter()
         .map(|(path, count)| {
             let base = baseline.get(path).copied();
@@ -114,9 +103,7 @@ pub fn render(rows: &[Row], threshold_pct: f64) -> String {
     );
     for row in rows {
         let base = row.baseline.map_or("-".to_string(), |b| b.to_string());
-        let delta = row
-            .delta_pct
-            .map_or("new".to_string(), |d| format!("{d:+.2}%"));
+        let delta = row.delta_pct.map_or("new".to_string(), |d| format!("{d:+.2}%"));
         let verdict = match row.delta_pct {
             None => "new (not gated)",
             Some(_) if row.regressed => "REGRESSION",
@@ -131,11 +118,7 @@ pub fn render(rows: &[Row], threshold_pct: f64) -> String {
     }
     let failed = rows.iter().filter(|r| r.regressed).count();
     if failed == 0 {
-        let _ = writeln!(
-            out,
-            "gate: ok ({} paths within +{threshold_pct}%)",
-            rows.len()
-        );
+        let _ = writeln!(out, "gate: ok ({} paths within +{threshold_pct}%)", rows.len());
     } else {
         let _ = writeln!(
             out,
@@ -151,22 +134,15 @@ mod tests {
 
     #[test]
     fn flags_growth_over_the_threshold_only() {
-        let baseline =
-            read_baseline(r#"{"paths":{"a":1000,"b":1000,"c":1000}}"#).expect("baseline");
+        let baseline = read_baseline(r#"{"paths":{"a":1000,"b":1000,"c":1000}}"#).expect("baseline");
         let now = parse_counts("a 1049\nb 1100\nc 800\nd 5\n").expect("counts");
         let rows = compare(&baseline, &now, 5.0);
-        let regressed: Vec<_> = rows
-            .iter()
-            .filter(|r| r.regressed)
-            .map(|r| r.path.as_str())
-            .collect();
+        let regressed: Vec<_> = rows.iter().filter(|r| r.regressed).map(|r| r.path.as_str()).collect();
         assert_eq!(regressed, ["b"]);
         assert_eq!(rows[3].baseline, None);
         let table = render(&rows, 5.0);
         assert!(
-            table.contains("+10.00%")
-                && table.contains("REGRESSION")
-                && table.contains("FAILED: 1"),
+            table.contains("+10.00%") && table.contains("REGRESSION") && table.contains("FAILED: 1"),
             "{table}"
         );
         assert!(table.contains("new (not gated)"), "{table}");
@@ -174,10 +150,7 @@ mod tests {
 
     #[test]
     fn baselines_round_trip() {
-        let counts = vec![
-            ("ws_decode".to_string(), 123),
-            ("chat_prepare".to_string(), 456),
-        ];
+        let counts = vec![("ws_decode".to_string(), 123), ("chat_prepare".to_string(), 456)];
         let back = read_baseline(&write_baseline(&counts)).expect("round trip");
         assert_eq!(back.get("ws_decode"), Some(&123));
         assert_eq!(back.len(), 2);

@@ -43,11 +43,7 @@ impl Rig {
     ///
     /// # Errors
     /// Any connection or setup failure.
-    pub fn connect(
-        target: SocketAddrV4,
-        subscribers: usize,
-        body_bytes: usize,
-    ) -> io::Result<Self> {
+    pub fn connect(target: SocketAddrV4, subscribers: usize, body_bytes: usize) -> io::Result<Self> {
         // SAFETY: epoll_create1 returns a new descriptor that `OwnedFd` then owns.
         let epoll = unsafe {
             let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
@@ -65,15 +61,7 @@ impl Rig {
                 u64: index as u64,
             };
             // SAFETY: both descriptors are open; `event` lives across the call.
-            if unsafe {
-                libc::epoll_ctl(
-                    epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    stream.as_raw_fd(),
-                    &mut event,
-                )
-            } != 0
-            {
+            if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, stream.as_raw_fd(), &mut event) } != 0 {
                 return Err(io::Error::last_os_error());
             }
             subs.push(stream);
@@ -124,8 +112,7 @@ impl Rig {
     /// # Errors
     /// I/O errors, or deliveries missing 10 s after the last send.
     pub fn paced(&mut self, rate_per_s: u64, duration: Duration) -> io::Result<Histogram<u64>> {
-        let mut latency = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3)
-            .map_err(io::Error::other)?;
+        let mut latency = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).map_err(io::Error::other)?;
         let interval = Duration::from_secs(1) / rate_per_s.max(1) as u32;
         let total = (duration.as_secs_f64() * rate_per_s as f64) as u64;
         let base = self.sent;
@@ -152,8 +139,7 @@ impl Rig {
             if self.sent - base == total {
                 break self.wait_all(|i, from, to, at| record(i, from, to, at, &intended));
             }
-            if let Err(e) = self.poll(0, &mut |i, from, to, at| record(i, from, to, at, &intended))
-            {
+            if let Err(e) = self.poll(0, &mut |i, from, to, at| record(i, from, to, at, &intended)) {
                 break Err(e);
             }
         };
@@ -167,9 +153,7 @@ impl Rig {
             match self.publisher.write(bytes) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "publisher closed")),
                 Ok(n) => bytes = &bytes[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.poll(1, &mut |_, _, _, _| {})?
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.poll(1, &mut |_, _, _, _| {})?,
                 Err(e) => return Err(e),
             }
         }
@@ -181,11 +165,7 @@ impl Rig {
         let deadline = Instant::now() + STALL;
         while self.received.iter().any(|&r| r < self.sent) {
             if Instant::now() > deadline {
-                let missing: u64 = self
-                    .received
-                    .iter()
-                    .map(|&r| self.sent.saturating_sub(r))
-                    .sum();
+                let missing: u64 = self.received.iter().map(|&r| self.sent.saturating_sub(r)).sum();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("{missing} deliveries missing after {STALL:?}"),
@@ -198,11 +178,7 @@ impl Rig {
 
     /// One epoll round: reads every ready subscriber dry and counts its frames;
     /// `on_frames(subscriber, before, after, when)` sees each count change.
-    fn poll(
-        &mut self,
-        timeout_ms: i32,
-        on_frames: &mut dyn FnMut(usize, u64, u64, Instant),
-    ) -> io::Result<()> {
+    fn poll(&mut self, timeout_ms: i32, on_frames: &mut dyn FnMut(usize, u64, u64, Instant)) -> io::Result<()> {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 128];
         // SAFETY: `events` is writable for its whole length, which is what we pass.
         let ready = unsafe {

@@ -83,12 +83,7 @@ pub fn gate_stomp_decode(mut buf: BytesMut) -> u64 {
 /// Encodes and queues `FANOUT_MESSAGES` messages to every member of `groups`, draining
 /// the queues after each message as the writers would.
 #[inline(never)]
-pub fn gate_fanout_100(
-    msg: &Published,
-    groups: &[Group],
-    scratch: &mut Scratch,
-    spare: &mut Vec<u8>,
-) -> u64 {
+pub fn gate_fanout_100(msg: &Published, groups: &[Group], scratch: &mut Scratch, spare: &mut Vec<u8>) -> u64 {
     let mut delivered = 0;
     for _ in 0..FANOUT_MESSAGES {
         delivered += fanout::deliver(black_box(msg), groups, scratch);

@@ -78,10 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let args = Args::parse();
-    let topic = format!(
-        "bench-{}",
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis()
-    );
+    let topic = format!("bench-{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis());
     let config = |node_id: &str| Config {
         brokers: args.brokers.clone(),
         topic: topic.clone(),
@@ -115,10 +112,7 @@ fn throughput(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let interest = Arc::new(Interest::new(shards));
     let (bridge, ports) = Bridge::start(cfg, shards, interest)?;
-    let (outbound, inbound): (Vec<_>, Vec<_>) = ports
-        .into_iter()
-        .map(|p: ShardPort| (p.outbound, p.inbound))
-        .unzip();
+    let (outbound, inbound): (Vec<_>, Vec<_>) = ports.into_iter().map(|p: ShardPort| (p.outbound, p.inbound)).unzip();
     // The node also reads its own records back (every node reads every partition);
     // no shard has interest, so the reader only consumes and discards.
     let reader = drain(inbound, |_, _| {});
@@ -130,8 +124,16 @@ fn throughput(
                 let padding = "x".repeat(value_bytes.saturating_sub(60));
                 for i in (shard..records).step_by(shards) {
                     let channel = format!("c{}", i % channels);
-                    let value = format!(r#"{{"channel":"{channel}","sender":"b","message":"{padding}","time":"{i:012}"}}"#);
-                    push(sender, Outgoing { channel: channel.into(), value: value.into(), id: Bytes::from(i.to_string()) });
+                    let value =
+                        format!(r#"{{"channel":"{channel}","sender":"b","message":"{padding}","time":"{i:012}"}}"#);
+                    push(
+                        sender,
+                        Outgoing {
+                            channel: channel.into(),
+                            value: value.into(),
+                            id: Bytes::from(i.to_string()),
+                        },
+                    );
                 }
             });
         }
@@ -201,11 +203,8 @@ fn latency(
         let (histograms, measuring) = (Arc::clone(&histograms), Arc::clone(&measuring));
         drain(inbound, move |node, record: &Incoming| {
             // The id carries the intended send time, in ns since `epoch`.
-            let intended_ns = std::str::from_utf8(&record.id)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok());
-            let measured =
-                intended_ns.filter(|ns| *ns >= warmup_ns && measuring.load(Ordering::Relaxed));
+            let intended_ns = std::str::from_utf8(&record.id).ok().and_then(|s| s.parse::<u64>().ok());
+            let measured = intended_ns.filter(|ns| *ns >= warmup_ns && measuring.load(Ordering::Relaxed));
             if let Some(intended_ns) = measured {
                 let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 let micros = now_ns.saturating_sub(intended_ns) / 1000;
@@ -232,9 +231,7 @@ fn latency(
         if intended > now {
             std::thread::sleep(intended - now);
         }
-        let value = format!(
-            r#"{{"channel":"lat","sender":"bench","message":"{padding}","time":"{i:012}"}}"#
-        );
+        let value = format!(r#"{{"channel":"lat","sender":"bench","message":"{padding}","time":"{i:012}"}}"#);
         let id = Bytes::from(intended.as_nanos().to_string());
         push(
             sender,
@@ -265,10 +262,7 @@ fn latency(
     b.shutdown();
     let _ = reader.join();
     let histograms = histograms.lock().map_err(|_| "histogram lock poisoned")?;
-    for (node, h) in ["a (publishing node)", "b (other node)"]
-        .iter()
-        .zip(histograms.iter())
-    {
+    for (node, h) in ["a (publishing node)", "b (other node)"].iter().zip(histograms.iter()) {
         println!(
             "latency {node}: rate {rate}/s acks={} linger.ms={} n={} p50={}us p99={}us p99.9={}us max={}us",
             a_cfg.acks,
@@ -299,10 +293,7 @@ fn push(sender: &Sender<Outgoing>, mut message: Outgoing) {
 
 /// Plays the shards: connects every inbound channel on one executor and hands each
 /// record, with the index of its channel, to `on_record`.
-fn drain<F>(
-    inbound: Vec<SharedReceiver<Vec<Incoming>>>,
-    on_record: F,
-) -> glommio::ExecutorJoinHandle<()>
+fn drain<F>(inbound: Vec<SharedReceiver<Vec<Incoming>>>, on_record: F) -> glommio::ExecutorJoinHandle<()>
 where
     F: Fn(usize, &Incoming) + Send + Sync + 'static,
 {

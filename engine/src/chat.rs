@@ -43,7 +43,11 @@ pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Ch
     scratch.extend_from_slice(body);
     let value = simd_json::to_borrowed_value(scratch).map_err(|_| Error::NotAnObject)?;
     let object = value.as_object().ok_or(Error::NotAnObject)?;
-    let channel = object.get("channel").and_then(|c| c.as_str()).filter(|c| !c.is_empty()).ok_or(Error::NoChannel)?;
+    let channel = object
+        .get("channel")
+        .and_then(|c| c.as_str())
+        .filter(|c| !c.is_empty())
+        .ok_or(Error::NoChannel)?;
     let has_time = object.contains_key("time");
 
     let mut destination = BytesMut::with_capacity(CHANNEL_PREFIX.len() + channel.len());
@@ -54,7 +58,10 @@ pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Ch
     } else {
         with_time(body, now)
     };
-    Ok(Chat { destination: destination.freeze(), body })
+    Ok(Chat {
+        destination: destination.freeze(),
+        body,
+    })
 }
 
 /// `body` (a JSON object, so it ends with `}` after trailing whitespace) with
@@ -90,7 +97,12 @@ fn put_iso8601(t: SystemTime, out: &mut BytesMut) {
     two(rem % 3600 / 60, b':');
     two(rem % 60, b'.');
     let ms = since.subsec_millis();
-    out.put_slice(&[b'0' + (ms / 100) as u8, b'0' + (ms / 10 % 10) as u8, b'0' + (ms % 10) as u8, b'Z']);
+    out.put_slice(&[
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -136,8 +148,14 @@ mod tests {
         let mut s = Vec::new();
         assert_eq!(prepare(b"[1]", SystemTime::now(), &mut s), Err(Error::NotAnObject));
         assert_eq!(prepare(b"{nope", SystemTime::now(), &mut s), Err(Error::NotAnObject));
-        assert_eq!(prepare(br#"{"channel":""}"#, SystemTime::now(), &mut s), Err(Error::NoChannel));
-        assert_eq!(prepare(br#"{"channel":5}"#, SystemTime::now(), &mut s), Err(Error::NoChannel));
+        assert_eq!(
+            prepare(br#"{"channel":""}"#, SystemTime::now(), &mut s),
+            Err(Error::NoChannel)
+        );
+        assert_eq!(
+            prepare(br#"{"channel":5}"#, SystemTime::now(), &mut s),
+            Err(Error::NoChannel)
+        );
     }
 
     #[test]

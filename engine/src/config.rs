@@ -9,7 +9,12 @@ use clap::{Parser, ValueEnum};
 
 /// Everything the engine can be told at startup.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "chat-engine", version, about = "Thread-per-core STOMP/WebSocket chat engine", args_override_self = true)]
+#[command(
+    name = "chat-engine",
+    version,
+    about = "Thread-per-core STOMP/WebSocket chat engine",
+    args_override_self = true
+)]
 pub struct Config {
     /// Address every shard listens on (SO_REUSEPORT).
     #[arg(long, env = "CHAT_LISTEN", default_value = "0.0.0.0:8080")]
@@ -182,7 +187,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), Error> {
-        let invalid = |key, reason: &str| Err(Error::Invalid { key, reason: reason.to_string() });
+        let invalid = |key, reason: &str| {
+            Err(Error::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
         let shards = self.shard_count()?;
         if !(1..=64).contains(&shards) {
             return invalid("shards", "must be between 1 and 64");
@@ -191,7 +201,10 @@ impl Config {
             return invalid("cpus", "lists no core");
         }
         if !self.base_path.starts_with('/') || self.base_path.len() < 2 || self.base_path.ends_with('/') {
-            return invalid("base-path", "must start with / and not end with /, e.g. /letters-chat-server");
+            return invalid(
+                "base-path",
+                "must start with / and not end with /, e.g. /letters-chat-server",
+            );
         }
         if !self.ws_path.starts_with('/') {
             return invalid("ws-path", "must start with /");
@@ -223,7 +236,10 @@ impl Config {
 
 /// Turns a TOML table into `--key value` arguments.
 fn file_args(path: &PathBuf) -> Result<Vec<String>, Error> {
-    let file_error = |reason: String| Error::File { path: path.display().to_string(), reason };
+    let file_error = |reason: String| Error::File {
+        path: path.display().to_string(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
     let mut args = Vec::with_capacity(table.len() * 2);
@@ -267,7 +283,11 @@ mod tests {
     use super::*;
 
     fn load(args: &[&str]) -> Result<Config, Error> {
-        Config::load(std::iter::once("chat-engine").chain(args.iter().copied()).map(String::from))
+        Config::load(
+            std::iter::once("chat-engine")
+                .chain(args.iter().copied())
+                .map(String::from),
+        )
     }
 
     #[test]
@@ -286,9 +306,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = load(&["--shards", "0"]).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = load(&["--shards", "0"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("`shards`"), "{err}");
-        let err = load(&["--base-path", "x"]).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = load(&["--base-path", "x"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("`base-path`"), "{err}");
     }
 

@@ -124,6 +124,5 @@ pub fn wrap(framing: Framing, stomp: &[u8], wire: &mut BytesMut) {
     }
 }
 
-
 /// Longest server-to-client WebSocket header (no mask).
 const MAX_HEADER: usize = 10;

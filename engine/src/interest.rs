@@ -25,7 +25,10 @@ impl Interest {
     /// # Panics
     /// When `shards` is 0 or over 64 (the config checks this first).
     pub fn new(shards: usize) -> Self {
-        assert!((1..=64).contains(&shards), "shard count is checked by config to be 1..=64");
+        assert!(
+            (1..=64).contains(&shards),
+            "shard count is checked by config to be 1..=64"
+        );
         let counters = (0..SLOTS * shards).map(|_| AtomicU32::new(0)).collect();
         Self { shards, counters }
     }

@@ -94,15 +94,42 @@ impl ShardStats {
 pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut String) {
     type Read = fn(&ShardStats) -> i64;
     let series: [(&str, &str, &str, Read); 9] = [
-        ("chat_connections", "gauge", "Open WebSocket sessions.", |s| s.connections.load(Relaxed)),
-        ("chat_subscriptions", "gauge", "Active subscriptions.", |s| s.subscriptions.load(Relaxed)),
-        ("chat_outbound_queued_bytes", "gauge", "Bytes waiting in outbound queues.", |s| s.queued_bytes.load(Relaxed)),
-        ("chat_accepted_total", "counter", "Connections accepted.", |s| s.accepted.load(Relaxed) as i64),
-        ("chat_frames_in_total", "counter", "STOMP frames received.", |s| s.frames_in.load(Relaxed) as i64),
-        ("chat_messages_out_total", "counter", "MESSAGE frames queued to subscribers.", |s| s.messages_out.load(Relaxed) as i64),
-        ("chat_published_total", "counter", "Messages published by clients of this shard.", |s| s.published.load(Relaxed) as i64),
-        ("chat_bytes_in_total", "counter", "Bytes read from sockets.", |s| s.bytes_in.load(Relaxed) as i64),
-        ("chat_bytes_out_total", "counter", "Bytes written to sockets.", |s| s.bytes_out.load(Relaxed) as i64),
+        ("chat_connections", "gauge", "Open WebSocket sessions.", |s| {
+            s.connections.load(Relaxed)
+        }),
+        ("chat_subscriptions", "gauge", "Active subscriptions.", |s| {
+            s.subscriptions.load(Relaxed)
+        }),
+        (
+            "chat_outbound_queued_bytes",
+            "gauge",
+            "Bytes waiting in outbound queues.",
+            |s| s.queued_bytes.load(Relaxed),
+        ),
+        ("chat_accepted_total", "counter", "Connections accepted.", |s| {
+            s.accepted.load(Relaxed) as i64
+        }),
+        ("chat_frames_in_total", "counter", "STOMP frames received.", |s| {
+            s.frames_in.load(Relaxed) as i64
+        }),
+        (
+            "chat_messages_out_total",
+            "counter",
+            "MESSAGE frames queued to subscribers.",
+            |s| s.messages_out.load(Relaxed) as i64,
+        ),
+        (
+            "chat_published_total",
+            "counter",
+            "Messages published by clients of this shard.",
+            |s| s.published.load(Relaxed) as i64,
+        ),
+        ("chat_bytes_in_total", "counter", "Bytes read from sockets.", |s| {
+            s.bytes_in.load(Relaxed) as i64
+        }),
+        ("chat_bytes_out_total", "counter", "Bytes written to sockets.", |s| {
+            s.bytes_out.load(Relaxed) as i64
+        }),
     ];
     for (name, kind, help, read) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -116,11 +143,17 @@ pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut Strin
         let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory of the engine process.\n# TYPE process_resident_memory_bytes gauge");
         let _ = writeln!(out, "process_resident_memory_bytes{{node=\"{node}\"}} {rss_bytes}");
     }
-    let _ = writeln!(out, "# HELP chat_errors_total Errors by kind.\n# TYPE chat_errors_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP chat_errors_total Errors by kind.\n# TYPE chat_errors_total counter"
+    );
     for (shard, stats) in shards.iter().enumerate() {
         for (kind, label) in ERROR_KINDS {
             let n = stats.errors[kind as usize].load(Relaxed);
-            let _ = writeln!(out, "chat_errors_total{{node=\"{node}\",shard=\"{shard}\",kind=\"{label}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "chat_errors_total{{node=\"{node}\",shard=\"{shard}\",kind=\"{label}\"}} {n}"
+            );
         }
     }
 }

@@ -62,18 +62,13 @@ fn delivers_to_interested_shards_of_every_node_once() {
             assert_eq!(record.value, values[i], "value changed in transit");
             assert_eq!(record.id, Bytes::from(format!("m-{i}")));
             assert_eq!(record.origin, Bytes::from_static(b"a"));
-            assert_eq!(
-                record.partition, mine[0].partition,
-                "one channel, one partition"
-            );
+            assert_eq!(record.partition, mine[0].partition, "one channel, one partition");
             if i > 0 {
                 assert!(record.offset > mine[i - 1].offset, "offsets go up");
             }
         }
     }
-    assert!(!got
-        .iter()
-        .any(|d| d.2.channel == Bytes::from_static(b"nobody")));
+    assert!(!got.iter().any(|d| d.2.channel == Bytes::from_static(b"nobody")));
 
     let (a_stats, b_stats) = (a.bridge.stats(), b.bridge.stats());
     wait_until(Duration::from_secs(10), || a_stats.produced() == 4);
@@ -142,12 +137,9 @@ fn keeps_per_channel_order_for_10k_records_over_20_channels() {
 
     let mut next: HashMap<(usize, usize, Bytes), usize> = HashMap::new();
     for (node, shard, record) in &got {
-        let seq = next
-            .entry((*node, *shard, record.channel.clone()))
-            .or_insert(0);
+        let seq = next.entry((*node, *shard, record.channel.clone())).or_insert(0);
         let channel = std::str::from_utf8(&record.channel).unwrap_or("?");
-        let want =
-            format!(r#"{{"channel":"{channel}","sender":"s","message":"{seq}","time":"t"}}"#);
+        let want = format!(r#"{{"channel":"{channel}","sender":"s","message":"{seq}","time":"t"}}"#);
         assert_eq!(
             record.value,
             Bytes::from(want),
@@ -197,11 +189,7 @@ fn fails_to_start_without_a_reachable_broker() {
     };
     let started = Instant::now();
     let result = Bridge::start(&cfg, 1, Arc::new(Interest::new(1)));
-    assert!(
-        matches!(result, Err(Error::Kafka { .. })),
-        "{:?}",
-        result.err()
-    );
+    assert!(matches!(result, Err(Error::Kafka { .. })), "{:?}", result.err());
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
@@ -218,9 +206,7 @@ fn survives_a_broker_restart() {
     }
     let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
     if brokers != format!("127.0.0.1:{port}") || !kafka_sh(&["status"]) {
-        eprintln!(
-            "skipping survives_a_broker_restart: CHAT_KAFKA_BROKERS is not the kafka.sh broker"
-        );
+        eprintln!("skipping survives_a_broker_restart: CHAT_KAFKA_BROKERS is not the kafka.sh broker");
         return;
     }
     let _exclusive = BROKER.write().unwrap_or_else(|e| e.into_inner());
@@ -232,12 +218,7 @@ fn survives_a_broker_restart() {
     let shards = Shards::connect(vec![a_ports, b_ports, c_ports]);
     let publish = |range: std::ops::Range<usize>| {
         for i in range {
-            a.send(
-                0,
-                b"r",
-                format!("{i}").as_bytes(),
-                format!("{i}").as_bytes(),
-            );
+            a.send(0, b"r", format!("{i}").as_bytes(), format!("{i}").as_bytes());
         }
     };
     publish(0..50);
@@ -246,9 +227,7 @@ fn survives_a_broker_restart() {
     let restart = RestartGuard;
     assert!(kafka_sh(&["stop"]), "kafka.sh stop failed");
     let (a_stats, b_stats) = (a.bridge.stats(), b.bridge.stats());
-    wait_until(Duration::from_secs(15), || {
-        !a_stats.connected() && !b_stats.connected()
-    });
+    wait_until(Duration::from_secs(15), || !a_stats.connected() && !b_stats.connected());
     assert!(
         !a_stats.healthy() && !b_stats.healthy(),
         "an outage must show in the stats"
@@ -279,9 +258,7 @@ fn survives_a_broker_restart() {
     let values: Vec<Bytes> = got.iter().map(|d| d.2.value.clone()).collect();
     let want: Vec<Bytes> = (50..150).map(|i| Bytes::from(format!("{i}"))).collect();
     assert_eq!(values, want);
-    wait_until(Duration::from_secs(15), || {
-        a_stats.connected() && b_stats.connected()
-    });
+    wait_until(Duration::from_secs(15), || a_stats.connected() && b_stats.connected());
     assert_eq!(a_stats.produced(), 150);
     a.shutdown();
     b.shutdown();
@@ -305,19 +282,14 @@ fn brokers(test: &str) -> Option<String> {
 }
 
 fn unique_topic(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("bridge-test-{name}-{}-{nanos}", std::process::id())
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(
-            started.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
+        assert!(started.elapsed() < limit, "condition not met within {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -353,11 +325,7 @@ struct Node {
 impl Node {
     const SHARDS: usize = 2;
 
-    fn start(
-        brokers: &str,
-        topic: &str,
-        node_id: &str,
-    ) -> (Node, Vec<SharedReceiver<Vec<Incoming>>>) {
+    fn start(brokers: &str, topic: &str, node_id: &str) -> (Node, Vec<SharedReceiver<Vec<Incoming>>>) {
         let cfg = Config {
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
@@ -442,10 +410,7 @@ impl Shards {
                 }
             })
             .expect("test executor starts");
-        Shards {
-            deliveries,
-            executor,
-        }
+        Shards { deliveries, executor }
     }
 
     /// Collects `count` deliveries, or what came within `limit`.

@@ -20,7 +20,10 @@ fn brokers() -> Option<String> {
     match std::env::var("CHAT_KAFKA_BROKERS") {
         Ok(b) if !b.is_empty() => Some(b),
         _ => {
-            assert!(std::env::var("CHAT_REQUIRE_EXTERNAL").is_err(), "CHAT_KAFKA_BROKERS is required");
+            assert!(
+                std::env::var("CHAT_REQUIRE_EXTERNAL").is_err(),
+                "CHAT_KAFKA_BROKERS is required"
+            );
             eprintln!("skipped: set CHAT_KAFKA_BROKERS (bash deploy/kafka/kafka.sh start)");
             None
         }
@@ -31,11 +34,28 @@ fn brokers() -> Option<String> {
 static BROKER: RwLock<()> = RwLock::new(());
 
 fn topic(name: &str) -> String {
-    format!("test-{name}-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos())
+    format!(
+        "test-{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    )
 }
 
 fn node(brokers: &str, topic: &str, id: &str, extra: &[&str]) -> Engine {
-    let mut args = vec!["--shards", "2", "--cpus", "0", "--node-id", id, "--kafka-brokers", brokers, "--kafka-topic", topic, "--kafka-partitions", "4"];
+    let mut args = vec![
+        "--shards",
+        "2",
+        "--cpus",
+        "0",
+        "--node-id",
+        id,
+        "--kafka-brokers",
+        brokers,
+        "--kafka-topic",
+        topic,
+        "--kafka-partitions",
+        "4",
+    ];
     args.extend_from_slice(extra);
     Engine::start(&args)
 }
@@ -55,7 +75,10 @@ fn messages(client: &mut Client, n: usize) -> Vec<String> {
 /// Publishes and waits for the RECEIPT, so the message is in the node's hands.
 fn chat_with_receipt(client: &mut Client, channel: &str, message: &str) {
     let body = serde_json::json!({"channel": channel, "sender": "t", "message": message}).to_string();
-    client.send(&format!("SEND\ndestination:/pub/chat\nreceipt:{message}\ncontent-length:{}\n\n{body}\0", body.len()));
+    client.send(&format!(
+        "SEND\ndestination:/pub/chat\nreceipt:{message}\ncontent-length:{}\n\n{body}\0",
+        body.len()
+    ));
     let receipt = client.frame();
     assert_eq!(header(&receipt, "receipt-id").as_deref(), Some(message), "{receipt}");
 }
@@ -65,7 +88,10 @@ fn every_node_delivers_every_message_in_one_order() {
     let Some(brokers) = brokers() else { return };
     let _shared = BROKER.read().unwrap_or_else(|e| e.into_inner());
     let topic = topic("order");
-    let nodes: Vec<Engine> = ["a", "b", "c"].iter().map(|id| node(&brokers, &topic, id, &[])).collect();
+    let nodes: Vec<Engine> = ["a", "b", "c"]
+        .iter()
+        .map(|id| node(&brokers, &topic, id, &[]))
+        .collect();
     let mut clients: Vec<Client> = Vec::new();
     for engine in &nodes {
         for _ in 0..3 {
@@ -75,7 +101,10 @@ fn every_node_delivers_every_message_in_one_order() {
         }
     }
     let shards: HashSet<String> = clients.iter().map(|c| c.server.clone()).collect();
-    assert!(shards.len() >= 4, "clients should spread over nodes and shards: {shards:?}");
+    assert!(
+        shards.len() >= 4,
+        "clients should spread over nodes and shards: {shards:?}"
+    );
     // Three publishers, one per node, interleaved: 3 x 50 messages.
     for i in 0..50 {
         for p in 0..3 {
@@ -91,7 +120,12 @@ fn every_node_delivers_every_message_in_one_order() {
         assert_eq!(own, expected.iter().collect::<Vec<_>>(), "publisher order");
     }
     for (n, client) in clients.iter_mut().enumerate().skip(1) {
-        assert_eq!(messages(client, 150), first, "client {n} ({}) sees the same order", client.server);
+        assert_eq!(
+            messages(client, 150),
+            first,
+            "client {n} ({}) sees the same order",
+            client.server
+        );
     }
 }
 
@@ -141,18 +175,28 @@ fn a_broker_restart_loses_nothing_for_connected_clients() {
     chat_with_receipt(&mut publisher, "o", "m0");
     assert_eq!(messages(&mut reader, 1), ["m0"]);
 
-    let status = Command::new("bash").args([kafka_sh, "stop"]).status().expect("kafka.sh stop");
+    let status = Command::new("bash")
+        .args([kafka_sh, "stop"])
+        .status()
+        .expect("kafka.sh stop");
     assert!(status.success());
     for i in 1..=20 {
         chat_with_receipt(&mut publisher, "o", &format!("m{i}"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("bash").args([kafka_sh, "start"]).status().expect("kafka.sh start");
+    let status = Command::new("bash")
+        .args([kafka_sh, "start"])
+        .status()
+        .expect("kafka.sh start");
     assert!(status.success());
     for i in 21..=30 {
         chat_with_receipt(&mut publisher, "o", &format!("m{i}"));
     }
-    reader.ws.get_mut().set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    reader
+        .ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
     let expected: Vec<String> = (1..=30).map(|i| format!("m{i}")).collect();
     assert_eq!(messages(&mut reader, 30), expected);
 }

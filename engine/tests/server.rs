@@ -44,7 +44,9 @@ fn clients_on_different_shards_chat() {
             assert_eq!(json["message"], format!("m{i}"), "per-channel order");
             assert_eq!(json["channel"], "global");
             assert!(json["time"].is_string());
-            let length: usize = header(&frame, "content-length").and_then(|l| l.parse().ok()).expect("content-length");
+            let length: usize = header(&frame, "content-length")
+                .and_then(|l| l.parse().ok())
+                .expect("content-length");
             assert_eq!(length, body(&frame).len());
         }
     }
@@ -64,7 +66,11 @@ fn channels_are_isolated_and_unsubscribe_stops_delivery() {
     a.chat("two", "nobody hears");
     b.send("DISCONNECT\nreceipt:bye\n\n\0");
     let receipt = b.frame();
-    assert_eq!(header(&receipt, "receipt-id").as_deref(), Some("bye"), "no MESSAGE before the receipt: {receipt}");
+    assert_eq!(
+        header(&receipt, "receipt-id").as_deref(),
+        Some("bye"),
+        "no MESSAGE before the receipt: {receipt}"
+    );
 }
 
 #[test]
@@ -74,12 +80,18 @@ fn classic_sockjs_client_frames_work_unchanged() {
     // of this body: the document's 97 belongs to a longer one).
     let mut ws = Client::open(engine.port(), "/letters-chat-server/123/xk2nq0ab/websocket", None);
     assert_eq!(ws.read().expect("open"), Message::Text("o".into()));
-    ws.send(Message::Text(r#"["CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\u0000"]"#.into())).expect("send");
+    ws.send(Message::Text(
+        r#"["CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\u0000"]"#.into(),
+    ))
+    .expect("send");
     let connected = ws.read().expect("connected").into_text().expect("text").to_string();
     assert!(connected.starts_with(r#"a["CONNECTED\nversion:1.1\n"#), "{connected}");
     assert!(connected.contains(r"heart-beat:10000,10000"), "{connected}");
     assert!(connected.contains(r"server:chat-engine/"), "{connected}");
-    ws.send(Message::Text(r#"["SUBSCRIBE\nid:sub-0\ndestination:/sub/chat/global\n\n\u0000"]"#.into())).expect("send");
+    ws.send(Message::Text(
+        r#"["SUBSCRIBE\nid:sub-0\ndestination:/sub/chat/global\n\n\u0000"]"#.into(),
+    ))
+    .expect("send");
     ws.send(Message::Text(
         r#"["SEND\ndestination:/pub/chat\ncontent-length:79\n\n{\"channel\":\"global\",\"sender\":\"alice@letters.test\",\"message\":\"hello from alice\"}\u0000"]"#.into(),
     ))
@@ -115,16 +127,25 @@ fn raw_and_sockjs_clients_share_channels() {
 #[test]
 fn http_endpoints_answer() {
     let engine = Engine::start(&["--shards", "1"]);
-    let info = engine.http("GET /letters-chat-server/info?t=1 HTTP/1.1\r\nHost: x\r\nOrigin: http://app.test\r\nConnection: close\r\n\r\n");
+    let info = engine.http(
+        "GET /letters-chat-server/info?t=1 HTTP/1.1\r\nHost: x\r\nOrigin: http://app.test\r\nConnection: close\r\n\r\n",
+    );
     assert!(info.starts_with("HTTP/1.1 200"), "{info}");
     assert!(info.contains("Access-Control-Allow-Origin: http://app.test"), "{info}");
     assert!(info.contains("Access-Control-Allow-Credentials: true"), "{info}");
     assert!(info.contains("\"websocket\":true"), "{info}");
-    let preflight = engine.http("OPTIONS /letters-chat-server/info HTTP/1.1\r\nHost: x\r\nOrigin: http://app.test\r\nConnection: close\r\n\r\n");
+    let preflight = engine.http(
+        "OPTIONS /letters-chat-server/info HTTP/1.1\r\nHost: x\r\nOrigin: http://app.test\r\nConnection: close\r\n\r\n",
+    );
     assert!(preflight.starts_with("HTTP/1.1 204"), "{preflight}");
     let metrics = engine.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    assert!(metrics.contains("chat_connections{node=\"node-0\",shard=\"0\"}"), "{metrics}");
-    assert!(engine.http("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(
+        metrics.contains("chat_connections{node=\"node-0\",shard=\"0\"}"),
+        "{metrics}"
+    );
+    assert!(engine
+        .http("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .starts_with("HTTP/1.1 404"));
     let upgrade_at_base = engine.http(
         "GET /letters-chat-server HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     );
@@ -139,7 +160,10 @@ fn raw_websocket_negotiates_the_stomp_subprotocol() {
     );
     assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
     assert!(answer.contains("Sec-WebSocket-Protocol: v11.stomp"), "{answer}");
-    assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{answer}");
+    assert!(
+        answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{answer}"
+    );
 }
 
 /// Completes a handshake on a plain socket, for sending hand-made frames.
@@ -210,21 +234,27 @@ fn hostile_input_is_rejected_while_others_keep_chatting() {
     assert_eq!(close_code(&mut s), 1007, "invalid UTF-8");
 
     let mut s = upgraded(&engine);
-    s.write_all(&[0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4]).expect("write");
+    s.write_all(&[0x82, 0xff, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4])
+        .expect("write");
     assert_eq!(close_code(&mut s), 1009, "too big");
 
     let mut bad = Client::raw(engine.port());
     bad.send("SEND\ndestination:/pub/chat\n\n{\"sender\":\"no channel\"}\0");
     let error = bad.frame();
     assert!(error.starts_with("ERROR\n"), "{error}");
-    assert!(header(&error, "message").is_some_and(|m| m.contains("channel")), "{error}");
+    assert!(
+        header(&error, "message").is_some_and(|m| m.contains("channel")),
+        "{error}"
+    );
 
     let mut garbage = Client::raw(engine.port());
     garbage.send("FLY\n\n\0");
     assert!(garbage.frame().starts_with("ERROR\n"));
 
     let mut early = Client::open(engine.port(), "/ws", None);
-    early.send(Message::Text("SEND\ndestination:/pub/chat\n\n{}\0".into())).expect("send");
+    early
+        .send(Message::Text("SEND\ndestination:/pub/chat\n\n{}\0".into()))
+        .expect("send");
     let answer = early.read().expect("error").into_text().expect("text").to_string();
     assert!(answer.starts_with("ERROR\n"), "{answer}");
 
@@ -238,7 +268,14 @@ fn hostile_input_is_rejected_while_others_keep_chatting() {
 
 #[test]
 fn a_slow_consumer_is_dropped_without_slowing_others() {
-    let engine = Engine::start(&["--shards", "1", "--max-frame-bytes", "65536", "--max-outbound-bytes", "65536"]);
+    let engine = Engine::start(&[
+        "--shards",
+        "1",
+        "--max-frame-bytes",
+        "65536",
+        "--max-outbound-bytes",
+        "65536",
+    ]);
     let mut slow = Client::raw(engine.port());
     slow.subscribe("sub-0", "/sub/chat/flood");
     let mut fast = Client::raw(engine.port());

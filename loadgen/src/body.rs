@@ -31,14 +31,9 @@ pub fn encode(channel: &str, stamp: &Stamp, size_bytes: usize, out: &mut BytesMu
     out.put_slice(b"\",\"message\":\"");
     let padding_at = out.len();
     out.put_slice(b"\",\"lg\":[");
-    for (i, n) in [
-        stamp.run,
-        u64::from(stamp.publisher),
-        stamp.seq,
-        stamp.intended_ns,
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, n) in [stamp.run, u64::from(stamp.publisher), stamp.seq, stamp.intended_ns]
+        .into_iter()
+        .enumerate()
     {
         if i > 0 {
             out.put_u8(b',');

@@ -246,9 +246,7 @@ fn file_args(path: &PathBuf, given: &[&str]) -> Result<Vec<String>, Error> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| file_error(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
     let mut args = Vec::new();
     for (key, value) in table {
         let flag = match key.as_str() {
@@ -263,9 +261,7 @@ fn file_args(path: &PathBuf, given: &[&str]) -> Result<Vec<String>, Error> {
             toml::Value::String(s) => Ok(s.clone()),
             toml::Value::Integer(i) => Ok(i.to_string()),
             toml::Value::Float(f) => Ok(f.to_string()),
-            other => Err(file_error(format!(
-                "key `{key}`: unsupported value {other}"
-            ))),
+            other => Err(file_error(format!("key `{key}`: unsupported value {other}"))),
         };
         match value {
             toml::Value::Boolean(true) => args.push(format!("--{flag}")),
@@ -290,11 +286,7 @@ mod tests {
     use super::*;
 
     fn parse_args(args: &[&str]) -> Result<Cli, Error> {
-        parse(
-            std::iter::once("loadgen")
-                .chain(args.iter().copied())
-                .map(String::from),
-        )
+        parse(std::iter::once("loadgen").chain(args.iter().copied()).map(String::from))
     }
 
     #[test]
@@ -305,10 +297,7 @@ mod tests {
         else {
             panic!("run parses")
         };
-        assert_eq!(
-            (s.connections, s.channels, s.publishers, s.size),
-            (1000, 100, 100, 128)
-        );
+        assert_eq!((s.connections, s.channels, s.publishers, s.size), (1000, 100, 100, 128));
         assert_eq!((s.rate, s.duration, s.warmup), (2000.0, 20.0, 3.0));
     }
 

@@ -140,9 +140,7 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
                     live.publish_start_ns = publish_start;
                     if control.ready.load(Relaxed) == 0 || signalled {
                         // Nothing to measure: end at once, keeping what was counted.
-                        control
-                            .publish_end_ns
-                            .store(measure_start.min(now), Relaxed);
+                        control.publish_end_ns.store(measure_start.min(now), Relaxed);
                         control.stop.store(true, Relaxed);
                         phase = Phase::Stopping {
                             until: Instant::now() + STOP_WAIT,
@@ -226,10 +224,7 @@ pub fn run(scenario: Scenario, kind: &str) -> Result<Outcome, Error> {
     info.process_cpu = Cpu::process();
     info.interrupted = signalled;
     let report = report::build(&scenario, &results, &info);
-    Ok(Outcome {
-        report,
-        log: live.log,
-    })
+    Ok(Outcome { report, log: live.log })
 }
 
 /// Gathers the shards' seconds: prints the live line and keeps the timeline and log.

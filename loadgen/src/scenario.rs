@@ -162,10 +162,7 @@ impl Scenario {
             None => args.rate / f64::from(args.publishers),
         };
         if args.publishers > 0 && !(per_publisher > 0.0 && per_publisher <= 1e9) {
-            return Err(invalid(
-                "rate",
-                "must be a positive number of messages per second",
-            ));
+            return Err(invalid("rate", "must be a positive number of messages per second"));
         }
         for (flag, secs) in [
             ("duration", args.duration),
@@ -178,16 +175,10 @@ impl Scenario {
             }
         }
         if !(args.connect_timeout > 0.0 && args.connect_timeout <= 3600.0) {
-            return Err(invalid(
-                "connect-timeout",
-                "must be between 0 and 3600 seconds",
-            ));
+            return Err(invalid("connect-timeout", "must be between 0 and 3600 seconds"));
         }
         if !(args.ramp >= 0.0 && args.ramp.is_finite()) {
-            return Err(invalid(
-                "ramp",
-                "must be 0 (unlimited) or connections per second",
-            ));
+            return Err(invalid("ramp", "must be 0 (unlimited) or connections per second"));
         }
         if args.connect_concurrency == 0 {
             return Err(invalid("connect-concurrency", "must be at least 1"));
@@ -199,10 +190,7 @@ impl Scenario {
             return Err(invalid("hot-share", "must be between 0 and 1"));
         }
         if !(8..=32_768).contains(&args.ring_depth) || !args.ring_depth.is_power_of_two() {
-            return Err(invalid(
-                "ring-depth",
-                "must be a power of two between 8 and 32768",
-            ));
+            return Err(invalid("ring-depth", "must be a power of two between 8 and 32768"));
         }
         if args.io_memory_kib < 16 {
             return Err(invalid("io-memory-kib", "must be at least 16"));
@@ -225,8 +213,9 @@ impl Scenario {
         }
         let source_ips = match &args.source_ips {
             None => Vec::new(),
-            Some(list) => parse_ip_list(list)
-                .ok_or_else(|| invalid("source-ips", "expected a.b.c.d-a.b.c.e or a comma list"))?,
+            Some(list) => {
+                parse_ip_list(list).ok_or_else(|| invalid("source-ips", "expected a.b.c.d-a.b.c.e or a comma list"))?
+            }
         };
         let all_cpus = match &args.cpus {
             None => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
@@ -258,8 +247,7 @@ impl Scenario {
                 ConnPlan {
                     index: i,
                     target: i as usize % targets.len(),
-                    source_ip: (!source_ips.is_empty())
-                        .then(|| source_ips[i as usize % source_ips.len()]),
+                    source_ip: (!source_ips.is_empty()).then(|| source_ips[i as usize % source_ips.len()]),
                     channel: channel_of[i as usize],
                     publisher: (i < args.publishers).then_some(i),
                     shard: i as usize % shards,
@@ -353,9 +341,7 @@ pub fn spread_channels(
     let n = channels as usize;
     let weights: Vec<f64> = match spread {
         Spread::Uniform => vec![1.0; n],
-        Spread::Zipf => (0..n)
-            .map(|k| 1.0 / ((k + 1) as f64).powf(zipf_exponent))
-            .collect(),
+        Spread::Zipf => (0..n).map(|k| 1.0 / ((k + 1) as f64).powf(zipf_exponent)).collect(),
         Spread::Hot if n == 1 => vec![1.0],
         Spread::Hot => (0..n)
             .map(|k| {
@@ -389,10 +375,7 @@ fn apportion(total: u32, weights: &[f64]) -> Vec<u32> {
     let rest = total - floor_each * n as u32;
     let sum: f64 = weights.iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let exact: Vec<f64> = weights.iter().map(|w| f64::from(rest) * w / sum).collect();
-    let mut quotas: Vec<u32> = exact
-        .iter()
-        .map(|e| floor_each + e.floor() as u32)
-        .collect();
+    let mut quotas: Vec<u32> = exact.iter().map(|e| floor_each + e.floor() as u32).collect();
     let given: u32 = quotas.iter().sum();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| {
@@ -400,11 +383,7 @@ fn apportion(total: u32, weights: &[f64]) -> Vec<u32> {
             .total_cmp(&(exact[a] - exact[a].floor()))
             .then(a.cmp(&b))
     });
-    for &k in order
-        .iter()
-        .cycle()
-        .take(total.saturating_sub(given) as usize)
-    {
+    for &k in order.iter().cycle().take(total.saturating_sub(given) as usize) {
         quotas[k] += 1;
     }
     quotas
@@ -412,11 +391,7 @@ fn apportion(total: u32, weights: &[f64]) -> Vec<u32> {
 
 /// The last `k` non-publishing connections whose channel has a publisher.
 fn stalled_connections(channel_of: &[u32], publishers: u32, k: u32) -> Vec<u32> {
-    let published: Vec<u32> = channel_of
-        .iter()
-        .take(publishers as usize)
-        .copied()
-        .collect();
+    let published: Vec<u32> = channel_of.iter().take(publishers as usize).copied().collect();
     let mut picked: Vec<u32> = (publishers..channel_of.len() as u32)
         .rev()
         .filter(|&i| published.contains(&channel_of[i as usize]))
@@ -487,12 +462,9 @@ mod tests {
     use clap::Parser;
 
     fn scenario(args: &[&str]) -> Result<Scenario, Error> {
-        let cli = crate::cli::Cli::try_parse_from(
-            ["loadgen", "run", "--target", "ws://127.0.0.1:9/ws"]
-                .iter()
-                .chain(args),
-        )
-        .expect("parses");
+        let cli =
+            crate::cli::Cli::try_parse_from(["loadgen", "run", "--target", "ws://127.0.0.1:9/ws"].iter().chain(args))
+                .expect("parses");
         match cli.command {
             crate::cli::Command::Run(s) => Scenario::from_args(&s),
             _ => unreachable!("asked for run"),
@@ -511,12 +483,7 @@ mod tests {
     fn zipf_and_hot_favour_channel_zero_and_cover_all() {
         let z = spread_channels(1000, 10, Spread::Zipf, 1.0, 0.5);
         let count = |v: &[u32], c| v.iter().filter(|&&x| x == c).count();
-        assert!(
-            count(&z, 0) > 3 * count(&z, 9),
-            "{} vs {}",
-            count(&z, 0),
-            count(&z, 9)
-        );
+        assert!(count(&z, 0) > 3 * count(&z, 9), "{} vs {}", count(&z, 0), count(&z, 9));
         assert!((0..10).all(|c| count(&z, c) > 0));
         assert_eq!(&z[..10], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let h = spread_channels(100, 5, Spread::Hot, 1.0, 0.6);
@@ -548,20 +515,12 @@ mod tests {
         assert_eq!(s.conns[5].shard, 1);
         assert_eq!(s.conns[10].start_after, Duration::from_secs(1));
         assert_eq!(s.planned_subscribers(), vec![5, 5, 5, 5]);
-        assert_eq!(
-            s.metrics_urls,
-            vec!["http://127.0.0.1:9/metrics".to_string()]
-        );
+        assert_eq!(s.metrics_urls, vec!["http://127.0.0.1:9/metrics".to_string()]);
     }
 
     #[test]
     fn bad_values_name_their_flag() {
-        let err = |args: &[&str]| {
-            scenario(args)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        };
+        let err = |args: &[&str]| scenario(args).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err(&["--channels", "0"]).contains("--channels"));
         assert!(err(&["--rate", "0"]).contains("--rate"));
         assert!(err(&["--source-ips", "nope"]).contains("--source-ips"));
@@ -592,9 +551,6 @@ mod tests {
         let channels = spread_channels(20, 4, Spread::Uniform, 1.0, 0.5);
         let picked = stalled_connections(&channels, 2, 3);
         assert_eq!(picked.len(), 3);
-        assert!(
-            picked.iter().all(|&i| i >= 2 && channels[i as usize] < 2),
-            "{picked:?}"
-        );
+        assert!(picked.iter().all(|&i| i >= 2 && channels[i as usize] < 2), "{picked:?}");
     }
 }

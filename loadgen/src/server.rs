@@ -79,11 +79,7 @@ pub fn cpu_used(before: &Sample, after: &Sample) -> Vec<(String, String, f64)> {
         .iter()
         .filter_map(|a| {
             let b = before.readings.iter().find(|b| b.name == a.name)?;
-            Some((
-                a.name.clone(),
-                a.source.clone(),
-                (a.cpu_s? - b.cpu_s?).max(0.0),
-            ))
+            Some((a.name.clone(), a.source.clone(), (a.cpu_s? - b.cpu_s?).max(0.0)))
         })
         .collect()
 }

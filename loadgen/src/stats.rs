@@ -14,8 +14,7 @@ pub type Hist = Histogram<u64>;
 
 /// A histogram with the load generator's bounds.
 pub fn new_hist() -> Hist {
-    Histogram::new_with_bounds(1, HIST_MAX_US, 3)
-        .expect("constant bounds 1..60 s with 3 digits are valid")
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3).expect("constant bounds 1..60 s with 3 digits are valid")
 }
 
 /// Records `us`, clamped into the histogram's range.

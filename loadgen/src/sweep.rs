@@ -216,10 +216,8 @@ pub fn render(report: &SweepReport) -> String {
             w,
             "sizing: {} node(s) — users {} node(s), rate {} node(s); {}",
             s.nodes,
-            s.nodes_for_users
-                .map_or_else(|| "-".into(), |n| n.to_string()),
-            s.nodes_for_rate
-                .map_or_else(|| "-".into(), |n| n.to_string()),
+            s.nodes_for_users.map_or_else(|| "-".into(), |n| n.to_string()),
+            s.nodes_for_rate.map_or_else(|| "-".into(), |n| n.to_string()),
             s.method
         );
     }
@@ -235,8 +233,7 @@ fn evaluate(rate: f64, report: &Report, args: &SweepArgs) -> Step {
         1.0
     };
     let nodes = report.nodes.iter().filter(|n| n.node != "?").count().max(1);
-    let ok =
-        m.expected > 0 && (p.p99_us as f64) <= args.slo_p99_ms * 1000.0 && loss <= args.slo_loss;
+    let ok = m.expected > 0 && (p.p99_us as f64) <= args.slo_p99_ms * 1000.0 && loss <= args.slo_loss;
     Step {
         rate_per_s: rate,
         sent_per_s: report.throughput.sent_per_s,
@@ -257,12 +254,8 @@ fn size(knee: &Report, step: &Step, args: &SweepArgs) -> Sizing {
     let users_per_node = knee.connections.ready as f64 / nodes;
     let rate_per_node = knee.throughput.sent_per_s / nodes;
     let deliveries_per_node = knee.throughput.delivered_per_s / nodes;
-    let need = |want: f64, per_node: f64| {
-        (per_node > 0.0).then(|| (want / per_node).ceil().max(1.0) as u64)
-    };
-    let nodes_for_users = args
-        .target_users
-        .and_then(|u| need(u as f64, users_per_node));
+    let need = |want: f64, per_node: f64| (per_node > 0.0).then(|| (want / per_node).ceil().max(1.0) as u64);
+    let nodes_for_users = args.target_users.and_then(|u| need(u as f64, users_per_node));
     let nodes_for_rate = args.target_rate.and_then(|r| need(r, rate_per_node));
     Sizing {
         target_users: args.target_users,

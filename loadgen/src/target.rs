@@ -103,12 +103,7 @@ impl Target {
     pub fn upgrade_path(&self, conn: u64) -> String {
         match self.framing {
             Framing::Raw => self.path.clone(),
-            Framing::SockJs => format!(
-                "{}/{:03}/{}/websocket",
-                self.path,
-                conn % 1000,
-                session_id(conn)
-            ),
+            Framing::SockJs => format!("{}/{:03}/{}/websocket", self.path, conn % 1000, session_id(conn)),
         }
     }
 
@@ -135,9 +130,7 @@ fn session_id(conn: u64) -> String {
 fn has_port(authority: &str) -> bool {
     match authority.rsplit_once(':') {
         Some((host, port)) => {
-            !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!host.contains(':') || host.ends_with(']'))
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && (!host.contains(':') || host.ends_with(']'))
         }
         None => false,
     }
@@ -166,10 +159,7 @@ mod tests {
     #[test]
     fn bad_urls() {
         assert!(matches!(Target::parse("wss://x/ws"), Err(Error::Scheme(_))));
-        assert!(matches!(
-            Target::parse("ws:///ws"),
-            Err(Error::Malformed(_))
-        ));
+        assert!(matches!(Target::parse("ws:///ws"), Err(Error::Malformed(_))));
         assert!(Target::parse("ws://127.0.0.1/").is_ok_and(|t| t.addr.port() == 80));
     }
 }

@@ -112,16 +112,13 @@ impl MessageTable {
         }
         let entry = &mut seqs[s];
         entry.count += 1;
-        entry.max_latency_us = entry
-            .max_latency_us
-            .max(u32::try_from(latency_us).unwrap_or(u32::MAX));
+        entry.max_latency_us = entry.max_latency_us.max(u32::try_from(latency_us).unwrap_or(u32::MAX));
     }
 
     /// Adds another shard's (or process's) table to this one.
     pub fn merge(&mut self, other: &MessageTable) {
         if self.by_publisher.len() < other.by_publisher.len() {
-            self.by_publisher
-                .resize_with(other.by_publisher.len(), Vec::new);
+            self.by_publisher.resize_with(other.by_publisher.len(), Vec::new);
         }
         for (mine, theirs) in self.by_publisher.iter_mut().zip(&other.by_publisher) {
             if mine.len() < theirs.len() {
@@ -174,10 +171,7 @@ mod tests {
         let (seen, gaps) = run(&[0, 2, 1, 1, 2, 5, 3, 4, 4, 0]);
         assert_eq!(
             seen,
-            vec![
-                InOrder, InOrder, Late, Duplicate, Duplicate, InOrder, Late, Late, Duplicate,
-                Duplicate
-            ]
+            vec![InOrder, InOrder, Late, Duplicate, Duplicate, InOrder, Late, Late, Duplicate, Duplicate]
         );
         assert_eq!(gaps, 0);
     }

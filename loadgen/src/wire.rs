@@ -116,9 +116,7 @@ pub fn upgrade_response(buf: &[u8], key: &str) -> Result<Option<usize>, Error> {
     let mut response = httparse::Response::new(&mut headers);
     let n = match response.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(Error::MalformedHttp)
-        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(Error::MalformedHttp),
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Error::MalformedHttp),
     };
@@ -196,9 +194,7 @@ impl Codec {
                 Some(ws::Message::Text(data) | ws::Message::Binary(data)) => data,
                 Some(ws::Message::Ping(data)) => return Ok(Some(Event::Ping(data))),
                 Some(ws::Message::Pong(_)) => continue,
-                Some(ws::Message::Close(code)) => {
-                    return Ok(Some(Event::Closed(code.map(|(c, _)| c))))
-                }
+                Some(ws::Message::Close(code)) => return Ok(Some(Event::Closed(code.map(|(c, _)| c)))),
             };
             match self.framing {
                 Framing::Raw => self.stream.extend_from_slice(&data),
@@ -207,12 +203,8 @@ impl Codec {
                     Some(b'h') => return Ok(Some(Event::HeartBeat)),
                     Some(b'c') => return Ok(Some(Event::Closed(sockjs_close_code(&data[1..])))),
                     Some(b'a') => {
-                        sockjs::decode_message(
-                            &data[1..],
-                            &mut self.json_scratch,
-                            &mut self.stream,
-                        )
-                        .map_err(|_| Error::SockJs("a[...] is not a JSON array of strings"))?;
+                        sockjs::decode_message(&data[1..], &mut self.json_scratch, &mut self.stream)
+                            .map_err(|_| Error::SockJs("a[...] is not a JSON array of strings"))?;
                     }
                     _ => return Err(Error::SockJs("unknown frame type")),
                 },
@@ -222,21 +214,9 @@ impl Codec {
 
     /// Appends `command` with `headers` and `body` as one masked WebSocket message
     /// (inside a SockJS array when the framing asks for it).
-    pub fn encode(
-        &mut self,
-        command: stomp::Command,
-        headers: &[(&str, &[u8])],
-        body: &[u8],
-        out: &mut BytesMut,
-    ) {
+    pub fn encode(&mut self, command: stomp::Command, headers: &[(&str, &[u8])], body: &[u8], out: &mut BytesMut) {
         self.frame_scratch.clear();
-        stomp::encode_frame(
-            command,
-            headers,
-            body,
-            stomp::Version::V1_2,
-            &mut self.frame_scratch,
-        );
+        stomp::encode_frame(command, headers, body, stomp::Version::V1_2, &mut self.frame_scratch);
         let mask = self.mask();
         match self.framing {
             Framing::Raw => {
@@ -298,25 +278,13 @@ mod tests {
     #[test]
     fn upgrade_request_names_the_stomp_protocols() {
         let mut out = BytesMut::new();
-        upgrade_request(
-            "h:1",
-            "/ws",
-            "dGhlIHNhbXBsZSBub25jZQ==",
-            Framing::Raw,
-            &mut out,
-        );
+        upgrade_request("h:1", "/ws", "dGhlIHNhbXBsZSBub25jZQ==", Framing::Raw, &mut out);
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("GET /ws HTTP/1.1\r\nHost: h:1\r\n"));
         assert!(text.contains("Sec-WebSocket-Protocol: v12.stomp"));
         assert!(text.ends_with("\r\n\r\n"));
         out.clear();
-        upgrade_request(
-            "h:1",
-            "/b/000/abcdefgh/websocket",
-            "k",
-            Framing::SockJs,
-            &mut out,
-        );
+        upgrade_request("h:1", "/b/000/abcdefgh/websocket", "k", Framing::SockJs, &mut out);
         assert!(!String::from_utf8_lossy(&out).contains("Protocol"));
     }
 

@@ -34,11 +34,7 @@ fn assert_exact(r: &serde_json::Value) {
     assert_eq!(num(m, &["expected"]), 1000, "{m}");
     assert_eq!(num(m, &["delivered"]), 1000, "{m}");
     assert_eq!(
-        (
-            num(m, &["lost"]),
-            num(m, &["duplicates"]),
-            num(m, &["reorders"])
-        ),
+        (num(m, &["lost"]), num(m, &["duplicates"]), num(m, &["reorders"])),
         (0, 0, 0),
         "{m}"
     );
@@ -52,11 +48,7 @@ fn assert_exact(r: &serde_json::Value) {
     assert_eq!(nodes[0]["node"], "node-0");
     assert_eq!(nodes[0]["shards"][0]["shard"], "0");
     assert_eq!(float(&nodes[0], &["reach"]), 1.0);
-    assert!(
-        r["errors"].as_object().is_some_and(|e| e.is_empty()),
-        "{}",
-        r["errors"]
-    );
+    assert!(r["errors"].as_object().is_some_and(|e| e.is_empty()), "{}", r["errors"]);
 }
 
 #[test]
@@ -67,17 +59,9 @@ fn small_scenario_delivers_exactly_what_it_should() {
     let r = run(&engine.ws(), &out, SMALL);
     assert_exact(&r);
     // Server CPU comes from the engine's own /metrics.
-    assert!(
-        r["cpu"]["servers"][0]["source"] == "metrics",
-        "{}",
-        r["cpu"]
-    );
+    assert!(r["cpu"]["servers"][0]["source"] == "metrics", "{}", r["cpu"]);
     assert!(float(&r, &["cpu", "loadgen_s"]) > 0.0);
-    for file in [
-        "latency.hlog",
-        "latency-percentiles.svg",
-        "latency-over-time.svg",
-    ] {
+    for file in ["latency.hlog", "latency-percentiles.svg", "latency-over-time.svg"] {
         let text = std::fs::read_to_string(out.join(file)).expect(file);
         assert!(text.len() > 100, "{file} is too short");
     }
@@ -104,14 +88,7 @@ fn a_stalled_subscriber_shows_as_latency() {
     let engine = Engine::start(&[]);
     let args = [
         SMALL,
-        &[
-            "--stall-subscribers",
-            "2",
-            "--stall-ms",
-            "1200",
-            "--stall-at",
-            "0.2",
-        ],
+        &["--stall-subscribers", "2", "--stall-ms", "1200", "--stall-at", "0.2"],
     ]
     .concat();
     let r = run(&engine.ws(), &out_dir("stall"), &args);
@@ -130,12 +107,7 @@ fn a_subscriber_dropped_as_slow_shows_as_loss() {
     let _serial = serial();
     // A 256 KiB outbound queue: healthy readers never fill it, while 2 MB/s to a reader
     // stalled for 4 s overflows the socket buffers and then the queue.
-    let engine = Engine::start(&[
-        "--max-frame-bytes",
-        "65536",
-        "--max-outbound-bytes",
-        "262144",
-    ]);
+    let engine = Engine::start(&["--max-frame-bytes", "65536", "--max-outbound-bytes", "262144"]);
     let args = [
         "--connections",
         "4",
@@ -160,11 +132,7 @@ fn a_subscriber_dropped_as_slow_shows_as_loss() {
         "--stall-at",
         "0.2",
     ];
-    let r = run(
-        &engine.ws(),
-        &out_dir("slow"),
-        &[&args[..], &stall[..]].concat(),
-    );
+    let r = run(&engine.ws(), &out_dir("slow"), &[&args[..], &stall[..]].concat());
     let lost = num(&r, &["messages", "lost"]);
     assert!(
         lost > 0,
@@ -224,16 +192,9 @@ fn merged_runs_add_up() {
             "0.2",
         ],
     );
-    let paths: Vec<&str> = [&a, &b, &merged]
-        .iter()
-        .map(|p| p.to_str().expect("utf-8"))
-        .collect();
+    let paths: Vec<&str> = [&a, &b, &merged].iter().map(|p| p.to_str().expect("utf-8")).collect();
     let output = support::loadgen(&["merge", paths[0], paths[1], "--out", paths[2]]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("loadgen merged"));
     let m = report(&merged);
     for key in [
@@ -351,10 +312,7 @@ fn ctrl_c_reports_what_was_measured() {
     let r = report(&out);
     assert_eq!(r["interrupted"], true);
     let sent = num(&r, &["messages", "sent"]);
-    assert!(
-        sent > 50 && sent < 500,
-        "about 2 s of 100 msg/s measured, got {sent}"
-    );
+    assert!(sent > 50 && sent < 500, "about 2 s of 100 msg/s measured, got {sent}");
     assert_eq!(num(&r, &["messages", "lost"]), 0, "{}", r["messages"]);
 }
 
@@ -379,11 +337,7 @@ fn hold_reports_memory_per_connection() {
         "--out",
         out.to_str().expect("utf-8"),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let r = report(&out);
     assert_eq!(r["kind"], "hold");
     assert_eq!(num(&r, &["connections", "ready"]), 200);
@@ -433,18 +387,10 @@ fn sweep_finds_a_knee_and_sizes_a_cluster() {
         "--out",
         out.to_str().expect("utf-8"),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = std::fs::read_to_string(out.join("sweep.json")).expect("sweep.json");
     let s: serde_json::Value = serde_json::from_str(&text).expect("json");
-    assert_eq!(
-        s["steps"].as_array().map(Vec::len),
-        Some(2),
-        "40 and 80 msg/s"
-    );
+    assert_eq!(s["steps"].as_array().map(Vec::len), Some(2), "40 and 80 msg/s");
     assert_eq!(s["knee_rate_per_s"], 80.0);
     assert_eq!(s["stopped_because"], "reached --rate-max");
     // 20 users and 80 msg/s on one node: 1000 users need 50 nodes, 1000 msg/s 13.
@@ -486,11 +432,7 @@ fn two_nodes_are_broken_down_per_node() {
         "--out",
         out.to_str().expect("utf-8"),
     ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let r = report(&out);
     let nodes = r["nodes"].as_array().expect("nodes");
     let names: Vec<&str> = nodes.iter().filter_map(|n| n["node"].as_str()).collect();
@@ -529,11 +471,7 @@ fn a_server_that_dies_mid_run_is_counted() {
         "took {:?}",
         started.elapsed()
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let r = report(&out);
     let errors = r["errors"].as_object().expect("errors");
     assert!(
@@ -570,11 +508,7 @@ fn a_server_that_stalls_mid_run_is_counted() {
         "took {:?}",
         started.elapsed()
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let r = report(&out);
     let m = &r["messages"];
     assert_eq!(

@@ -30,15 +30,11 @@ fn run(flags: &Flags) -> Result<(), String> {
     let seconds: f64 = flags.get("seconds", 10.0)?;
     let engine = match flags.raw("target") {
         Some(_) => None,
-        None => Some(
-            EngineProcess::start(flags.get("engine-cpu", 0)?, &[]).map_err(|e| e.to_string())?,
-        ),
+        None => Some(EngineProcess::start(flags.get("engine-cpu", 0)?, &[]).map_err(|e| e.to_string())?),
     };
     let target = match (&engine, flags.raw("target")) {
         (Some(engine), _) => engine.addr,
-        (None, Some(addr)) => addr
-            .parse::<SocketAddrV4>()
-            .map_err(|e| format!("--target: {e}"))?,
+        (None, Some(addr)) => addr.parse::<SocketAddrV4>().map_err(|e| format!("--target: {e}"))?,
         (None, None) => return Err("no target".into()),
     };
     let cpu = flags.get("cpu", 1)?;
@@ -60,12 +56,8 @@ fn run(flags: &Flags) -> Result<(), String> {
     let start = Instant::now();
     let first = rig.sent();
     if let Some(rate) = flags.raw("paced") {
-        let rate: u64 = rate
-            .parse()
-            .map_err(|_| format!("--paced: cannot parse `{rate}`"))?;
-        let latency = rig
-            .paced(rate, duration)
-            .map_err(|e| format!("paced run: {e}"))?;
+        let rate: u64 = rate.parse().map_err(|_| format!("--paced: cannot parse `{rate}`"))?;
+        let latency = rig.paced(rate, duration).map_err(|e| format!("paced run: {e}"))?;
         println!(
             "fanout_load: paced {rate} msg/s, fan-out {subscribers}, {body} B: {}",
             rig::latency_line(&latency)
@@ -82,7 +74,10 @@ fn run(flags: &Flags) -> Result<(), String> {
         "fanout_load: {} messages, {delivered} deliveries in {secs:.2} s = {:.0} delivered msgs/s{}",
         rig.sent() - first,
         delivered as f64 / secs,
-        cpu.map_or(String::new(), |c| format!("; engine CPU {c:.2} s = {:.0} deliveries per engine CPU-second", delivered as f64 / c))
+        cpu.map_or(String::new(), |c| format!(
+            "; engine CPU {c:.2} s = {:.0} deliveries per engine CPU-second",
+            delivered as f64 / c
+        ))
     );
     Ok(())
 }

@@ -59,8 +59,7 @@ fn compare(args: &[String]) -> Result<ExitCode, String> {
     }
     let baseline_path = baseline.ok_or("--baseline is required")?;
     let counts_path = counts.ok_or("--counts is required")?;
-    let counts_text =
-        std::fs::read_to_string(&counts_path).map_err(|e| format!("{counts_path}: {e}"))?;
+    let counts_text = std::fs::read_to_string(&counts_path).map_err(|e| format!("{counts_path}: {e}"))?;
     let now = gate::parse_counts(&counts_text)?;
     let base = match std::fs::read_to_string(&baseline_path) {
         Ok(text) => gate::read_baseline(&text)?,
@@ -70,8 +69,7 @@ fn compare(args: &[String]) -> Result<ExitCode, String> {
     let rows = gate::compare(&base, &now, threshold);
     print!("{}", gate::render(&rows, threshold));
     if update {
-        std::fs::write(&baseline_path, gate::write_baseline(&now))
-            .map_err(|e| format!("{baseline_path}: {e}"))?;
+        std::fs::write(&baseline_path, gate::write_baseline(&now)).map_err(|e| format!("{baseline_path}: {e}"))?;
         println!("gate: baseline {baseline_path} updated");
         return Ok(ExitCode::SUCCESS);
     }

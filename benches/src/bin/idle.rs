@@ -34,12 +34,10 @@ fn run(flags: &Flags) -> Result<(), String> {
     let (engine, target) = match flags.raw("target") {
         Some(addr) => (
             None,
-            addr.parse::<SocketAddrV4>()
-                .map_err(|e| format!("--target: {e}"))?,
+            addr.parse::<SocketAddrV4>().map_err(|e| format!("--target: {e}"))?,
         ),
         None => {
-            let engine =
-                EngineProcess::start(flags.get("cpu", 0)?, &[]).map_err(|e| e.to_string())?;
+            let engine = EngineProcess::start(flags.get("cpu", 0)?, &[]).map_err(|e| e.to_string())?;
             let addr = engine.addr;
             (Some(engine), addr)
         }
@@ -48,8 +46,7 @@ fn run(flags: &Flags) -> Result<(), String> {
         match &engine {
             Some(engine) => engine.metric(name).map_err(|e| e.to_string()),
             None => {
-                let text =
-                    engine_process::http_get(target, "/metrics").map_err(|e| e.to_string())?;
+                let text = engine_process::http_get(target, "/metrics").map_err(|e| e.to_string())?;
                 text.lines()
                     .find(|l| l.starts_with(name))
                     .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -61,9 +58,7 @@ fn run(flags: &Flags) -> Result<(), String> {
     let rss_before = metric("process_resident_memory_bytes")?;
     let started = Instant::now();
     let mut streams = Vec::with_capacity(connections);
-    let destinations: Vec<String> = (0..channels.max(1))
-        .map(|c| format!("/sub/chat/idle-{c}"))
-        .collect();
+    let destinations: Vec<String> = (0..channels.max(1)).map(|c| format!("/sub/chat/idle-{c}")).collect();
     for i in 0..connections {
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources.max(1) as usize) as u8);
         let destination = &destinations[i % destinations.len()];

@@ -86,10 +86,7 @@ impl Consumer {
                 match deliver(sender, out, &stop).await {
                     Delivery::Sent => stats.add_routed(count),
                     Delivery::Closed => {
-                        tracing::warn!(
-                            shard,
-                            "shard closed its kafka channel; no more records for it"
-                        );
+                        tracing::warn!(shard, "shard closed its kafka channel; no more records for it");
                         *slot = None;
                     }
                     Delivery::Stopped => return,
@@ -108,11 +105,7 @@ enum Delivery {
 
 /// Sends `batch` to a shard, waiting while its channel is full (back-pressure on
 /// consumption) unless the bridge stops meanwhile.
-async fn deliver(
-    sender: &ConnectedSender<Vec<Incoming>>,
-    batch: Vec<Incoming>,
-    stop: &AtomicBool,
-) -> Delivery {
+async fn deliver(sender: &ConnectedSender<Vec<Incoming>>, batch: Vec<Incoming>, stop: &AtomicBool) -> Delivery {
     // The common case needs no wait, and so no stop timer.
     let batch = match sender.try_send(batch) {
         Ok(()) => return Delivery::Sent,
@@ -199,9 +192,7 @@ impl Batch {
                             let bytes = header.value.unwrap_or_default();
                             match header.key {
                                 "id" if id.is_empty() => id = push(&mut self.arena, bytes),
-                                "origin" if origin.is_empty() => {
-                                    origin = push(&mut self.arena, bytes)
-                                }
+                                "origin" if origin.is_empty() => origin = push(&mut self.arena, bytes),
                                 _ => {}
                             }
                         }

@@ -48,10 +48,7 @@ impl Context {
 
     fn mark_disconnected(&self) {
         if self.role != Role::Admin && self.stats.set_connected(self.role, false) {
-            tracing::warn!(
-                client = self.role.as_str(),
-                "kafka unreachable; buffering and retrying"
-            );
+            tracing::warn!(client = self.role.as_str(), "kafka unreachable; buffering and retrying");
         }
     }
 
@@ -89,27 +86,16 @@ impl ClientContext for Context {
                 }
             }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::debug!(
-                    client = self.role.as_str(),
-                    fac,
-                    "librdkafka: {log_message}"
-                );
+                tracing::debug!(client = self.role.as_str(), fac, "librdkafka: {log_message}");
             }
             RDKafkaLogLevel::Debug => {
-                tracing::trace!(
-                    client = self.role.as_str(),
-                    fac,
-                    "librdkafka: {log_message}"
-                );
+                tracing::trace!(client = self.role.as_str(), fac, "librdkafka: {log_message}");
             }
         }
     }
 
     fn stats(&self, statistics: Statistics) {
-        let up = statistics
-            .brokers
-            .values()
-            .any(|broker| broker.state == "UP");
+        let up = statistics.brokers.values().any(|broker| broker.state == "UP");
         if up {
             self.mark_connected();
         } else {
@@ -181,17 +167,14 @@ pub(super) fn classify(code: Option<RDKafkaErrorCode>) -> ErrorKind {
     use RDKafkaErrorCode as C;
     match code {
         Some(C::AllBrokersDown) => ErrorKind::BrokersDown,
-        Some(
-            C::BrokerTransportFailure | C::Resolve | C::NetworkException | C::BrokerNotAvailable,
-        ) => ErrorKind::Transport,
+        Some(C::BrokerTransportFailure | C::Resolve | C::NetworkException | C::BrokerNotAvailable) => {
+            ErrorKind::Transport
+        }
         Some(C::MessageTimedOut | C::OperationTimedOut | C::RequestTimedOut) => ErrorKind::Timeout,
         Some(C::Fatal) => ErrorKind::Fatal,
-        Some(
-            C::MessageSizeTooLarge
-            | C::InvalidRecord
-            | C::UnknownTopicOrPartition
-            | C::UnknownTopic,
-        ) => ErrorKind::Delivery,
+        Some(C::MessageSizeTooLarge | C::InvalidRecord | C::UnknownTopicOrPartition | C::UnknownTopic) => {
+            ErrorKind::Delivery
+        }
         Some(C::OffsetOutOfRange | C::InvalidMessage | C::BadMessage) => ErrorKind::Consume,
         _ => ErrorKind::Other,
     }

@@ -150,11 +150,7 @@ impl Bridge {
     /// [`Error::Kafka`] when no broker answers within [`STARTUP_TIMEOUT`] or the topic
     /// cannot be created; [`Error::Runtime`] when a thread cannot start (for the
     /// executor: too little locked memory).
-    pub fn start(
-        cfg: &Config,
-        shards: usize,
-        interest: Arc<Interest>,
-    ) -> Result<(Bridge, Vec<ShardPort>), Error> {
+    pub fn start(cfg: &Config, shards: usize, interest: Arc<Interest>) -> Result<(Bridge, Vec<ShardPort>), Error> {
         check(cfg, shards)?;
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let stats = Arc::new(Stats::new());
@@ -163,9 +159,7 @@ impl Bridge {
             .create_with_context(Context::new(Role::Consumer, &cfg.topic, Arc::clone(&stats)))
             .map_err(kafka("create consumer"))?;
         let assignment = end_offsets(&consumer, &cfg.topic, deadline)?;
-        consumer
-            .assign(&assignment)
-            .map_err(kafka("assign partitions"))?;
+        consumer.assign(&assignment).map_err(kafka("assign partitions"))?;
         let producer: ThreadedProducer<Context> = producer_config(cfg, shards)
             .create_with_context(Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)))
             .map_err(kafka("create producer"))?;
@@ -288,10 +282,7 @@ fn spawn_consumer(input: consumer::Consumer) -> Result<glommio::ExecutorJoinHand
 
 fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
     let topic_ok = |t: &str| {
-        !t.is_empty()
-            && t.len() <= 249
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        !t.is_empty() && t.len() <= 249 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     };
     if !(1..=64).contains(&shards) {
         Err(Error::Config("shards must be 1..=64"))
@@ -326,8 +317,7 @@ fn ensure_topic(cfg: &Config, stats: &Arc<Stats>) -> Result<(), Error> {
         .operation_timeout(Some(STARTUP_TIMEOUT));
     let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(1));
     // The admin client runs its own polling thread, so no async runtime is needed.
-    let results =
-        future::block_on(admin.create_topics([&topic], &options)).map_err(kafka("create topic"))?;
+    let results = future::block_on(admin.create_topics([&topic], &options)).map_err(kafka("create topic"))?;
     for result in results {
         match result {
             Ok(name) => {
@@ -348,11 +338,7 @@ fn ensure_topic(cfg: &Config, stats: &Arc<Stats>) -> Result<(), Error> {
 /// The current end offset of every partition of `topic`, retried until `deadline`
 /// (a new topic's partitions need a moment to get leaders). Explicit offsets instead
 /// of `Offset::End` make the start position fixed before `start` returns.
-fn end_offsets(
-    consumer: &BaseConsumer<Context>,
-    topic: &str,
-    deadline: Instant,
-) -> Result<TopicPartitionList, Error> {
+fn end_offsets(consumer: &BaseConsumer<Context>, topic: &str, deadline: Instant) -> Result<TopicPartitionList, Error> {
     let mut last_error = String::from("timed out");
     while Instant::now() < deadline {
         match try_end_offsets(consumer, topic) {
@@ -367,10 +353,7 @@ fn end_offsets(
     })
 }
 
-fn try_end_offsets(
-    consumer: &BaseConsumer<Context>,
-    topic: &str,
-) -> Result<TopicPartitionList, String> {
+fn try_end_offsets(consumer: &BaseConsumer<Context>, topic: &str) -> Result<TopicPartitionList, String> {
     let metadata = consumer
         .fetch_metadata(Some(topic), STARTUP_RETRY * 10)
         .map_err(|e| e.to_string())?;
@@ -378,10 +361,7 @@ fn try_end_offsets(
         return Err(format!("topic {topic} not in metadata"));
     };
     if let Some(error) = meta.error() {
-        return Err(format!(
-            "topic {topic}: {:?}",
-            RDKafkaErrorCode::from(error)
-        ));
+        return Err(format!("topic {topic}: {:?}", RDKafkaErrorCode::from(error)));
     }
     if meta.partitions().is_empty() {
         return Err(format!("topic {topic} has no partitions yet"));
@@ -414,10 +394,7 @@ fn common_config(cfg: &Config, role: &str) -> ClientConfig {
 fn producer_config(cfg: &Config, shards: usize) -> ClientConfig {
     let idempotent = matches!(cfg.acks.as_str(), "all" | "-1");
     // librdkafka's own queue holds up to as many records as all shard queues together.
-    let queue_messages = cfg
-        .buffer_messages
-        .saturating_mul(shards)
-        .clamp(10_000, 100_000_000);
+    let queue_messages = cfg.buffer_messages.saturating_mul(shards).clamp(10_000, 100_000_000);
     let mut config = common_config(cfg, "out");
     config
         .set("linger.ms", cfg.linger_ms.to_string())
@@ -434,9 +411,7 @@ fn producer_config(cfg: &Config, shards: usize) -> ClientConfig {
 fn consumer_config(cfg: &Config) -> ClientConfig {
     // librdkafka wants a group id for assign(); it is never joined or committed to,
     // and unique so no two nodes (or restarts) ever share it.
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let group = format!("chat-engine.{}.{}.{nanos}", cfg.node_id, std::process::id());
     let mut config = common_config(cfg, "in");
     config
@@ -496,13 +471,7 @@ mod tests {
         assert!(bad(|c| c.brokers = " ".into()).starts_with("brokers"));
         assert!(bad(|c| c.buffer_messages = 0).starts_with("buffer_messages"));
         assert!(bad(|c| c.node_id = String::new()).starts_with("node_id"));
-        assert!(matches!(
-            check(&Config::default(), 0),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            check(&Config::default(), 65),
-            Err(Error::Config(_))
-        ));
+        assert!(matches!(check(&Config::default(), 0), Err(Error::Config(_))));
+        assert!(matches!(check(&Config::default(), 65), Err(Error::Config(_))));
     }
 }

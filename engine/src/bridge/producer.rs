@@ -68,11 +68,7 @@ impl Producer {
             if !live.get(index).copied().unwrap_or(false) {
                 continue;
             }
-            let limit = if stopping {
-                receiver.len().max(1)
-            } else {
-                DRAIN_BATCH
-            };
+            let limit = if stopping { receiver.len().max(1) } else { DRAIN_BATCH };
             for _ in 0..limit {
                 match receiver.try_recv() {
                     Ok(message) => {
@@ -147,18 +143,16 @@ impl Producer {
     fn sample_queues(&self) {
         let queued: usize = self.receivers.iter().map(Receiver::len).sum();
         let in_flight = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
-        self.producer
-            .context()
-            .stats()
-            .set_queued(queued as u64, in_flight);
+        self.producer.context().stats().set_queued(queued as u64, in_flight);
     }
 
     /// Flushes what librdkafka holds; what is still undelivered at the deadline is
     /// purged, which fails its delivery reports and so counts it as produce errors.
     fn finish(self) {
-        let left = self.deadline.get().map_or(Duration::ZERO, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+        let left = self
+            .deadline
+            .get()
+            .map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
         let stats = self.producer.context().stats();
         let unsent = self.receivers.iter().map(Receiver::len).sum::<usize>() as u64;
         if let Err(error) = self.producer.flush(left.max(MIN_FLUSH)) {
@@ -166,17 +160,12 @@ impl Producer {
         }
         let undelivered = u64::try_from(self.producer.in_flight_count()).unwrap_or(0);
         if undelivered > 0 {
-            self.producer
-                .purge(PurgeConfig::default().queue().inflight());
+            self.producer.purge(PurgeConfig::default().queue().inflight());
             let _ = self.producer.flush(MIN_FLUSH);
         }
         stats.add_produce_errors(unsent);
         if undelivered + unsent > 0 {
-            tracing::warn!(
-                undelivered,
-                unsent,
-                "kafka bridge stopped with records not delivered"
-            );
+            tracing::warn!(undelivered, unsent, "kafka bridge stopped with records not delivered");
         }
         stats.set_queued(0, 0);
     }

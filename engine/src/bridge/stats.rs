@@ -28,8 +28,7 @@ pub struct Stats {
 impl Stats {
     /// Whether both the producer and the consumer reach a broker right now.
     pub fn connected(&self) -> bool {
-        self.producer_connected.load(Ordering::Relaxed)
-            && self.consumer_connected.load(Ordering::Relaxed)
+        self.producer_connected.load(Ordering::Relaxed) && self.consumer_connected.load(Ordering::Relaxed)
     }
 
     /// Whether the bridge works: its threads run and Kafka is reachable.
@@ -124,24 +123,19 @@ impl Stats {
             ),
         ];
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} gauge\nchat_kafka_{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} gauge\nchat_kafka_{name} {value}"
+            );
         }
         let counters: [(&str, &str, u64); 6] = [
-            (
-                "produced_total",
-                "Records acknowledged by Kafka.",
-                self.produced(),
-            ),
+            ("produced_total", "Records acknowledged by Kafka.", self.produced()),
             (
                 "produce_errors_total",
                 "Records refused by Kafka or the producer.",
                 self.produce_errors(),
             ),
-            (
-                "consumed_total",
-                "Records read from the topic.",
-                self.consumed(),
-            ),
+            ("consumed_total", "Records read from the topic.", self.consumed()),
             (
                 "consume_errors_total",
                 "Errors reported by the consumer.",
@@ -152,14 +146,13 @@ impl Stats {
                 "Records handed to shards, once per receiving shard.",
                 self.routed(),
             ),
-            (
-                "errors_total",
-                "Errors of any kind seen from Kafka.",
-                self.errors(),
-            ),
+            ("errors_total", "Errors of any kind seen from Kafka.", self.errors()),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} counter\nchat_kafka_{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} counter\nchat_kafka_{name} {value}"
+            );
         }
         let _ = writeln!(
             out,
@@ -280,9 +273,7 @@ impl ErrorKind {
             ErrorKind::Fatal,
             ErrorKind::Other,
         ];
-        ALL.get(usize::from(value))
-            .copied()
-            .unwrap_or(ErrorKind::Other)
+        ALL.get(usize::from(value)).copied().unwrap_or(ErrorKind::Other)
     }
 
     pub(super) fn as_str(self) -> &'static str {

@@ -77,10 +77,7 @@ impl Error {
 /// # Errors
 /// `TooLarge` once `buf` holds more than `max_head_bytes` without a complete head, or
 /// more than 32 headers; `Malformed` otherwise.
-pub fn parse_request(
-    buf: &[u8],
-    max_head_bytes: usize,
-) -> Result<Option<(Request<'_>, usize)>, Error> {
+pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Request<'_>, usize)>, Error> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     let head_bytes = match parsed.parse(buf) {
@@ -95,9 +92,7 @@ pub fn parse_request(
         return Err(Error::TooLarge);
     }
     // A complete parse always fills these three.
-    let (Some(method), Some(target), Some(minor_version)) =
-        (parsed.method, parsed.path, parsed.version)
-    else {
+    let (Some(method), Some(target), Some(minor_version)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(Error::Malformed("incomplete request line"));
     };
     let (path, query) = match target.split_once('?') {
@@ -170,8 +165,7 @@ impl Request<'_> {
     /// True when the request asks for a WebSocket upgrade (`Upgrade: websocket`,
     /// case-insensitive), valid or not.
     pub fn wants_websocket(&self) -> bool {
-        self.upgrade
-            .is_some_and(|upgrade| has_token(upgrade, "websocket"))
+        self.upgrade.is_some_and(|upgrade| has_token(upgrade, "websocket"))
     }
 
     /// Validates a WebSocket upgrade (§4.2.1: GET, HTTP/1.1, `Connection` contains the
@@ -200,16 +194,12 @@ impl Request<'_> {
         if self.ws_version != Some("13") {
             return Err(Error::UnsupportedVersion);
         }
-        let key = self
-            .ws_key
-            .ok_or(Error::BadUpgrade("missing Sec-WebSocket-Key"))?;
+        let key = self.ws_key.ok_or(Error::BadUpgrade("missing Sec-WebSocket-Key"))?;
         // A 16-byte nonce is 24 base64 characters; decoding into 18 bytes leaves
         // room for the two that `==` padding could otherwise have meant.
         let mut nonce = [0u8; 18];
         if key.len() != 24 || BASE64.decode_slice(key, &mut nonce) != Ok(16) {
-            return Err(Error::BadUpgrade(
-                "Sec-WebSocket-Key must be 16 bytes in base64",
-            ));
+            return Err(Error::BadUpgrade("Sec-WebSocket-Key must be 16 bytes in base64"));
         }
         Ok(key)
     }
@@ -218,10 +208,7 @@ impl Request<'_> {
     /// offered, if any.
     pub fn select_protocol(&self, supported: &[&'static str]) -> Option<&'static str> {
         // Subprotocol names are case-sensitive tokens (§4.1).
-        supported
-            .iter()
-            .copied()
-            .find(|wanted| self.protocols.contains(wanted))
+        supported.iter().copied().find(|wanted| self.protocols.contains(wanted))
     }
 }
 
@@ -235,9 +222,7 @@ pub fn accept_key(key: &str) -> String {
 
 /// Appends a `101 Switching Protocols` answer, echoing `protocol` when chosen.
 pub fn write_upgrade(key: &str, protocol: Option<&str>, out: &mut BytesMut) {
-    out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-    );
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
     push_header(out, "Sec-WebSocket-Accept", &accept_key(key));
     if let Some(protocol) = protocol {
         push_header(out, "Sec-WebSocket-Protocol", protocol);
@@ -248,13 +233,7 @@ pub fn write_upgrade(key: &str, protocol: Option<&str>, out: &mut BytesMut) {
 /// Appends a complete response with `Content-Length`, the given extra headers and body.
 /// `keep_alive == false` adds `Connection: close`. A 1xx or 204 answer carries neither
 /// `Content-Length` nor a body (RFC 9110 §8.6, §15.3.5).
-pub fn write_response(
-    status: u16,
-    headers: &[(&str, &str)],
-    body: &[u8],
-    keep_alive: bool,
-    out: &mut BytesMut,
-) {
+pub fn write_response(status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool, out: &mut BytesMut) {
     let has_body = !(100..200).contains(&status) && status != 204;
     out.reserve(64 + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -307,8 +286,7 @@ fn value_str(value: &[u8]) -> Result<&str, Error> {
 
 /// Whether the comma-separated `list` holds `token`, ignoring ASCII case.
 fn has_token(list: &str, token: &str) -> bool {
-    list.split(',')
-        .any(|item| item.trim().eq_ignore_ascii_case(token))
+    list.split(',').any(|item| item.trim().eq_ignore_ascii_case(token))
 }
 
 /// `Content-Length`: one or more digits (RFC 9110 §8.6), no sign, no overflow.
@@ -443,10 +421,7 @@ mod tests {
         assert_eq!(request.connection, Some("Upgrade"));
         assert_eq!(request.ws_key, Some("dGhlIHNhbXBsZSBub25jZQ=="));
         assert_eq!(request.ws_version, Some("13"));
-        assert_eq!(
-            request.protocols.as_slice(),
-            ["v12.stomp", "v11.stomp", "v10.stomp"]
-        );
+        assert_eq!(request.protocols.as_slice(), ["v12.stomp", "v11.stomp", "v10.stomp"]);
         assert_eq!(request.origin, Some("http://localhost:3000"));
         assert_eq!(request.content_length, 0);
         assert!(request.keep_alive);
@@ -458,10 +433,7 @@ mod tests {
             Some("v12.stomp")
         );
         // The server's order wins over the client's.
-        assert_eq!(
-            request.select_protocol(&["v10.stomp", "v12.stomp"]),
-            Some("v10.stomp")
-        );
+        assert_eq!(request.select_protocol(&["v10.stomp", "v12.stomp"]), Some("v10.stomp"));
         assert_eq!(request.select_protocol(&["mqtt", "V12.STOMP"]), None);
     }
 
@@ -519,10 +491,7 @@ mod tests {
         ] {
             let head = upgrade_with("Sec-WebSocket-Key", &format!("Sec-WebSocket-Key: {key}"));
             let request = complete(&head);
-            assert!(
-                matches!(request.check_upgrade(), Err(Error::BadUpgrade(_))),
-                "{key}"
-            );
+            assert!(matches!(request.check_upgrade(), Err(Error::BadUpgrade(_))), "{key}");
         }
     }
 
@@ -531,11 +500,7 @@ mod tests {
         for line in ["Sec-WebSocket-Version: 8", "Sec-WebSocket-Version: 14", ""] {
             let head = upgrade_with("Sec-WebSocket-Version", line);
             let request = complete(&head);
-            assert_eq!(
-                request.check_upgrade(),
-                Err(Error::UnsupportedVersion),
-                "{line:?}"
-            );
+            assert_eq!(request.check_upgrade(), Err(Error::UnsupportedVersion), "{line:?}");
         }
         assert_eq!(Error::UnsupportedVersion.status(), 426);
     }
@@ -544,10 +509,7 @@ mod tests {
     fn upgrade_rules() {
         let post = BROWSER_UPGRADE.strip_prefix(b"GET").expect("GET").to_vec();
         let post = [b"POST".as_slice(), &post].concat();
-        assert!(matches!(
-            complete(&post).check_upgrade(),
-            Err(Error::BadUpgrade(_))
-        ));
+        assert!(matches!(complete(&post).check_upgrade(), Err(Error::BadUpgrade(_))));
         let http10 = String::from_utf8(BROWSER_UPGRADE.to_vec())
             .expect("ASCII")
             .replacen("HTTP/1.1", "HTTP/1.0", 1);
@@ -572,11 +534,7 @@ mod tests {
     #[test]
     fn partial_head_byte_by_byte() {
         for end in 0..BROWSER_UPGRADE.len() {
-            assert_eq!(
-                parse(&BROWSER_UPGRADE[..end]),
-                Ok(None),
-                "prefix of {end} bytes"
-            );
+            assert_eq!(parse(&BROWSER_UPGRADE[..end]), Ok(None), "prefix of {end} bytes");
         }
         assert!(parse(BROWSER_UPGRADE).is_ok_and(|r| r.is_some()));
     }
@@ -646,10 +604,7 @@ mod tests {
     fn keep_alive_rules() {
         assert!(complete(b"GET / HTTP/1.1\r\n\r\n").keep_alive);
         assert!(!complete(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
-        assert!(
-            !complete(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nConnection: Close\r\n\r\n")
-                .keep_alive
-        );
+        assert!(!complete(b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nConnection: Close\r\n\r\n").keep_alive);
         let request = complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         assert!(!request.keep_alive);
         assert_eq!(request.minor_version, 0);
@@ -657,10 +612,7 @@ mod tests {
 
     #[test]
     fn accept_key_rfc_example() {
-        assert_eq!(
-            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

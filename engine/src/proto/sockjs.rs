@@ -67,11 +67,7 @@ pub fn route(base: &str, path: &str) -> Option<Route> {
 ///
 /// # Errors
 /// `BadJson` when `payload` is not a JSON string or array of strings.
-pub fn decode_message(
-    payload: &[u8],
-    scratch: &mut Vec<u8>,
-    out: &mut BytesMut,
-) -> Result<usize, Error> {
+pub fn decode_message(payload: &[u8], scratch: &mut Vec<u8>, out: &mut BytesMut) -> Result<usize, Error> {
     if payload.is_empty() {
         return Ok(0);
     }
@@ -83,11 +79,7 @@ pub fn decode_message(
             return decode_tape(scratch, &mut Buffers::default(), &mut Tape(Vec::new()), out);
         };
         let parser = &mut *parser;
-        let mut tape = parser
-            .tape
-            .take()
-            .unwrap_or_else(|| Tape(Vec::new()))
-            .reset();
+        let mut tape = parser.tape.take().unwrap_or_else(|| Tape(Vec::new())).reset();
         let result = decode_tape(scratch, &mut parser.buffers, &mut tape, out);
         parser.tape = Some(tape.reset());
         result
@@ -255,8 +247,7 @@ fn special_code_point(seq: Option<&[u8]>) -> Option<u16> {
         return None;
     }
     let cp = (u16::from(b0 & 0x0F) << 12) | (u16::from(b1 & 0x3F) << 6) | u16::from(b2 & 0x3F);
-    matches!(cp, 0x200C..=0x200F | 0x2028..=0x202F | 0x2060..=0x206F | 0xFFF0..=0xFFFF)
-        .then_some(cp)
+    matches!(cp, 0x200C..=0x200F | 0x2028..=0x202F | 0x2060..=0x206F | 0xFFF0..=0xFFFF).then_some(cp)
 }
 
 /// Appends `n` in decimal.
@@ -316,14 +307,8 @@ mod tests {
             assert_eq!(r("/letters-chat-server"), Some(Route::Greeting));
             assert_eq!(r("/letters-chat-server/"), Some(Route::Greeting));
             assert_eq!(r("/letters-chat-server/info"), Some(Route::Info));
-            assert_eq!(
-                r("/letters-chat-server/info?t=1712345678"),
-                Some(Route::Info)
-            );
-            assert_eq!(
-                r("/letters-chat-server/websocket"),
-                Some(Route::RawWebSocket)
-            );
+            assert_eq!(r("/letters-chat-server/info?t=1712345678"), Some(Route::Info));
+            assert_eq!(r("/letters-chat-server/websocket"), Some(Route::RawWebSocket));
             assert_eq!(
                 r("/letters-chat-server/123/abcdefgh/websocket"),
                 Some(Route::SockJsWebSocket)
@@ -392,10 +377,7 @@ mod tests {
                 commands.push(f.command);
             }
         }
-        assert_eq!(
-            commands,
-            [stomp::Command::Connect, stomp::Command::Subscribe]
-        );
+        assert_eq!(commands, [stomp::Command::Connect, stomp::Command::Subscribe]);
         assert!(stream.is_empty());
     }
 
@@ -412,13 +394,9 @@ mod tests {
         );
         let mut out = BytesMut::new();
         encode_array(&[&frame], &mut out);
-        assert_eq!(
-            &out[..],
-            br#"a["CONNECTED\nversion:1.1\nheart-beat:0,0\n\n\u0000"]"#
-        );
+        assert_eq!(&out[..], br#"a["CONNECTED\nversion:1.1\nheart-beat:0,0\n\n\u0000"]"#);
 
-        let body =
-            br#"{"channel":"global","sender":"alice@letters.test","message":"hello from alice"}"#;
+        let body = br#"{"channel":"global","sender":"alice@letters.test","message":"hello from alice"}"#;
         let headers: [(&str, &[u8]); 5] = [
             ("destination", b"/sub/chat/global"),
             ("content-type", b"application/json"),
@@ -483,12 +461,7 @@ mod tests {
             b"[\"\xff\"]",
             b"[\"a\nb\"]",
         ] {
-            assert_eq!(
-                decode(bad),
-                Err(Error::BadJson),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(decode(bad), Err(Error::BadJson), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 
@@ -498,10 +471,7 @@ mod tests {
         let mut out = BytesMut::new();
         assert_eq!(decode_message(br#"["a"]"#, &mut scratch, &mut out), Ok(1));
         assert_eq!(decode_message(br#"["bcd"]"#, &mut scratch, &mut out), Ok(1));
-        assert_eq!(
-            decode_message(br#"[1]"#, &mut scratch, &mut out),
-            Err(Error::BadJson)
-        );
+        assert_eq!(decode_message(br#"[1]"#, &mut scratch, &mut out), Err(Error::BadJson));
         assert_eq!(decode_message(br#""e""#, &mut scratch, &mut out), Ok(1));
         assert_eq!(&out[..], b"abcde");
     }
@@ -509,7 +479,10 @@ mod tests {
     #[test]
     fn escapes_like_spring() {
         assert_eq!(escaped(b"plain /text/ here"), b"plain /text/ here");
-        assert_eq!(escaped(b"\"\\\n\r\t\x08\x0c\0\x01\x1f\x7f"), br#"\"\\\n\r\t\b\f\u0000\u0001\u001f"#.iter().copied().chain([0x7f]).collect::<Vec<_>>());
+        assert_eq!(
+            escaped(b"\"\\\n\r\t\x08\x0c\0\x01\x1f\x7f"),
+            br#"\"\\\n\r\t\b\f\u0000\u0001\u001f"#.iter().copied().chain([0x7f]).collect::<Vec<_>>()
+        );
         assert_eq!(
             escaped("a\u{2028}b\u{2029}\u{200c}\u{200f}\u{202f}\u{2060}\u{206f}".as_bytes()),
             br"a\u2028b\u2029\u200c\u200f\u202f\u2060\u206f"
@@ -549,8 +522,7 @@ mod tests {
     #[test]
     fn word_scan_agrees_with_reference_at_every_alignment() {
         let pieces = [
-            "a", "\"", "\\", "\n", "\u{1}", "\u{2028}", "\u{2019}", "\u{ffff}", "\u{feff}", "é",
-            "xxxxxxx",
+            "a", "\"", "\\", "\n", "\u{1}", "\u{2028}", "\u{2019}", "\u{ffff}", "\u{feff}", "é", "xxxxxxx",
         ];
         for (i, special) in pieces.iter().enumerate() {
             for pad in 0..17 {
@@ -561,11 +533,7 @@ mod tests {
                     "y".repeat(16 - pad),
                     pieces[(i + 3) % pieces.len()]
                 );
-                assert_eq!(
-                    escaped(s.as_bytes()),
-                    reference_escape(&s).as_bytes(),
-                    "{s:?}"
-                );
+                assert_eq!(escaped(s.as_bytes()), reference_escape(&s).as_bytes(), "{s:?}");
             }
         }
     }

@@ -266,13 +266,7 @@ pub fn negotiate_heartbeat(
 
 /// Appends a frame. Header values are escaped per `version` except for `CONNECT`
 /// and `CONNECTED` (never escaped); names are written as given. Adds no headers.
-pub fn encode_frame(
-    command: Command,
-    headers: &[(&str, &[u8])],
-    body: &[u8],
-    version: Version,
-    out: &mut BytesMut,
-) {
+pub fn encode_frame(command: Command, headers: &[(&str, &[u8])], body: &[u8], version: Version, out: &mut BytesMut) {
     let version = if command.escapes_headers() {
         version
     } else {
@@ -345,9 +339,8 @@ impl Session {
     pub fn new(hb: HeartBeat, now: Instant) -> Self {
         Session {
             send_every: (hb.send_ms != 0).then(|| Duration::from_millis(hb.send_ms)),
-            recv_timeout: (hb.recv_ms != 0).then(|| {
-                Duration::from_millis(hb.recv_ms.saturating_mul(2).saturating_add(RECV_GRACE_MS))
-            }),
+            recv_timeout: (hb.recv_ms != 0)
+                .then(|| Duration::from_millis(hb.recv_ms.saturating_mul(2).saturating_add(RECV_GRACE_MS))),
             last_sent: now,
             last_received: now,
         }
@@ -391,8 +384,7 @@ impl Session {
     }
 
     fn recv_deadline(&self) -> Option<Instant> {
-        self.recv_timeout
-            .and_then(|d| self.last_received.checked_add(d))
+        self.recv_timeout.and_then(|d| self.last_received.checked_add(d))
     }
 }
 
@@ -462,10 +454,7 @@ mod tests {
         assert_eq!(negotiate_version(Some(b"1.0,1.1,1.2")), Ok(Version::V1_2));
         assert_eq!(negotiate_version(Some(b"1.2, 1.0")), Ok(Version::V1_2));
         assert_eq!(negotiate_version(Some(b"2.0,1.0")), Ok(Version::V1_0));
-        assert_eq!(
-            negotiate_version(Some(b"2.0")),
-            Err(Error::UnsupportedVersion)
-        );
+        assert_eq!(negotiate_version(Some(b"2.0")), Err(Error::UnsupportedVersion));
         assert_eq!(negotiate_version(Some(b"")), Err(Error::UnsupportedVersion));
     }
 
@@ -495,14 +484,8 @@ mod tests {
             negotiate_heartbeat(Some(b"10000,0"), 10_000, 10_000),
             Ok(hb(0, 10_000, (0, 10_000)))
         );
-        assert_eq!(
-            negotiate_heartbeat(Some(b"10000,10000"), 0, 0),
-            Ok(hb(0, 0, (0, 0)))
-        );
-        assert_eq!(
-            negotiate_heartbeat(None, 10_000, 10_000),
-            Ok(hb(0, 0, (0, 0)))
-        );
+        assert_eq!(negotiate_heartbeat(Some(b"10000,10000"), 0, 0), Ok(hb(0, 0, (0, 0))));
+        assert_eq!(negotiate_heartbeat(None, 10_000, 10_000), Ok(hb(0, 0, (0, 0))));
         assert_eq!(
             negotiate_heartbeat(Some(b" 1000 , 2000 "), 1, 1),
             Ok(hb(2000, 1000, (1, 1)))
@@ -596,10 +579,7 @@ mod tests {
         assert_eq!(&out[..], b"CONNECTED\nversion:1.1\nheart-beat:0,0\n\n\0");
 
         out.clear();
-        let headers: [(&str, &[u8]); 2] = [
-            ("destination", b"/sub/chat/a:b"),
-            ("message-id", b"x\\y\nz\r"),
-        ];
+        let headers: [(&str, &[u8]); 2] = [("destination", b"/sub/chat/a:b"), ("message-id", b"x\\y\nz\r")];
         encode_frame(Command::Message, &headers, b"{}", Version::V1_2, &mut out);
         assert_eq!(
             &out[..],
@@ -624,18 +604,9 @@ mod tests {
             escape_into(value, version, &mut out);
             out
         };
-        assert_eq!(
-            &escaped(b"a:b\\c\nd\re", Version::V1_0)[..],
-            b"a:b\\c\nd\re"
-        );
-        assert_eq!(
-            &escaped(b"a:b\\c\nd\re", Version::V1_1)[..],
-            b"a\\cb\\\\c\\nd\re"
-        );
-        assert_eq!(
-            &escaped(b"a:b\\c\nd\re", Version::V1_2)[..],
-            b"a\\cb\\\\c\\nd\\re"
-        );
+        assert_eq!(&escaped(b"a:b\\c\nd\re", Version::V1_0)[..], b"a:b\\c\nd\re");
+        assert_eq!(&escaped(b"a:b\\c\nd\re", Version::V1_1)[..], b"a\\cb\\\\c\\nd\re");
+        assert_eq!(&escaped(b"a:b\\c\nd\re", Version::V1_2)[..], b"a\\cb\\\\c\\nd\\re");
         assert_eq!(&escaped(b"", Version::V1_2)[..], b"");
     }
 }

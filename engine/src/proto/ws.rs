@@ -145,10 +145,7 @@ impl Decoder {
                             Message::Binary(payload)
                         }));
                     }
-                    let capacity = payload
-                        .len()
-                        .saturating_mul(2)
-                        .min(self.limits.max_message_bytes);
+                    let capacity = payload.len().saturating_mul(2).min(self.limits.max_message_bytes);
                     let mut partial = Box::new(Partial {
                         text,
                         payload: BytesMut::with_capacity(capacity),
@@ -159,10 +156,7 @@ impl Decoder {
                     self.partial = Some(partial);
                 }
                 OpCode::Continuation => {
-                    let partial = self
-                        .partial
-                        .as_mut()
-                        .ok_or(Error::Protocol(NO_MESSAGE_IN_PROGRESS))?;
+                    let partial = self.partial.as_mut().ok_or(Error::Protocol(NO_MESSAGE_IN_PROGRESS))?;
                     partial.payload.extend_from_slice(&payload);
                     partial.check_utf8(header.fin)?;
                     if header.fin {
@@ -210,13 +204,7 @@ impl Decoder {
 /// Appends a frame header for a payload of `len` bytes. With `mask`, sets the mask bit
 /// and writes the key (the caller masks the payload, see `apply_mask`). Returns the
 /// number of bytes written.
-pub fn encode_header(
-    opcode: OpCode,
-    fin: bool,
-    len: usize,
-    mask: Option<[u8; 4]>,
-    out: &mut BytesMut,
-) -> usize {
+pub fn encode_header(opcode: OpCode, fin: bool, len: usize, mask: Option<[u8; 4]>, out: &mut BytesMut) -> usize {
     let mut header = [0u8; MAX_HEADER_BYTES];
     header[0] = if fin { FIN_BIT } else { 0 } | opcode.bits();
     let mask_bit = if mask.is_some() { MASK_BIT } else { 0 };
@@ -242,12 +230,7 @@ pub fn encode_header(
 }
 
 /// Appends a whole frame (header and payload, masked when `mask` is given).
-pub fn encode_frame(
-    opcode: OpCode,
-    payload: &[u8],
-    mask: Option<[u8; 4]>,
-    out: &mut BytesMut,
-) -> usize {
+pub fn encode_frame(opcode: OpCode, payload: &[u8], mask: Option<[u8; 4]>, out: &mut BytesMut) -> usize {
     out.reserve(MAX_HEADER_BYTES + payload.len());
     let header_bytes = encode_header(opcode, true, payload.len(), mask, out);
     let start = out.len();
@@ -381,9 +364,7 @@ fn parse_header(buf: &[u8], role: Role) -> Result<Option<Header>, Error> {
     };
     // §5.2: "the most significant bit MUST be 0". Non-minimal encodings are accepted.
     if payload_len >> 63 != 0 {
-        return Err(Error::Protocol(
-            "64-bit payload length with the top bit set",
-        ));
+        return Err(Error::Protocol("64-bit payload length with the top bit set"));
     }
     let mask = if masked {
         let Some(key) = read_array::<4>(buf, header_bytes) else {
@@ -602,9 +583,7 @@ mod tests {
 
     fn protocol_error(input: &[u8], role: Role) -> Error {
         let outcome = decode_every_split(role, LIMITS, input);
-        let error = outcome
-            .error
-            .unwrap_or_else(|| panic!("no error in {outcome:?}"));
+        let error = outcome.error.unwrap_or_else(|| panic!("no error in {outcome:?}"));
         assert!(matches!(error, Error::Protocol(_)), "{error:?}");
         error
     }
@@ -622,9 +601,7 @@ mod tests {
 
     #[test]
     fn rfc_single_frame_masked_text() {
-        let input = [
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        let input = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         assert_eq!(
             decode_every_split(Role::Server, LIMITS, &input),
             Outcome::ok(vec![text("Hello")])
@@ -647,9 +624,7 @@ mod tests {
             decode_every_split(Role::Client, LIMITS, &input),
             Outcome::ok(vec![Message::Ping(Bytes::from_static(b"Hello"))])
         );
-        input = vec![
-            0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ];
+        input = vec![0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
         assert_eq!(
             decode_every_split(Role::Server, LIMITS, &input),
             Outcome::ok(vec![Message::Pong(Bytes::from_static(b"Hello"))])
@@ -719,10 +694,7 @@ mod tests {
         }
         // Exactly 125 bytes is fine.
         let outcome = decode_every_split(Role::Server, LIMITS, &raw(0x89, &[7; 125], Some(KEY)));
-        assert_eq!(
-            outcome,
-            Outcome::ok(vec![Message::Ping(vec![7; 125].into())])
-        );
+        assert_eq!(outcome, Outcome::ok(vec![Message::Ping(vec![7; 125].into())]));
     }
 
     #[test]
@@ -933,15 +905,11 @@ mod tests {
 
     #[test]
     fn close_bodies() {
-        let close =
-            |body: &[u8]| decode_every_split(Role::Server, LIMITS, &raw(0x88, body, Some(KEY)));
+        let close = |body: &[u8]| decode_every_split(Role::Server, LIMITS, &raw(0x88, body, Some(KEY)));
         assert_eq!(close(b""), Outcome::ok(vec![Message::Close(None)]));
         assert_eq!(
             close(b"\x03\xE8bye"),
-            Outcome::ok(vec![Message::Close(Some((
-                1000,
-                Bytes::from_static(b"bye")
-            )))])
+            Outcome::ok(vec![Message::Close(Some((1000, Bytes::from_static(b"bye"))))])
         );
         assert!(matches!(close(b"\x03").error, Some(Error::Protocol(_))));
         assert_eq!(close(b"\x03\xE8\xFF").error, Some(Error::InvalidUtf8));
@@ -949,31 +917,17 @@ mod tests {
 
     #[test]
     fn close_codes_allowed_on_the_wire() {
-        let decode_code = |code: u16| {
-            run(
-                Role::Server,
-                LIMITS,
-                &[&raw(0x88, &code.to_be_bytes(), Some(KEY))],
-            )
-        };
-        for code in (1000..=1003)
-            .chain(1007..=1014)
-            .chain([3000, 3999, 4000, 4999])
-        {
+        let decode_code = |code: u16| run(Role::Server, LIMITS, &[&raw(0x88, &code.to_be_bytes(), Some(KEY))]);
+        for code in (1000..=1003).chain(1007..=1014).chain([3000, 3999, 4000, 4999]) {
             assert_eq!(
                 decode_code(code),
                 Outcome::ok(vec![Message::Close(Some((code, Bytes::new())))]),
                 "{code}"
             );
         }
-        for code in [
-            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ] {
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
             let outcome = decode_code(code);
-            assert!(
-                matches!(outcome.error, Some(Error::Protocol(_))),
-                "{code}: {outcome:?}"
-            );
+            assert!(matches!(outcome.error, Some(Error::Protocol(_))), "{code}: {outcome:?}");
         }
     }
 
@@ -1006,11 +960,7 @@ mod tests {
         let outcome = decode_every_split(Role::Server, LIMITS, &input);
         assert_eq!(
             outcome.messages,
-            vec![
-                text("one"),
-                Message::Binary(Bytes::from_static(b"two")),
-                text("")
-            ]
+            vec![text("one"), Message::Binary(Bytes::from_static(b"two")), text("")]
         );
         assert_eq!(outcome.leftover_bytes, 5);
     }
@@ -1057,17 +1007,11 @@ mod tests {
         ];
         for (len, expected) in cases {
             let mut out = BytesMut::new();
-            assert_eq!(
-                encode_header(OpCode::Binary, true, len, None, &mut out),
-                expected.len()
-            );
+            assert_eq!(encode_header(OpCode::Binary, true, len, None, &mut out), expected.len());
             assert_eq!(&out[..], expected, "{len}");
         }
         let mut out = BytesMut::from(&b"prefix"[..]);
-        assert_eq!(
-            encode_header(OpCode::Text, false, 5, Some(KEY), &mut out),
-            6
-        );
+        assert_eq!(encode_header(OpCode::Text, false, 5, Some(KEY), &mut out), 6);
         assert_eq!(&out[6..], &[0x01, 0x85, 0x37, 0xfa, 0x21, 0x3d]);
         out.clear();
         encode_header(OpCode::Continuation, true, 0, None, &mut out);
@@ -1080,10 +1024,7 @@ mod tests {
         assert_eq!(encode_frame(OpCode::Text, b"Hello", None, &mut out), 7);
         assert_eq!(&out[..], &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]);
         out.clear();
-        assert_eq!(
-            encode_frame(OpCode::Text, b"Hello", Some(KEY), &mut out),
-            11
-        );
+        assert_eq!(encode_frame(OpCode::Text, b"Hello", Some(KEY), &mut out), 11);
         assert_eq!(
             &out[..],
             &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
@@ -1111,10 +1052,7 @@ mod tests {
         assert_eq!(outcome, Outcome::ok(vec![expected]));
         // An ASCII reason fills all 123 bytes.
         out.clear();
-        assert_eq!(
-            encode_close(1000, &"a".repeat(300), None, &mut out),
-            2 + 125
-        );
+        assert_eq!(encode_close(1000, &"a".repeat(300), None, &mut out), 2 + 125);
     }
 
     /// One message of a round trip, with how to cut it into fragments.
@@ -1132,13 +1070,11 @@ mod tests {
         let close_code = prop_oneof![1000u16..=1003, 1007u16..=1014, 3000u16..=4999];
         let reason = prop::collection::vec(any::<char>(), 0..30).prop_map(String::from_iter);
         prop_oneof![
-            prop::collection::vec(any::<char>(), 0..200)
-                .prop_map(|c| Message::Text(String::from_iter(c).into())),
+            prop::collection::vec(any::<char>(), 0..200).prop_map(|c| Message::Text(String::from_iter(c).into())),
             prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Message::Binary(b.into())),
             prop::collection::vec(any::<u8>(), 0..=125).prop_map(|b| Message::Ping(b.into())),
             prop::collection::vec(any::<u8>(), 0..=125).prop_map(|b| Message::Pong(b.into())),
-            prop::option::of((close_code, reason))
-                .prop_map(|c| Message::Close(c.map(|(code, r)| (code, r.into())))),
+            prop::option::of((close_code, reason)).prop_map(|c| Message::Close(c.map(|(code, r)| (code, r.into())))),
         ]
     }
 
@@ -1176,11 +1112,7 @@ mod tests {
             encode_frame(opcode, payload, mask, out);
             return vec![case.message.clone()];
         }
-        let mut cuts: Vec<usize> = case
-            .cuts
-            .iter()
-            .map(|i| i.index(payload.len() + 1))
-            .collect();
+        let mut cuts: Vec<usize> = case.cuts.iter().map(|i| i.index(payload.len() + 1)).collect();
         cuts.sort_unstable();
         let mut expected = Vec::new();
         let mut start = 0;
@@ -1206,20 +1138,13 @@ mod tests {
         expected
     }
 
-    fn round_trip(
-        cases: &[Case],
-        chunk_cuts: &[prop::sample::Index],
-        sender: Role,
-    ) -> Result<(), TestCaseError> {
+    fn round_trip(cases: &[Case], chunk_cuts: &[prop::sample::Index], sender: Role) -> Result<(), TestCaseError> {
         let mut stream = BytesMut::new();
         let mut expected = Vec::new();
         for case in cases {
             expected.extend(encode_case(case, sender == Role::Client, &mut stream));
         }
-        let mut cuts: Vec<usize> = chunk_cuts
-            .iter()
-            .map(|i| i.index(stream.len() + 1))
-            .collect();
+        let mut cuts: Vec<usize> = chunk_cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
         cuts.sort_unstable();
         let mut chunks: Vec<&[u8]> = Vec::new();
         let mut start = 0;

@@ -86,7 +86,10 @@ async fn stomp_loop(shard: &Shard, stream: &Stream, session: &mut Session, buf: 
 }
 
 async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut BytesMut) {
-    let limits = ws::Limits { max_frame_bytes: shard.node.config.max_frame_bytes, max_message_bytes: shard.node.config.max_frame_bytes };
+    let limits = ws::Limits {
+        max_frame_bytes: shard.node.config.max_frame_bytes,
+        max_message_bytes: shard.node.config.max_frame_bytes,
+    };
     let mut decoder = ws::Decoder::new(ws::Role::Server, limits);
     loop {
         loop {
@@ -143,18 +146,31 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
         buf.advance(used);
         reply.clear();
         let outcome = match action {
-            Action::Respond { status, headers, body, keep_alive } => {
+            Action::Respond {
+                status,
+                headers,
+                body,
+                keep_alive,
+            } => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 http::write_response(status, &headers, body.as_bytes(), keep_alive, &mut reply);
                 keep_alive.then_some(None)
             }
             Action::Reject(e) => {
                 shard.stats.error(ErrorKind::Http);
-                let headers: &[(&str, &str)] = if e == http::Error::UnsupportedVersion { &[("Sec-WebSocket-Version", "13")] } else { &[] };
+                let headers: &[(&str, &str)] = if e == http::Error::UnsupportedVersion {
+                    &[("Sec-WebSocket-Version", "13")]
+                } else {
+                    &[]
+                };
                 http::write_response(e.status(), headers, e.to_string().as_bytes(), false, &mut reply);
                 None
             }
-            Action::Upgrade { key, protocol, endpoint } => {
+            Action::Upgrade {
+                key,
+                protocol,
+                endpoint,
+            } => {
                 http::write_upgrade(&key, protocol, &mut reply);
                 Some(Some(endpoint))
             }
@@ -173,16 +189,34 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
 
 /// What to do with one HTTP request.
 enum Action {
-    Respond { status: u16, headers: Vec<(&'static str, String)>, body: String, keep_alive: bool },
+    Respond {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+        keep_alive: bool,
+    },
     Reject(http::Error),
-    Upgrade { key: String, protocol: Option<&'static str>, endpoint: Endpoint },
+    Upgrade {
+        key: String,
+        protocol: Option<&'static str>,
+        endpoint: Endpoint,
+    },
 }
 
 fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
     let config = &shard.node.config;
-    let respond = |status, body: String| Action::Respond { status, headers: Vec::new(), body, keep_alive: req.keep_alive };
+    let respond = |status, body: String| Action::Respond {
+        status,
+        headers: Vec::new(),
+        body,
+        keep_alive: req.keep_alive,
+    };
     let upgrade = |endpoint, supported: &[&'static str]| match req.check_upgrade() {
-        Ok(key) => Action::Upgrade { key: key.to_owned(), protocol: req.select_protocol(supported), endpoint },
+        Ok(key) => Action::Upgrade {
+            key: key.to_owned(),
+            protocol: req.select_protocol(supported),
+            endpoint,
+        },
         Err(e) => Action::Reject(e),
     };
     let path = req.path;
@@ -221,7 +255,12 @@ fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
                 kafka.render_prometheus(&mut body);
             }
             let headers = vec![("Content-Type", "text/plain; version=0.0.4".to_string())];
-            Action::Respond { status: 200, headers, body, keep_alive: req.keep_alive }
+            Action::Respond {
+                status: 200,
+                headers,
+                body,
+                keep_alive: req.keep_alive,
+            }
         }
         (method, _) => match sockjs::route(&config.base_path, path) {
             Some(sockjs::Route::Info) => info(method, req),
@@ -239,7 +278,10 @@ fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
 
 /// SockJS `/info`, asked cross-origin with credentials: echo the Origin, never `*`.
 fn info(method: &str, req: &http::Request<'_>) -> Action {
-    let mut headers = vec![("Cache-Control", "no-store, no-cache, no-transform, must-revalidate, max-age=0".to_string())];
+    let mut headers = vec![(
+        "Cache-Control",
+        "no-store, no-cache, no-transform, must-revalidate, max-age=0".to_string(),
+    )];
     match req.origin {
         Some(origin) if origin != "null" => {
             headers.push(("Access-Control-Allow-Origin", origin.to_string()));
@@ -255,20 +297,37 @@ fn info(method: &str, req: &http::Request<'_>) -> Action {
             if let Some(asked) = req.cors_request_headers {
                 headers.push(("Access-Control-Allow-Headers", asked.to_string()));
             }
-            Action::Respond { status: 204, headers, body: String::new(), keep_alive: req.keep_alive }
+            Action::Respond {
+                status: 204,
+                headers,
+                body: String::new(),
+                keep_alive: req.keep_alive,
+            }
         }
         "GET" => {
             let mut body = BytesMut::new();
             sockjs::encode_info(entropy(), &mut body);
             headers.push(("Content-Type", "application/json;charset=UTF-8".to_string()));
-            Action::Respond { status: 200, headers, body: String::from_utf8_lossy(&body).into_owned(), keep_alive: req.keep_alive }
+            Action::Respond {
+                status: 200,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+                keep_alive: req.keep_alive,
+            }
         }
-        _ => Action::Respond { status: 405, headers, body: String::new(), keep_alive: req.keep_alive },
+        _ => Action::Respond {
+            status: 405,
+            headers,
+            body: String::new(),
+            keep_alive: req.keep_alive,
+        },
     }
 }
 
 fn entropy() -> u32 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     nanos.wrapping_mul(2_654_435_761)
 }
 

@@ -79,14 +79,25 @@ pub fn run(config: Config, draining: Arc<AtomicBool>) -> Result<(), Error> {
     };
     let ports: Arc<Mutex<Vec<Option<ShardPort>>>> = Arc::new(Mutex::new(ports));
     let stats = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
-    let node = Arc::new(Node { config, stats, draining, kafka: bridge.as_ref().map(Bridge::stats) });
+    let node = Arc::new(Node {
+        config,
+        stats,
+        draining,
+        kafka: bridge.as_ref().map(Bridge::stats),
+    });
     let mesh = (shards > 1).then(|| MeshBuilder::<Arc<Published>, _>::full(shards, MESH_QUEUE));
     let io_memory = node.config.io_memory_kib * 1024;
     let first_error: Arc<Mutex<Option<Error>>> = Arc::default();
 
     let mut handles = Vec::with_capacity(shards);
     for index in 0..shards {
-        let (node, interest, mesh, first_error, ports) = (node.clone(), interest.clone(), mesh.clone(), first_error.clone(), ports.clone());
+        let (node, interest, mesh, first_error, ports) = (
+            node.clone(),
+            interest.clone(),
+            mesh.clone(),
+            first_error.clone(),
+            ports.clone(),
+        );
         let cpu = cpus[index % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
@@ -100,11 +111,17 @@ pub fn run(config: Config, draining: Arc<AtomicBool>) -> Result<(), Error> {
                     }
                 }
             })
-            .map_err(|e| Error::Start { shard: index, reason: e.to_string() })?;
+            .map_err(|e| Error::Start {
+                shard: index,
+                reason: e.to_string(),
+            })?;
         handles.push(handle);
     }
     for (shard, handle) in handles.into_iter().enumerate() {
-        handle.join().map_err(|e| Error::Start { shard, reason: e.to_string() })?;
+        handle.join().map_err(|e| Error::Start {
+            shard,
+            reason: e.to_string(),
+        })?;
     }
     if let Some(bridge) = bridge {
         bridge.shutdown();
@@ -148,16 +165,23 @@ impl Shard {
         let start_error = |reason: String| Error::Start { shard: index, reason };
         let (senders, receivers) = match mesh {
             Some(mesh) => {
-                let (s, r) = mesh.join().await.map_err(|_| start_error("could not join the shard mesh".into()))?;
+                let (s, r) = mesh
+                    .join()
+                    .await
+                    .map_err(|_| start_error("could not join the shard mesh".into()))?;
                 (Some(s), Some(r))
             }
             None => (None, None),
         };
-        let listener = TcpListener::bind(node.config.listen).map_err(|e| start_error(format!("listen on {}: {e}", node.config.listen)))?;
+        let listener = TcpListener::bind(node.config.listen)
+            .map_err(|e| start_error(format!("listen on {}: {e}", node.config.listen)))?;
         let stats = node.stats[index].clone();
         // Interest bits and bridge ports are indexed by mesh peer id.
         let peer = senders.as_ref().map_or(0, |s| s.peer_id());
-        let port = ports.lock().ok().and_then(|mut ports| ports.get_mut(peer).and_then(Option::take));
+        let port = ports
+            .lock()
+            .ok()
+            .and_then(|mut ports| ports.get_mut(peer).and_then(Option::take));
         let (kafka_out, kafka_in) = match port {
             Some(port) => (Some(port.outbound), Some(port.inbound.connect().await)),
             None => (None, None),

@@ -32,7 +32,10 @@ pub struct Outbound {
 
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbound").field("queued", &self.len()).field("closing", &self.closing.get()).finish()
+        f.debug_struct("Outbound")
+            .field("queued", &self.len())
+            .field("closing", &self.closing.get())
+            .finish()
     }
 }
 

@@ -72,15 +72,23 @@ impl Router {
         }
         match groups.iter_mut().find(|g| g.key == key) {
             Some(group) => group.members.push((conn, out)),
-            None => groups.push(Group { key, members: vec![(conn, out)] }),
+            None => groups.push(Group {
+                key,
+                members: vec![(conn, out)],
+            }),
         }
     }
 
     /// Removes subscription `subscription` of connection `conn` from `destination`.
     pub fn unsubscribe(&self, destination: &[u8], subscription: &[u8], conn: u64) {
         let mut index = self.index.borrow_mut();
-        let Some(groups) = index.get_mut(destination) else { return };
-        if let Some(g) = groups.iter().position(|g| g.key.subscription == subscription && g.members.iter().any(|(c, _)| *c == conn)) {
+        let Some(groups) = index.get_mut(destination) else {
+            return;
+        };
+        if let Some(g) = groups
+            .iter()
+            .position(|g| g.key.subscription == subscription && g.members.iter().any(|(c, _)| *c == conn))
+        {
             let members = &mut groups[g].members;
             if let Some(m) = members.iter().position(|(c, _)| *c == conn) {
                 members.swap_remove(m);
@@ -105,7 +113,11 @@ impl Router {
             self.publish(msg).await;
             return Ok(());
         };
-        let record = Outgoing { channel, value: msg.body.clone(), id: msg.id.clone() };
+        let record = Outgoing {
+            channel,
+            value: msg.body.clone(),
+            id: msg.id.clone(),
+        };
         kafka.try_send(record).map_err(|_| PublishError::KafkaFull)?;
         if self.ordering == Ordering::Local {
             self.publish(msg).await;
@@ -124,7 +136,11 @@ impl Router {
             let mut destination = BytesMut::with_capacity(CHANNEL_PREFIX.len() + record.channel.len());
             destination.put_slice(CHANNEL_PREFIX);
             destination.put_slice(&record.channel);
-            self.deliver(&Published { destination: destination.freeze(), body: record.value, id: record.id });
+            self.deliver(&Published {
+                destination: destination.freeze(),
+                body: record.value,
+                id: record.id,
+            });
         }
     }
 
@@ -147,7 +163,9 @@ impl Router {
     /// Delivers `msg` to this shard's subscribers of its destination.
     pub fn deliver(&self, msg: &Published) {
         let index = self.index.borrow();
-        let Some(groups) = index.get(&msg.destination) else { return };
+        let Some(groups) = index.get(&msg.destination) else {
+            return;
+        };
         let delivered = fanout::deliver(msg, groups, &mut self.scratch.borrow_mut());
         ShardStats::add(&self.stats.messages_out, delivered);
     }

@@ -48,13 +48,19 @@ impl Session {
     /// A session that has not seen `CONNECT` yet.
     pub fn new(shard: &Shard, conn: u64, framing: Framing, out: Rc<Outbound>) -> Self {
         let config = &shard.node.config;
-        let limits = ws::Limits { max_frame_bytes: config.max_frame_bytes, max_message_bytes: config.max_frame_bytes };
+        let limits = ws::Limits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_message_bytes: config.max_frame_bytes,
+        };
         Self {
             conn,
             framing,
             out,
             ws: ws::Decoder::new(ws::Role::Server, limits),
-            stomp: stomp::Decoder::new(stomp::Limits { max_frame_bytes: config.max_frame_bytes, max_headers: MAX_HEADERS }),
+            stomp: stomp::Decoder::new(stomp::Limits {
+                max_frame_bytes: config.max_frame_bytes,
+                max_headers: MAX_HEADERS,
+            }),
             stream: BytesMut::new(),
             version: None,
             clock: None,
@@ -111,7 +117,10 @@ impl Session {
 
     /// Heart-beats due at `now`: sends ours, or closes a client gone silent.
     pub fn on_tick(&mut self, shard: &Shard, now: Instant) -> Flow {
-        let tick = self.clock.as_mut().map_or(stomp::Tick::Idle, |clock| clock.on_tick(now));
+        let tick = self
+            .clock
+            .as_mut()
+            .map_or(stomp::Tick::Idle, |clock| clock.on_tick(now));
         {
             match tick {
                 stomp::Tick::Idle => {}
@@ -129,7 +138,8 @@ impl Session {
             }
         }
         if self.framing == Framing::SockJs && now >= self.out.last_sent() + shard.sockjs_heartbeat() {
-            self.out.push_with(|q| push_frame(q, ws::OpCode::Text, sockjs::HEARTBEAT));
+            self.out
+                .push_with(|q| push_frame(q, ws::OpCode::Text, sockjs::HEARTBEAT));
             self.out.mark_sent(now);
         }
         Flow::Continue
@@ -197,7 +207,12 @@ impl Session {
         self.stomp.set_version(version);
         self.clock = Some(stomp::Session::new(heartbeat, Instant::now()));
         let beat = format!("{},{}", heartbeat.header.0, heartbeat.header.1);
-        let server = format!("chat-engine/{} node={} shard={}", env!("CARGO_PKG_VERSION"), shard.node.config.node_id, shard.index);
+        let server = format!(
+            "chat-engine/{} node={} shard={}",
+            env!("CARGO_PKG_VERSION"),
+            shard.node.config.node_id,
+            shard.index
+        );
         let session = itoa::Buffer::new().format(self.conn).to_owned();
         let headers: [(&str, &[u8]); 4] = [
             ("version", version.as_str().as_bytes()),
@@ -210,7 +225,9 @@ impl Session {
     }
 
     fn on_subscribe(&mut self, shard: &Shard, frame: &Frame) -> Result<(), Refusal> {
-        let destination = frame.header(b"destination").ok_or(Refusal::Protocol("SUBSCRIBE without destination"))?;
+        let destination = frame
+            .header(b"destination")
+            .ok_or(Refusal::Protocol("SUBSCRIBE without destination"))?;
         // STOMP 1.0 makes `id` optional; the destination then names the subscription.
         let id = match (frame.header(b"id"), self.version) {
             (Some(id), _) => id,
@@ -224,8 +241,14 @@ impl Session {
             return Err(Refusal::Protocol("too many subscriptions"));
         }
         let (id, destination) = (Bytes::copy_from_slice(id), Bytes::copy_from_slice(destination));
-        let key = WireKey { framing: self.framing, version: self.version.unwrap_or(Version::V1_0), subscription: id.clone() };
-        shard.router.subscribe(destination.clone(), key, self.conn, self.out.clone());
+        let key = WireKey {
+            framing: self.framing,
+            version: self.version.unwrap_or(Version::V1_0),
+            subscription: id.clone(),
+        };
+        shard
+            .router
+            .subscribe(destination.clone(), key, self.conn, self.out.clone());
         self.subs.push((id, destination));
         ShardStats::shift(&shard.stats.subscriptions, 1);
         Ok(())
@@ -242,7 +265,9 @@ impl Session {
     }
 
     async fn on_send(&mut self, shard: &Shard, frame: &Frame) -> Result<(), Refusal> {
-        let destination = frame.header(b"destination").ok_or(Refusal::Protocol("SEND without destination"))?;
+        let destination = frame
+            .header(b"destination")
+            .ok_or(Refusal::Protocol("SEND without destination"))?;
         if destination == chat::PUBLISH_DESTINATION {
             let chat = {
                 let mut scratch = shard.json_scratch.borrow_mut();
@@ -252,16 +277,26 @@ impl Session {
                 })?
             };
             let channel = chat.destination.slice(chat::CHANNEL_PREFIX.len()..);
-            let msg = Arc::new(Published { destination: chat.destination, body: chat.body, id: shard.next_message_id() });
+            let msg = Arc::new(Published {
+                destination: chat.destination,
+                body: chat.body,
+                id: shard.next_message_id(),
+            });
             // Boxed: this rare, deep await would otherwise size every idle connection's
             // future (flamegraphs/README.md, idle10k).
             if Box::pin(shard.router.publish_chat(msg, channel)).await.is_err() {
                 shard.stats.error(ErrorKind::KafkaBackpressure);
-                return Err(Refusal::Protocol("cluster bus is full: message not accepted, send it again later"));
+                return Err(Refusal::Protocol(
+                    "cluster bus is full: message not accepted, send it again later",
+                ));
             }
         } else if destination.starts_with(b"/sub/") {
             // Like Spring's simple broker: straight to this node's subscribers.
-            let msg = Published { destination: Bytes::copy_from_slice(destination), body: frame.body.clone(), id: shard.next_message_id() };
+            let msg = Published {
+                destination: Bytes::copy_from_slice(destination),
+                body: frame.body.clone(),
+                id: shard.next_message_id(),
+            };
             Box::pin(shard.router.publish(Arc::new(msg))).await;
         } else {
             return Err(Refusal::Protocol("unknown destination: send to /pub/chat or /sub/..."));
@@ -311,7 +346,13 @@ impl Session {
     fn send_frame(&self, shard: &Shard, command: Command, headers: &[(&str, &[u8])], body: &[u8]) {
         let mut scratch = shard.encode_scratch.borrow_mut();
         scratch.clear();
-        stomp::encode_frame(command, headers, body, self.version.unwrap_or(Version::V1_2), &mut scratch);
+        stomp::encode_frame(
+            command,
+            headers,
+            body,
+            self.version.unwrap_or(Version::V1_2),
+            &mut scratch,
+        );
         let frame = scratch.split();
         self.send_stomp_bytes_with(&mut scratch, &frame);
     }

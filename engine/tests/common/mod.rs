@@ -46,12 +46,9 @@ impl Engine {
     /// `READY_TIMEOUT`; the message includes the tail of its log.
     pub fn start(args: &[&str]) -> Engine {
         let port = free_port();
-        let log_path =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chat-engine-{port}.log"));
+        let log_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chat-engine-{port}.log"));
         let log = File::create(&log_path).expect("the cargo target tmp dir is writable");
-        let log_err = log
-            .try_clone()
-            .expect("a just-opened log file can be duplicated");
+        let log_err = log.try_clone().expect("a just-opened log file can be duplicated");
         let bin = engine_bin();
         let child = Command::new(&bin)
             .arg("--listen")
@@ -62,11 +59,7 @@ impl Engine {
             .stderr(log_err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
-        let mut engine = Engine {
-            child,
-            port,
-            log_path,
-        };
+        let mut engine = Engine { child, port, log_path };
         engine.wait_ready(READY_TIMEOUT);
         engine
     }
@@ -121,9 +114,7 @@ impl Engine {
             thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
-        self.child
-            .wait()
-            .expect("waiting on a killed child succeeds")
+        self.child.wait().expect("waiting on a killed child succeeds")
     }
 
     fn wait_ready(&mut self, timeout: Duration) {
@@ -170,12 +161,8 @@ pub fn engine_bin() -> PathBuf {
 /// A TCP port on 127.0.0.1 that was free a moment ago: bind port 0, read the
 /// port the kernel chose, and let the listener go.
 pub fn free_port() -> u16 {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0 succeeds");
-    listener
-        .local_addr()
-        .expect("a bound listener has an address")
-        .port()
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0 succeeds");
+    listener.local_addr().expect("a bound listener has an address").port()
 }
 
 /// A minimal HTTP/1.1 `GET` on 127.0.0.1:`port` with `Connection: close`.
@@ -185,8 +172,7 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     // A read timeout after the head arrived still leaves a usable answer.
@@ -227,12 +213,9 @@ pub fn node_available() -> bool {
 /// Runs `command` with its output in a log file under the target dir and kills
 /// it after `timeout`. Returns whether it exited with 0, and its output.
 pub fn run_with_timeout(command: &mut Command, name: &str, timeout: Duration) -> (bool, String) {
-    let out_path =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.log", std::process::id()));
+    let out_path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}.log", std::process::id()));
     let out = File::create(&out_path).expect("the cargo target tmp dir is writable");
-    let err = out
-        .try_clone()
-        .expect("a just-opened log file can be duplicated");
+    let err = out.try_clone().expect("a just-opened log file can be duplicated");
     let mut child = command
         .stdin(Stdio::null())
         .stdout(out)
@@ -268,7 +251,9 @@ impl Engine {
     /// Sends raw bytes, returns everything the server answers until it closes or goes
     /// quiet for 300 ms.
     pub fn raw(&self, bytes: &[u8]) -> Vec<u8> {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return Vec::new() };
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return Vec::new();
+        };
         s.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
         let _ = s.write_all(bytes);
         let mut out = Vec::new();
@@ -301,9 +286,13 @@ impl Client {
     pub fn open(port: u16, path: &str, protocols: Option<&str>) -> WebSocket<TcpStream> {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!("ws://127.0.0.1:{port}{path}")).expect("request");
+        let mut request =
+            tungstenite::client::IntoClientRequest::into_client_request(format!("ws://127.0.0.1:{port}{path}"))
+                .expect("request");
         if let Some(p) = protocols {
-            request.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().expect("header"));
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", p.parse().expect("header"));
         }
         let (ws, _) = tungstenite::client::client(request, stream).expect("handshake");
         ws
@@ -312,7 +301,11 @@ impl Client {
     /// Raw STOMP 1.2 at `/ws`, CONNECTed.
     pub fn raw(port: u16) -> Client {
         let ws = Self::open(port, "/ws", Some("v12.stomp"));
-        let mut c = Client { ws, sockjs: false, server: String::new() };
+        let mut c = Client {
+            ws,
+            sockjs: false,
+            server: String::new(),
+        };
         c.connect("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0");
         c
     }
@@ -322,7 +315,11 @@ impl Client {
         let mut ws = Self::open(port, "/letters-chat-server/123/abcdefgh/websocket", None);
         let open = ws.read().expect("open frame");
         assert_eq!(open, Message::Text("o".into()));
-        let mut c = Client { ws, sockjs: true, server: String::new() };
+        let mut c = Client {
+            ws,
+            sockjs: true,
+            server: String::new(),
+        };
         c.connect("CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\0");
         c
     }
@@ -336,7 +333,11 @@ impl Client {
 
     /// Sends one STOMP frame (wrapped in a SockJS array when needed).
     pub fn send(&mut self, frame: &str) {
-        let text = if self.sockjs { serde_json::to_string(&[frame]).expect("json") } else { frame.to_string() };
+        let text = if self.sockjs {
+            serde_json::to_string(&[frame]).expect("json")
+        } else {
+            frame.to_string()
+        };
         self.ws.send(Message::Text(text)).expect("send");
     }
 
@@ -349,7 +350,8 @@ impl Client {
                     if t == "h" {
                         continue;
                     }
-                    let frames: Vec<String> = serde_json::from_str(t.strip_prefix('a').expect("a[...] frame")).expect("json array");
+                    let frames: Vec<String> =
+                        serde_json::from_str(t.strip_prefix('a').expect("a[...] frame")).expect("json array");
                     let frame = frames.into_iter().next().expect("one frame");
                     if frame == "\n" {
                         continue;
@@ -365,7 +367,9 @@ impl Client {
 
     /// Subscribes with a receipt and waits for it.
     pub fn subscribe(&mut self, id: &str, destination: &str) {
-        self.send(&format!("SUBSCRIBE\nid:{id}\ndestination:{destination}\nreceipt:r-{id}\n\n\0"));
+        self.send(&format!(
+            "SUBSCRIBE\nid:{id}\ndestination:{destination}\nreceipt:r-{id}\n\n\0"
+        ));
         let receipt = self.frame();
         assert!(receipt.starts_with("RECEIPT\nreceipt-id:r-"), "{receipt}");
     }
@@ -373,7 +377,10 @@ impl Client {
     /// Publishes a chat message to /pub/chat.
     pub fn chat(&mut self, channel: &str, message: &str) {
         let body = serde_json::json!({"channel": channel, "sender": "t@letters.test", "message": message}).to_string();
-        self.send(&format!("SEND\ndestination:/pub/chat\ncontent-length:{}\n\n{body}\0", body.len()));
+        self.send(&format!(
+            "SEND\ndestination:/pub/chat\ncontent-length:{}\n\n{body}\0",
+            body.len()
+        ));
     }
 
     /// The shard number from the `server` header.
@@ -385,10 +392,15 @@ impl Client {
 /// The first value of header `name` in a STOMP frame's text.
 pub fn header(frame: &str, name: &str) -> Option<String> {
     let head = frame.split("\n\n").next()?;
-    head.lines().skip(1).find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
+    head.lines()
+        .skip(1)
+        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
 }
 
 /// The body of a STOMP frame's text (up to the NUL).
 pub fn body(frame: &str) -> &str {
-    frame.split_once("\n\n").map(|(_, b)| b.trim_end_matches('\0')).unwrap_or("")
+    frame
+        .split_once("\n\n")
+        .map(|(_, b)| b.trim_end_matches('\0'))
+        .unwrap_or("")
 }

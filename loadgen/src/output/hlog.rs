@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
-use hdrhistogram::serialization::interval_log::{
-    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry,
-};
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry};
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 
 use crate::report::hist;
@@ -30,10 +28,7 @@ impl IntervalLog {
     /// Adds the interval `[start_ns, end_ns)`.
     pub fn push(&mut self, start_ns: u64, end_ns: u64, hist: &Hist) {
         let mut bytes = Vec::new();
-        if V2DeflateSerializer::new()
-            .serialize(hist, &mut bytes)
-            .is_ok()
-        {
+        if V2DeflateSerializer::new().serialize(hist, &mut bytes).is_ok() {
             self.intervals.push((start_ns, end_ns, bytes));
         }
     }
@@ -70,12 +65,7 @@ impl IntervalLog {
         if let Ok(mut writer) = builder.begin_log_with(&mut out, &mut serializer) {
             for (start, end, hist) in self.iter() {
                 let at = Duration::from_nanos(start.saturating_sub(base_ns));
-                let _ = writer.write_histogram(
-                    &hist,
-                    at,
-                    Duration::from_nanos(end.saturating_sub(start)),
-                    None,
-                );
+                let _ = writer.write_histogram(&hist, at, Duration::from_nanos(end.saturating_sub(start)), None);
             }
         }
         String::from_utf8_lossy(&out).into_owned()
@@ -157,10 +147,7 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].2.len(), 3);
         assert_eq!(all[1].2.max(), hist_of(&[5000]).max());
-        assert!(
-            all[1].0.abs_diff(t0 + 1_000_000_000) < 2_000_000,
-            "ms precision"
-        );
+        assert!(all[1].0.abs_diff(t0 + 1_000_000_000) < 2_000_000, "ms precision");
     }
 
     #[test]

@@ -55,9 +55,7 @@ pub fn percentiles(title: &str, series: &[(&str, &Hist)]) -> Result<String, Stri
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
         chart
             .configure_series_labels()
@@ -115,9 +113,7 @@ pub fn over_time(title: &str, timeline: &[TimelinePoint]) -> Result<String, Stri
                 .draw_series(LineSeries::new(points, color.stroke_width(2)))
                 .map_err(|e| e.to_string())?
                 .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
         chart
             .configure_series_labels()
@@ -164,8 +160,7 @@ mod tests {
         for v in 1..5000 {
             record(&mut h, v);
         }
-        let svg =
-            percentiles("delivery", &[("delivery", &h), ("empty", &new_hist())]).expect("draws");
+        let svg = percentiles("delivery", &[("delivery", &h), ("empty", &new_hist())]).expect("draws");
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
         assert!(svg.contains("<polyline") || svg.contains("<path"));
         assert!(svg.contains("99.9%"), "percentile labels");
@@ -186,9 +181,7 @@ mod tests {
             },
             ..TimelinePoint::default()
         };
-        assert!(
-            over_time("t", &[p, TimelinePoint { t_s: 1.0, ..p }]).is_ok_and(|s| s.contains("p99"))
-        );
+        assert!(over_time("t", &[p, TimelinePoint { t_s: 1.0, ..p }]).is_ok_and(|s| s.contains("p99")));
     }
 
     #[test]

@@ -84,9 +84,7 @@ pub fn encode(hist: &Hist) -> String {
 
 /// The histogram of a base64 V2 (deflate or not) encoding, with the report's bounds.
 pub fn decode(text: &str) -> Option<Hist> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
     decode_bytes(&bytes)
 }
 

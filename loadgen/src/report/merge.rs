@@ -3,9 +3,7 @@
 //! recomputed from the sums, and a server seen by several processes counts once.
 
 use super::hist::{self, HistReport};
-use super::{
-    per_message, reach, summarise_node, NodeReport, Report, ShardCpu, ShardReport, TimelinePoint,
-};
+use super::{per_message, reach, summarise_node, NodeReport, Report, ShardCpu, ShardReport, TimelinePoint};
 
 /// Adds reports of processes that ran side by side into one. Counts add up; histograms
 /// add exactly; rates add (the processes ran at the same time); a server seen by several
@@ -60,10 +58,7 @@ pub fn merge(reports: &[Report]) -> Option<Report> {
         out.cpu
             .loadgen_shards
             .extend(r.cpu.loadgen_shards.iter().map(|s| ShardCpu {
-                shard: format!(
-                    "{process}.{}",
-                    s.shard.rsplit('.').next().unwrap_or(&s.shard)
-                ),
+                shard: format!("{process}.{}", s.shard.rsplit('.').next().unwrap_or(&s.shard)),
                 ..s.clone()
             }));
         out.cpu.loadgen_s += r.cpu.loadgen_s;

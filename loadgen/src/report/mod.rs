@@ -350,13 +350,11 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
     let mut aggs: BTreeMap<(String, String), Agg> = BTreeMap::new();
     for r in results {
         for k in &r.keys {
-            let agg = aggs
-                .entry((k.node.clone(), k.shard.clone()))
-                .or_insert_with(|| Agg {
-                    counts: Counts::default(),
-                    delivery: stats::new_hist(),
-                    connect: stats::new_hist(),
-                });
+            let agg = aggs.entry((k.node.clone(), k.shard.clone())).or_insert_with(|| Agg {
+                counts: Counts::default(),
+                delivery: stats::new_hist(),
+                connect: stats::new_hist(),
+            });
             agg.counts.connections += k.connections;
             hist::add(&mut agg.delivery, &k.delivery);
             hist::add(&mut agg.connect, &k.connect);
@@ -366,10 +364,7 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
             let Some(agg) = aggs.get_mut(&(k.node.clone(), k.shard.clone())) else {
                 continue;
             };
-            let expected = sent_per_channel
-                .get(s.channel as usize)
-                .copied()
-                .unwrap_or(0);
+            let expected = sent_per_channel.get(s.channel as usize).copied().unwrap_or(0);
             let c = &mut agg.counts;
             c.subscribers += 1;
             c.expected += expected;
@@ -512,11 +507,7 @@ fn cpu_report(results: &[ShardResult], info: &RunInfo, messages: &Messages) -> C
     let servers: Vec<ServerCpu> = match (&info.measure_start, &info.measure_end) {
         (Some(a), Some(b)) => server::cpu_used(a, b)
             .into_iter()
-            .map(|(name, source, cpu_s)| ServerCpu {
-                name,
-                source,
-                cpu_s,
-            })
+            .map(|(name, source, cpu_s)| ServerCpu { name, source, cpu_s })
             .collect(),
         _ => Vec::new(),
     };
@@ -560,8 +551,8 @@ fn memory_report(info: &RunInfo, nodes: &[NodeReport], ready: u64) -> Vec<Memory
                 .iter()
                 .find(|n| n.node == a.name)
                 .map_or(ready, |n| n.counts.connections);
-            let bytes_per_connection = (connections > 0)
-                .then(|| (rss_after_bytes - rss_before_bytes) / connections as f64);
+            let bytes_per_connection =
+                (connections > 0).then(|| (rss_after_bytes - rss_before_bytes) / connections as f64);
             Some(MemoryReport {
                 name: a.name.clone(),
                 rss_before_bytes,

@@ -41,10 +41,7 @@ pub fn render(report: &Report) -> String {
         }
     }
     if report.interrupted {
-        let _ = writeln!(
-            w,
-            "INTERRUPTED: figures cover what was measured before Ctrl-C"
-        );
+        let _ = writeln!(w, "INTERRUPTED: figures cover what was measured before Ctrl-C");
     }
     let c = &report.connections;
     let _ = writeln!(
@@ -98,18 +95,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(
         w,
         "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>9}{:>9}",
-        "node",
-        "shard",
-        "conns",
-        "subs",
-        "expected",
-        "delivered",
-        "lost",
-        "dup",
-        "reord",
-        "reach",
-        "p99 ms",
-        "max ms"
+        "node", "shard", "conns", "subs", "expected", "delivered", "lost", "dup", "reord", "reach", "p99 ms", "max ms"
     );
     for n in &report.nodes {
         for s in &n.shards {
@@ -156,11 +142,7 @@ pub fn render(report: &Report) -> String {
     if report.errors.is_empty() {
         let _ = writeln!(w, "errors: none");
     } else {
-        let list: Vec<String> = report
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect();
+        let list: Vec<String> = report.errors.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let _ = writeln!(w, "errors: {}", list.join(" "));
     }
     let cpu = &report.cpu;
@@ -260,10 +242,7 @@ fn opt(v: Option<f64>) -> String {
 }
 
 fn ids(ids: &[u64]) -> String {
-    ids.iter()
-        .map(|id| format!("{id:x}"))
-        .collect::<Vec<_>>()
-        .join("+")
+    ids.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>().join("+")
 }
 
 fn clip(s: &str, n: usize) -> String {

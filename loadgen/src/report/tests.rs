@@ -163,10 +163,7 @@ fn nodes_and_shards_are_broken_down() {
     let n1 = &r.nodes[0];
     assert_eq!(n1.node, "n1");
     assert_eq!(n1.shards.len(), 2);
-    assert_eq!(
-        (n1.counts.expected, n1.counts.delivered, n1.counts.lost),
-        (20, 18, 2)
-    );
+    assert_eq!((n1.counts.expected, n1.counts.delivered, n1.counts.lost), (20, 18, 2));
     assert_eq!(n1.counts.reach, Some(0.9));
     assert_eq!(n1.shards[1].counts.lost, 2);
     assert_eq!(n1.delivery.count, 18);

@@ -79,11 +79,7 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
     let started_ns = now_ns();
     let socket = open_socket(target.addr, plan.source_ip).map_err(|e| io_kind(&e))?;
     let stream: Stream = Rc::new(RefCell::new(socket));
-    let mut codec = Codec::new(
-        target.framing,
-        MAX_FRAME_BYTES,
-        u64::from(index) ^ scenario.run_id,
-    );
+    let mut codec = Codec::new(target.framing, MAX_FRAME_BYTES, u64::from(index) ^ scenario.run_id);
     let mut rng = wire::Rng::new(u64::from(index).wrapping_mul(31) ^ started_ns);
     let key = wire::new_key(&mut rng);
     let mut out = BytesMut::new();
@@ -103,9 +99,7 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
                 buf.advance(n);
                 break;
             }
-            Ok(None) => read_some(shard, &stream, &mut buf)
-                .await
-                .map_err(|e| io_kind(&e))?,
+            Ok(None) => read_some(shard, &stream, &mut buf).await.map_err(|e| io_kind(&e))?,
             Err(e) => return Err(e.kind()),
         }
     }
@@ -228,9 +222,7 @@ async fn read_loop(
             return Err(kind);
         }
         release_if_empty(buf);
-        read_some(shard, stream, buf)
-            .await
-            .map_err(|e| io_kind(&e))?;
+        read_some(shard, stream, buf).await.map_err(|e| io_kind(&e))?;
     }
 }
 
@@ -261,18 +253,11 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, link: Rc<Link>) {
 }
 
 /// The next event, reading as needed.
-async fn next_event(
-    shard: &Shard,
-    stream: &Stream,
-    codec: &mut Codec,
-    buf: &mut BytesMut,
-) -> Result<Event, String> {
+async fn next_event(shard: &Shard, stream: &Stream, codec: &mut Codec, buf: &mut BytesMut) -> Result<Event, String> {
     loop {
         match codec.decode(buf) {
             Ok(Some(event)) => return Ok(event),
-            Ok(None) => read_some(shard, stream, buf)
-                .await
-                .map_err(|e| io_kind(&e))?,
+            Ok(None) => read_some(shard, stream, buf).await.map_err(|e| io_kind(&e))?,
             Err(e) => return Err(e.kind()),
         }
     }
@@ -313,19 +298,9 @@ async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
 /// A non-blocking TCP socket connecting to `dst` from `src` (port chosen at connect time,
 /// so many sources share no port range). The first write waits for the connection.
 fn open_socket(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
-    let domain = if dst.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let domain = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: socket(2) with constant arguments; the result is checked before use.
-    let fd = unsafe {
-        libc::socket(
-            domain,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -385,25 +360,18 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             sin.sin_addr = libc::in_addr {
                 s_addr: u32::from_ne_bytes(a.ip().octets()),
             };
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
+            (storage, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
         }
         SocketAddr::V6(a) => {
             // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 =
-                unsafe { &mut *std::ptr::addr_of_mut!(storage).cast::<libc::sockaddr_in6>() };
+            let sin6 = unsafe { &mut *std::ptr::addr_of_mut!(storage).cast::<libc::sockaddr_in6>() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr = libc::in6_addr {
                 s6_addr: a.ip().octets(),
             };
             sin6.sin6_scope_id = a.scope_id();
-            (
-                storage,
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            )
+            (storage, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
         }
     }
 }

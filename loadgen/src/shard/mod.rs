@@ -22,9 +22,7 @@ use smallvec::SmallVec;
 
 use crate::body;
 use crate::scenario::Scenario;
-use crate::stats::{
-    self, count_error, Cpu, Errors, Event, Hist, KeyStats, PubResult, ShardResult, SubResult,
-};
+use crate::stats::{self, count_error, Cpu, Errors, Event, Hist, KeyStats, PubResult, ShardResult, SubResult};
 use crate::track::{MessageTable, Seen, SeqTracker};
 use crate::wire::Codec;
 
@@ -79,10 +77,7 @@ impl Control {
 
     /// The measured window `[measure_start, publish_end)`.
     pub fn window(&self) -> (u64, u64) {
-        (
-            self.measure_start_ns.load(Relaxed),
-            self.publish_end_ns.load(Relaxed),
-        )
+        (self.measure_start_ns.load(Relaxed), self.publish_end_ns.load(Relaxed))
     }
 }
 
@@ -228,13 +223,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    fn new(
-        index: usize,
-        core: usize,
-        scenario: Arc<Scenario>,
-        control: Arc<Control>,
-        events: Sender<Event>,
-    ) -> Self {
+    fn new(index: usize, core: usize, scenario: Arc<Scenario>, control: Arc<Control>, events: Sender<Event>) -> Self {
         let permits = glommio::sync::Semaphore::new(scenario.connect_concurrency as u64);
         Shard {
             index,
@@ -312,13 +301,7 @@ impl Shard {
 
     /// Registers a ready subscriber (and publisher, when `publisher` is set); returns its
     /// subscriber slot.
-    pub fn ready(
-        &self,
-        key: usize,
-        channel: u32,
-        publisher: Option<u32>,
-        link: &Rc<Link>,
-    ) -> usize {
+    pub fn ready(&self, key: usize, channel: u32, publisher: Option<u32>, link: &Rc<Link>) -> usize {
         let mut state = self.state.borrow_mut();
         state.keys[key].subscribers += 1;
         state.ready += 1;
@@ -360,12 +343,7 @@ impl Shard {
     }
 
     /// Handles the bodies of `MESSAGE` frames that subscriber `slot` received at `now_ns`.
-    pub fn on_messages<'a>(
-        &self,
-        slot: usize,
-        bodies: impl Iterator<Item = &'a [u8]>,
-        now_ns: u64,
-    ) {
+    pub fn on_messages<'a>(&self, slot: usize, bodies: impl Iterator<Item = &'a [u8]>, now_ns: u64) {
         let (measure_start, publish_end) = self.control.window();
         let run_id = self.scenario.run_id;
         let mut state = self.state.borrow_mut();

@@ -126,11 +126,7 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
             let mut out = p.link.out.borrow_mut();
             let injecting = measured && p.publisher == 0;
             let index = p.sent_measured;
-            if injecting
-                && p.injected_reorders < scenario.inject_reorder
-                && index % 4 == 2
-                && p.held.is_none()
-            {
+            if injecting && p.injected_reorders < scenario.inject_reorder && index % 4 == 2 && p.held.is_none() {
                 // Hold this one back until after the next: the pair arrives swapped.
                 let mut held = BytesMut::new();
                 codec.encode(Command::Send, &headers, body, &mut held);

@@ -80,10 +80,7 @@ impl Engine {
             return String::new();
         };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
+        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
@@ -118,20 +115,11 @@ pub fn engine_bin() -> PathBuf {
     if beside.exists() {
         return beside;
     }
-    let profile_dir = loadgen
-        .parent()
-        .expect("the loadgen binary has a directory");
+    let profile_dir = loadgen.parent().expect("the loadgen binary has a directory");
     let target_dir = profile_dir.with_file_name("loadgen-tests-engine");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "-p",
-            "chat-engine",
-            "--bin",
-            "chat-engine",
-            "--target-dir",
-        ])
+        .args(["build", "-p", "chat-engine", "--bin", "chat-engine", "--target-dir"])
         .arg(&target_dir)
         .status();
     assert!(
@@ -159,9 +147,7 @@ pub fn loadgen(args: &[&str]) -> Output {
 
 /// `loadgen run` against `target` with `args`, writing into `out`; returns report.json.
 pub fn run(target: &str, out: &Path, args: &[&str]) -> serde_json::Value {
-    let output = start_run(target, out, args)
-        .wait_with_output()
-        .expect("loadgen exits");
+    let output = start_run(target, out, args).wait_with_output().expect("loadgen exits");
     assert!(
         output.status.success(),
         "loadgen {args:?} failed: {}\n{}",
@@ -176,9 +162,7 @@ pub fn run(target: &str, out: &Path, args: &[&str]) -> serde_json::Value {
 pub fn start_run(target: &str, out: &Path, args: &[&str]) -> std::process::Child {
     let out_str = out.to_str().expect("utf-8 temp path");
     Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "run", "--target", target, "--out", out_str, "--shards", "1", "--quiet",
-        ])
+        .args(["run", "--target", target, "--out", out_str, "--shards", "1", "--quiet"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -199,8 +183,5 @@ pub fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
 
 /// `v[a][b]...` as f64 (NaN when absent).
 pub fn float(v: &serde_json::Value, path: &[&str]) -> f64 {
-    path.iter()
-        .fold(v, |v, k| &v[*k])
-        .as_f64()
-        .unwrap_or(f64::NAN)
+    path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
 }

@@ -156,8 +156,7 @@ impl Decoder {
             } else if self.lines.len() >= self.limits.max_headers {
                 return Err(Error::TooBig);
             } else {
-                let colon =
-                    memchr(b':', line).ok_or(Error::Malformed("header line without ':'"))?;
+                let colon = memchr(b':', line).ok_or(Error::Malformed("header line without ':'"))?;
                 self.lines.push(HeaderLine {
                     start,
                     colon: start + colon,
@@ -179,10 +178,8 @@ impl Decoder {
         let command = self.command.ok_or(Error::Malformed("missing command"))?;
         let head = buf.split_to(head_len).freeze();
         // One scan of the whole head spares a search per name and value.
-        let unescape = (self.version >= Version::V1_1
-            && command.escapes_headers()
-            && memchr(b'\\', &head).is_some())
-        .then_some(self.version);
+        let unescape = (self.version >= Version::V1_1 && command.escapes_headers() && memchr(b'\\', &head).is_some())
+            .then_some(self.version);
         let mut headers = Headers::new();
         for line in &self.lines {
             let name = field(&head, line.start, line.colon, unescape)?;
@@ -192,10 +189,7 @@ impl Decoder {
             headers.push((name, field(&head, line.colon + 1, line.end, unescape)?));
         }
         self.body_budget = self.limits.max_frame_bytes - head_len;
-        self.content_length = match headers
-            .iter()
-            .find(|(n, _)| n.as_ref() == b"content-length")
-        {
+        self.content_length = match headers.iter().find(|(n, _)| n.as_ref() == b"content-length") {
             Some((_, value)) => Some(parse_content_length(value, self.body_budget)?),
             None => None,
         };
@@ -215,16 +209,11 @@ impl Decoder {
             return match buf.get(len) {
                 None => Ok(None),
                 Some(0) => Ok(Some(len)),
-                Some(_) => Err(Error::Malformed(
-                    "no NUL after content-length bytes of body",
-                )),
+                Some(_) => Err(Error::Malformed("no NUL after content-length bytes of body")),
             };
         }
         let window_end = buf.len().min(self.body_budget.saturating_add(1));
-        if let Some(offset) = buf
-            .get(self.scanned..window_end)
-            .and_then(|rest| memchr(0, rest))
-        {
+        if let Some(offset) = buf.get(self.scanned..window_end).and_then(|rest| memchr(0, rest)) {
             return Ok(Some(self.scanned + offset));
         }
         self.scanned = self.scanned.max(window_end);
@@ -235,21 +224,12 @@ impl Decoder {
     }
 
     /// Cuts the body and its NUL off `buf` and returns the frame.
-    fn finish(
-        &mut self,
-        buf: &mut BytesMut,
-        body_len: usize,
-        headers: Headers,
-    ) -> Result<Item, Error> {
+    fn finish(&mut self, buf: &mut BytesMut, body_len: usize, headers: Headers) -> Result<Item, Error> {
         let command = self.command.ok_or(Error::Malformed("missing command"))?;
         let body = buf.split_to(body_len).freeze();
         buf.advance(1);
         self.reset();
-        Ok(Item::Frame(Frame {
-            command,
-            headers,
-            body,
-        }))
+        Ok(Item::Frame(Frame { command, headers, body }))
     }
 
     /// Back to a frame boundary (the version is kept).
@@ -271,12 +251,7 @@ fn trim_cr(line: &[u8]) -> &[u8] {
 }
 
 /// `head[start..end]`, unescaped for `unescape` (zero-copy when it holds no `\`).
-fn field(
-    head: &Bytes,
-    start: usize,
-    end: usize,
-    unescape: Option<Version>,
-) -> Result<Bytes, Error> {
+fn field(head: &Bytes, start: usize, end: usize, unescape: Option<Version>) -> Result<Bytes, Error> {
     let raw = &head[start..end];
     let (Some(version), Some(first)) = (unescape, memchr(b'\\', raw)) else {
         return Ok(head.slice(start..end));
@@ -365,18 +340,10 @@ mod tests {
     fn decode_every_split_with(input: &[u8], limits: Limits, version: Version) -> Outcome {
         let whole = decode_chunks(&[input], limits, version);
         let bytes: Vec<&[u8]> = input.chunks(1).collect();
-        assert_eq!(
-            decode_chunks(&bytes, limits, version),
-            whole,
-            "byte by byte"
-        );
+        assert_eq!(decode_chunks(&bytes, limits, version), whole, "byte by byte");
         for at in 0..=input.len() {
             let (a, b) = input.split_at(at);
-            assert_eq!(
-                decode_chunks(&[a, b], limits, version),
-                whole,
-                "split at {at}"
-            );
+            assert_eq!(decode_chunks(&[a, b], limits, version), whole, "split at {at}");
         }
         whole
     }
@@ -395,10 +362,7 @@ mod tests {
 
     /// Decodes `input` in every split and expects it to fail with `error`.
     fn assert_fails(input: &[u8], limits: Limits, version: Version, error: Error) {
-        assert_eq!(
-            decode_every_split_with(input, limits, version).1,
-            Some(error)
-        );
+        assert_eq!(decode_every_split_with(input, limits, version).1, Some(error));
     }
 
     fn frame(command: Command, headers: &[(&str, &str)], body: &[u8]) -> Item {
@@ -419,11 +383,11 @@ mod tests {
     }
 
     // The client frames of protocol.md "Observed on the wire", after SockJS decoding.
-    const OBSERVED_CONNECT: &[u8] =
-        b"CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\0";
+    const OBSERVED_CONNECT: &[u8] = b"CONNECT\naccept-version:1.1,1.0\nheart-beat:10000,10000\n\n\0";
     const OBSERVED_SUBSCRIBE: &[u8] = b"SUBSCRIBE\nid:sub-0\ndestination:/sub/chat/global\n\n\0";
     const OBSERVED_SEND: &[u8] = b"SEND\ndestination:/pub/chat\ncontent-length:97\n\n{\"channel\":\"global\",\"sender\":\"alice@letters.test\",\"message\":\"hello from alice\"}\0";
-    const CHAT_BODY: &[u8] = b"{\"channel\":\"global\",\"sender\":\"alice@letters.test\",\"message\":\"hello from alice\"}";
+    const CHAT_BODY: &[u8] =
+        b"{\"channel\":\"global\",\"sender\":\"alice@letters.test\",\"message\":\"hello from alice\"}";
 
     #[test]
     fn observed_client_frames_decode() {
@@ -475,9 +439,7 @@ mod tests {
         assert!(items.is_empty());
         assert_eq!(
             error,
-            Some(Error::Malformed(
-                "no NUL after content-length bytes of body"
-            ))
+            Some(Error::Malformed("no NUL after content-length bytes of body"))
         );
     }
 
@@ -610,18 +572,8 @@ mod tests {
     #[test]
     fn content_length_must_be_followed_by_nul() {
         let rule = Error::Malformed("no NUL after content-length bytes of body");
-        assert_fails(
-            b"SEND\ncontent-length:1\n\nab\0",
-            LIMITS,
-            Version::V1_2,
-            rule,
-        );
-        assert_fails(
-            b"SEND\ncontent-length:3\n\na\0\0x",
-            LIMITS,
-            Version::V1_2,
-            rule,
-        );
+        assert_fails(b"SEND\ncontent-length:1\n\nab\0", LIMITS, Version::V1_2, rule);
+        assert_fails(b"SEND\ncontent-length:3\n\na\0\0x", LIMITS, Version::V1_2, rule);
     }
 
     #[test]
@@ -640,12 +592,7 @@ mod tests {
             b"SEND\ncontent-length:-1\n\n\0",
             b"SEND\ncontent-length:1x\n\n\0",
         ] {
-            assert_fails(
-                bad,
-                LIMITS,
-                Version::V1_2,
-                Error::Malformed("invalid content-length"),
-            );
+            assert_fails(bad, LIMITS, Version::V1_2, Error::Malformed("invalid content-length"));
         }
         assert_fails(
             b"SEND\ncontent-length:99999999999999999999999\n\n",
@@ -661,12 +608,7 @@ mod tests {
             max_frame_bytes: 100,
             max_headers: 4,
         };
-        assert_fails(
-            b"SEND\ncontent-length:101\n\n",
-            limits,
-            Version::V1_2,
-            Error::TooBig,
-        );
+        assert_fails(b"SEND\ncontent-length:101\n\n", limits, Version::V1_2, Error::TooBig);
     }
 
     #[test]
@@ -676,11 +618,7 @@ mod tests {
             max_frame_bytes: 10,
             max_headers: 4,
         };
-        assert_decodes_with_limits(
-            b"SEND\n\nabcd\0",
-            limits,
-            &[frame(Command::Send, &[], b"abcd")],
-        );
+        assert_decodes_with_limits(b"SEND\n\nabcd\0", limits, &[frame(Command::Send, &[], b"abcd")]);
         assert_fails(b"SEND\n\nabcde\0", limits, Version::V1_2, Error::TooBig);
         let limits = Limits {
             max_frame_bytes: 25,
@@ -691,12 +629,7 @@ mod tests {
             limits,
             &[frame(Command::Send, &[("content-length", "2")], b"ab")],
         );
-        assert_fails(
-            b"SEND\ncontent-length:3\n\nabc\0",
-            limits,
-            Version::V1_2,
-            Error::TooBig,
-        );
+        assert_fails(b"SEND\ncontent-length:3\n\nabc\0", limits, Version::V1_2, Error::TooBig);
         // A head that never ends.
         assert_fails(
             b"SEND\nfoo:barbarbarbarbarbarbarbar",
@@ -710,12 +643,7 @@ mod tests {
             limits,
             &[frame(Command::Send, &[("foo", "barbarbarbarba")], b"")],
         );
-        assert_fails(
-            b"SEND\nfoo:barbarbarbarbar\n\n\0",
-            limits,
-            Version::V1_2,
-            Error::TooBig,
-        );
+        assert_fails(b"SEND\nfoo:barbarbarbarbar\n\n\0", limits, Version::V1_2, Error::TooBig);
     }
 
     fn assert_decodes_with_limits(input: &[u8], limits: Limits, expected: &[Item]) {
@@ -737,12 +665,7 @@ mod tests {
             &[frame(Command::Send, &[("a", "1"), ("b", "2")], b"")],
         );
         // Detected at the third header line, before the head ends.
-        assert_fails(
-            b"SEND\na:1\nb:2\nc:3\n",
-            limits,
-            Version::V1_2,
-            Error::TooBig,
-        );
+        assert_fails(b"SEND\na:1\nb:2\nc:3\n", limits, Version::V1_2, Error::TooBig);
     }
 
     #[test]
@@ -750,12 +673,7 @@ mod tests {
         assert_fails(b"send\n\n\0", LIMITS, Version::V1_2, Error::UnknownCommand);
         assert_fails(b"SEND \n\n\0", LIMITS, Version::V1_2, Error::UnknownCommand);
         // Rejected as soon as the command line is complete.
-        assert_fails(
-            b"GET / HTTP/1.1\r\n",
-            LIMITS,
-            Version::V1_2,
-            Error::UnknownCommand,
-        );
+        assert_fails(b"GET / HTTP/1.1\r\n", LIMITS, Version::V1_2, Error::UnknownCommand);
         assert_fails(
             b"\0",
             LIMITS,
@@ -817,30 +735,10 @@ mod tests {
             Version::V1_2,
             &[frame(Command::Send, &[("a", "x\ry")], b"")],
         );
-        assert_fails(
-            b"SEND\na:x\\ry\n\n\0",
-            LIMITS,
-            Version::V1_1,
-            Error::BadEscape,
-        );
-        assert_fails(
-            b"SEND\na:x\\ty\n\n\0",
-            LIMITS,
-            Version::V1_2,
-            Error::BadEscape,
-        );
-        assert_fails(
-            b"SEND\na:x\\\n\n\0",
-            LIMITS,
-            Version::V1_2,
-            Error::BadEscape,
-        );
-        assert_fails(
-            b"SEND\na\\q:x\n\n\0",
-            LIMITS,
-            Version::V1_1,
-            Error::BadEscape,
-        );
+        assert_fails(b"SEND\na:x\\ry\n\n\0", LIMITS, Version::V1_1, Error::BadEscape);
+        assert_fails(b"SEND\na:x\\ty\n\n\0", LIMITS, Version::V1_2, Error::BadEscape);
+        assert_fails(b"SEND\na:x\\\n\n\0", LIMITS, Version::V1_2, Error::BadEscape);
+        assert_fails(b"SEND\na\\q:x\n\n\0", LIMITS, Version::V1_1, Error::BadEscape);
     }
 
     #[test]
@@ -898,18 +796,12 @@ mod tests {
     /// escaping, `\r` (a trailing one would read as part of `\r\n`); in 1.0 also `\n`.
     fn sanitize(value: &mut Vec<u8>, version: Version) {
         value.retain(|&b| {
-            b != 0
-                && (version == Version::V1_2 || b != b'\r')
-                && (version != Version::V1_0 || b != b'\n')
+            b != 0 && (version == Version::V1_2 || b != b'\r') && (version != Version::V1_0 || b != b'\n')
         });
     }
 
     fn arb_version() -> impl Strategy<Value = Version> {
-        prop_oneof![
-            Just(Version::V1_0),
-            Just(Version::V1_1),
-            Just(Version::V1_2)
-        ]
+        prop_oneof![Just(Version::V1_0), Just(Version::V1_1), Just(Version::V1_2)]
     }
 
     fn arb_command() -> impl Strategy<Value = Command> {
@@ -928,10 +820,7 @@ mod tests {
     type ArbFrame = (Command, Vec<(String, Vec<u8>)>, Vec<u8>, bool);
 
     fn arb_frame() -> impl Strategy<Value = ArbFrame> {
-        let header = (
-            "[a-z][a-z0-9-]{0,10}",
-            prop::collection::vec(any::<u8>(), 0..24),
-        );
+        let header = ("[a-z][a-z0-9-]{0,10}", prop::collection::vec(any::<u8>(), 0..24));
         (
             arb_command(),
             prop::collection::vec(header, 0..6),
