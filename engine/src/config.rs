@@ -257,7 +257,8 @@ fn file_args(path: &PathBuf) -> Result<Vec<String>, Error> {
     Ok(args)
 }
 
-fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+/// Parses a core list such as `0,2-4` into `[0, 2, 3, 4]`; `None` when malformed.
+pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
     let mut cpus = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {

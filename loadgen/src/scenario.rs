@@ -219,7 +219,7 @@ impl Scenario {
         };
         let all_cpus = match &args.cpus {
             None => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
-            Some(list) => parse_cpu_list(list)
+            Some(list) => engine::config::parse_cpu_list(list)
                 .filter(|c| !c.is_empty())
                 .ok_or_else(|| invalid("cpus", "expected a list like 0,2-3"))?,
         };
@@ -424,24 +424,6 @@ pub fn parse_ip_list(list: &str) -> Option<Vec<IpAddr>> {
         }
     }
     (!ips.is_empty()).then_some(ips)
-}
-
-/// `0,2-4` → [0, 2, 3, 4].
-pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
-    let mut cpus = Vec::new();
-    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-                if a > b {
-                    return None;
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.parse().ok()?),
-        }
-    }
-    Some(cpus)
 }
 
 /// A run id below 2^48 (exact in any JSON reader), from the clock and the pid.

@@ -24,7 +24,9 @@ use crate::shard::outbound::{Closing, Outbound};
 use crate::shard::session::{push_close, push_frame, Flow, Session};
 use crate::shard::Shard;
 
-type Stream = Rc<RefCell<TcpStream>>;
+/// A socket shared by a connection's reader and writer tasks (each borrows it only
+/// inside a poll, never across an await).
+pub type Stream = Rc<RefCell<TcpStream>>;
 
 /// Serves one accepted connection to its end.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
@@ -441,7 +443,11 @@ async fn read_until(shard: &Shard, stream: &Stream, buf: &mut BytesMut, deadline
     }
 }
 
-async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
+/// Writes all of `bytes` to `stream`.
+///
+/// # Errors
+/// A socket error, or `WriteZero` when the peer stops taking bytes.
+pub async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)).await?;
         if n == 0 {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use engine::proto::stomp::{Command, Version};
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::AsyncRead;
 use glommio::net::TcpStream;
 use smallvec::SmallVec;
 
@@ -26,7 +26,7 @@ use crate::stats::now_ns;
 use crate::target::Framing;
 use crate::wire::{self, Codec, Event};
 
-type Stream = Rc<RefCell<TcpStream>>;
+use engine::shard::conn::{write_all, Stream};
 
 /// Runs connection `index` of the scenario until the run ends or the connection fails.
 pub async fn run(shard: Rc<Shard>, index: u32) {
@@ -280,17 +280,6 @@ async fn read_some(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> io::Re
     .await?;
     if n == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok(())
-}
-
-async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[n..];
     }
     Ok(())
 }
