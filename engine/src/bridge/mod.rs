@@ -387,6 +387,8 @@ fn common_config(cfg: &Config, role: &str) -> ClientConfig {
         // Come back within a second of the broker, not after the 10 s default backoff.
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000")
+        // Chat records are small and latency-bound: no Nagle delay on broker sockets.
+        .set("socket.nagle.disable", "true")
         .set_log_level(RDKafkaLogLevel::Warning);
     config
 }
