@@ -313,3 +313,52 @@ fn sigterm_closes_clients_with_1001_and_exits() {
         }
     }
 }
+
+#[test]
+fn heart_beats_are_sent_and_silent_clients_are_closed() {
+    let engine = Engine::start(&["--shards", "1", "--heartbeat-ms", "200"]);
+    // The client wants a beat every 200 ms and promises nothing: it must get lone EOLs.
+    let mut ws = Client::open(engine.port(), "/ws", Some("v12.stomp"));
+    ws.send(Message::Text(
+        "CONNECT\naccept-version:1.2\nheart-beat:0,200\n\n\0".into(),
+    ))
+    .expect("send");
+    let connected = ws.read().expect("connected").into_text().expect("text").to_string();
+    assert_eq!(
+        header(&connected, "heart-beat").as_deref(),
+        Some("200,0"),
+        "{connected}"
+    );
+    let started = std::time::Instant::now();
+    let beat = ws.read().expect("a heart-beat").into_text().expect("text").to_string();
+    assert_eq!(beat, "\n");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+
+    // This one promises a beat every 200 ms, then goes silent: closed after 2 x 200 ms + 1 s.
+    let mut silent = Client::open(engine.port(), "/ws", Some("v12.stomp"));
+    silent
+        .send(Message::Text(
+            "CONNECT\naccept-version:1.2\nheart-beat:200,0\n\n\0".into(),
+        ))
+        .expect("send");
+    let connected = silent.read().expect("connected").into_text().expect("text").to_string();
+    assert_eq!(
+        header(&connected, "heart-beat").as_deref(),
+        Some("0,200"),
+        "{connected}"
+    );
+    silent
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    loop {
+        match silent.read() {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1002);
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no close after the client went silent: {e}"),
+        }
+    }
+}
