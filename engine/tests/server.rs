@@ -362,3 +362,13 @@ fn heart_beats_are_sent_and_silent_clients_are_closed() {
         }
     }
 }
+
+#[test]
+fn sockjs_sessions_get_h_frames() {
+    let engine = Engine::start(&["--shards", "1", "--sockjs-heartbeat-ms", "200"]);
+    let mut ws = Client::open(engine.port(), "/letters-chat-server/007/hbtest00/websocket", None);
+    assert_eq!(ws.read().expect("open"), Message::Text("o".into()));
+    let started = std::time::Instant::now();
+    assert_eq!(ws.read().expect("h frame"), Message::Text("h".into()));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
