@@ -3,13 +3,13 @@
 //!
 //! The broker tests need `CHAT_KAFKA_BROKERS` (e.g. `127.0.0.1:9092`, as started by
 //! `bash deploy/kafka/kafka.sh start`); the project's test command sets it. Without it
-//! they print why and pass. The restart test (about 15 s) also stops and starts that
-//! broker with `kafka.sh`, holding this file's other tests off while it runs; set
+//! they print why and pass. The restart tests (about 15 s each) also stop and start that
+//! broker with `kafka.sh`, holding this file's other tests off while they run; set
 //! `CHAT_KAFKA_NO_RESTART=1` when other processes share the broker at the same time.
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -180,7 +180,7 @@ fn refuses_a_bad_config_before_touching_kafka() {
 }
 
 #[test]
-fn fails_to_start_without_a_reachable_broker() {
+fn starts_degraded_without_a_reachable_broker() {
     // Port 1 on loopback: nothing listens, connections are refused at once.
     let cfg = Config {
         brokers: "127.0.0.1:1".into(),
@@ -188,28 +188,82 @@ fn fails_to_start_without_a_reachable_broker() {
         ..Config::default()
     };
     let started = Instant::now();
-    let result = Bridge::start(&cfg, 1, Arc::new(Interest::new(1)));
-    assert!(matches!(result, Err(Error::Kafka { .. })), "{:?}", result.err());
-    assert!(started.elapsed() < Duration::from_secs(30));
+    let (bridge, ports) = match Bridge::start(&cfg, 1, Arc::new(Interest::new(1))) {
+        Ok(started) => started,
+        Err(error) => panic!("a bridge must start without a broker: {error}"),
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stats = bridge.stats();
+    assert!(!stats.connected() && !stats.healthy());
+    let record = Outgoing {
+        channel: Bytes::from_static(b"r"),
+        value: Bytes::from_static(b"queued"),
+        id: Bytes::from_static(b"q"),
+    };
+    assert!(ports[0].outbound.try_send(record).is_ok(), "publishes are queued");
+    let stopping = Instant::now();
+    bridge.shutdown();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(12),
+        "shutdown took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(stats.produce_errors(), 1, "the undelivered record is counted");
+}
+
+/// Stops the broker, starts a node (degraded, at once), publishes, starts the broker:
+/// the record reaches the interested shards of this node and of a node started later.
+#[test]
+fn starts_degraded_and_catches_up_when_the_broker_returns() {
+    let Some((brokers, _exclusive)) = restartable_broker("starts_degraded_and_catches_up_when_the_broker_returns")
+    else {
+        return;
+    };
+    let topic = unique_topic("degraded");
+    let restart = RestartGuard;
+    assert!(kafka_sh(&["stop"]), "kafka.sh stop failed");
+    let started = Instant::now();
+    let (a, a_ports) = Node::start(&brokers, &topic, "a");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "start took {:?}",
+        started.elapsed()
+    );
+    let a_stats = a.bridge.stats();
+    assert!(!a_stats.connected(), "a degraded start must show in the stats");
+    a.interest.add(1, b"/sub/chat/r");
+    let shards = Shards::connect(vec![a_ports]);
+    a.send(0, b"r", b"during the outage", b"m-1");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(a_stats.produced(), 0);
+    drop(restart);
+
+    let got = shards.wait_for(1, Duration::from_secs(60));
+    assert_eq!(got.len(), 1, "the record did not arrive");
+    assert_eq!((got[0].0, got[0].1), (0, 1));
+    assert_eq!(got[0].2.value, Bytes::from_static(b"during the outage"));
+    assert_eq!(got[0].2.origin, Bytes::from_static(b"a"));
+    wait_until(Duration::from_secs(15), || a_stats.connected());
+    assert_eq!(a_stats.produced(), 1);
+    assert!(
+        shards.quiet(Duration::from_millis(500)).is_empty(),
+        "duplicates arrived"
+    );
+    a.shutdown();
+    shards.join();
 }
 
 /// Stops the broker with `kafka.sh stop`, publishes during the outage, starts it
 /// again: everything published arrives once, in order, and the stats show the outage.
 #[test]
 fn survives_a_broker_restart() {
-    let Some(brokers) = brokers("survives_a_broker_restart") else {
+    let Some((brokers, _exclusive)) = restartable_broker("survives_a_broker_restart") else {
         return;
     };
-    if std::env::var_os("CHAT_KAFKA_NO_RESTART").is_some() {
-        eprintln!("skipping survives_a_broker_restart: CHAT_KAFKA_NO_RESTART is set");
-        return;
-    }
-    let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
-    if brokers != format!("127.0.0.1:{port}") || !kafka_sh(&["status"]) {
-        eprintln!("skipping survives_a_broker_restart: CHAT_KAFKA_BROKERS is not the kafka.sh broker");
-        return;
-    }
-    let _exclusive = BROKER.write().unwrap_or_else(|e| e.into_inner());
     let topic = unique_topic("restart");
     let (a, a_ports) = Node::start(&brokers, &topic, "a");
     let (b, b_ports) = Node::start(&brokers, &topic, "b");
@@ -279,6 +333,23 @@ fn brokers(test: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// The broker and sole use of it, when this test may stop and start it with `kafka.sh`.
+fn restartable_broker(test: &str) -> Option<(String, RwLockWriteGuard<'static, ()>)> {
+    let brokers = brokers(test)?;
+    if std::env::var_os("CHAT_KAFKA_NO_RESTART").is_some() {
+        eprintln!("skipping {test}: CHAT_KAFKA_NO_RESTART is set");
+        return None;
+    }
+    // Taken before the status check: another restart test may have the broker stopped.
+    let exclusive = BROKER.write().unwrap_or_else(|e| e.into_inner());
+    let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+    if brokers != format!("127.0.0.1:{port}") || !kafka_sh(&["status"]) {
+        eprintln!("skipping {test}: CHAT_KAFKA_BROKERS is not the kafka.sh broker");
+        return None;
+    }
+    Some((brokers, exclusive))
 }
 
 fn unique_topic(name: &str) -> String {

@@ -3,6 +3,7 @@
 //! one shared buffer, and sends each shard a batch of the records whose destination
 //! `/sub/chat/{channel}` it has interest in. A full shard channel makes the loop wait
 //! (`send(..).await`), so a slow shard slows consumption and nothing is dropped.
+//! After a degraded start it first retries the assignment until a broker answers.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers as _, Message as _};
 
 use super::context::Context;
+use super::setup::Setup;
 use super::Incoming;
 use crate::interest::Interest;
 
@@ -26,6 +28,10 @@ pub(super) struct Consumer {
     pub(super) senders: Vec<SharedSender<Vec<Incoming>>>,
     pub(super) interest: Arc<Interest>,
     pub(super) stop: Arc<AtomicBool>,
+    /// After a degraded start: what assigns the consumer once a broker answers.
+    pub(super) setup: Option<Setup>,
+    /// Set once the consumer is assigned; the producer sends only then.
+    pub(super) assigned: Arc<AtomicBool>,
 }
 
 impl Consumer {
@@ -36,10 +42,20 @@ impl Consumer {
             senders,
             interest,
             stop,
+            setup,
+            assigned,
         } = self;
         let Some(mut shards) = connect_all(senders, &stop).await else {
             return;
         };
+        if let Some(setup) = setup {
+            // Blocks this executor, which runs nothing else, until a broker answers.
+            if !setup.until_assigned(&consumer, &stop) {
+                return;
+            }
+            consumer.context().mark_connected();
+            assigned.store(true, Ordering::Release);
+        }
         // Bits of shards that do not exist (an interest table built for more shards)
         // are ignored rather than indexing out of range.
         let shard_mask = match shards.len() {

@@ -4,11 +4,14 @@
 //! from the end as of start-up and sends each shard batches of the records whose
 //! destination it has interest in ([`Interest`]), over [`ShardPort::inbound`].
 //! Outages are buffered within bounds and reported in [`Stats`]; librdkafka reconnects
-//! by itself. rdkafka types stay inside this module.
+//! by itself. With no broker at start-up the node starts degraded: the consumer keeps
+//! retrying and the producer holds its records until the consumer is assigned, so they
+//! reach every node, this one included. rdkafka types stay inside this module.
 
 mod consumer;
 mod context;
 mod producer;
+mod setup;
 mod stats;
 
 use std::cell::Cell;
@@ -17,15 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_lite::future;
 use glommio::channels::shared_channel::{self, SharedReceiver};
 use glommio::{LocalExecutorBuilder, Placement};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::ThreadedProducer;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::interest::Interest;
 use context::Context;
@@ -144,25 +144,49 @@ impl Bridge {
     /// Creates the topic if missing, starts producer and consumer threads; returns one
     /// port per shard. Consumption starts at the end of every partition as of this
     /// call: anything produced after it returns reaches the shards that want it.
+    /// When no broker answers within [`STARTUP_TIMEOUT`] it returns anyway, degraded:
+    /// [`Stats::connected`] is false, published records wait in the shards' queues,
+    /// and consumption starts at the end offsets found once a broker answers, before
+    /// any of those records is sent.
     ///
     /// # Errors
     /// [`Error::Config`] for an unusable config or shard count (1..=64);
-    /// [`Error::Kafka`] when no broker answers within [`STARTUP_TIMEOUT`] or the topic
-    /// cannot be created; [`Error::Runtime`] when a thread cannot start (for the
-    /// executor: too little locked memory).
+    /// [`Error::Kafka`] when a librdkafka client cannot be created;
+    /// [`Error::Runtime`] when a thread cannot start (for the executor: too little
+    /// locked memory).
     pub fn start(cfg: &Config, shards: usize, interest: Arc<Interest>) -> Result<(Bridge, Vec<ShardPort>), Error> {
         check(cfg, shards)?;
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
         let stats = Arc::new(Stats::new());
-        ensure_topic(cfg, &stats)?;
+        let setup = setup::Setup {
+            admin: common_config(cfg, "admin")
+                .create_with_context(Context::new(Role::Admin, &cfg.topic, Arc::clone(&stats)))
+                .map_err(kafka("create admin client"))?,
+            topic: cfg.topic.clone(),
+            partitions: cfg.partitions,
+            request_wait: REQUEST_WAIT,
+            topic_exists: AtomicBool::new(false),
+        };
         let consumer: BaseConsumer<Context> = consumer_config(cfg)
             .create_with_context(Context::new(Role::Consumer, &cfg.topic, Arc::clone(&stats)))
             .map_err(kafka("create consumer"))?;
-        let assignment = end_offsets(&consumer, &cfg.topic, deadline)?;
-        consumer.assign(&assignment).map_err(kafka("assign partitions"))?;
         let producer: ThreadedProducer<Context> = producer_config(cfg, shards)
             .create_with_context(Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)))
             .map_err(kafka("create producer"))?;
+        // Degraded start: the consumer thread keeps trying, the producer holds its
+        // first send until then, and the stats say down until the clients see a broker.
+        let setup = match setup.assign_by(&consumer, Instant::now() + STARTUP_TIMEOUT) {
+            Ok(partitions) => {
+                tracing::info!(partitions, "kafka partitions assigned");
+                None
+            }
+            Err(reason) => {
+                tracing::warn!(brokers = %cfg.brokers, "kafka not reachable, starting degraded: {reason}");
+                stats.set_connected(Role::Producer, false);
+                stats.set_connected(Role::Consumer, false);
+                Some(setup)
+            }
+        };
+        let assigned = Arc::new(AtomicBool::new(setup.is_none()));
 
         let mut ports = Vec::with_capacity(shards);
         let (mut receivers, mut senders) = (Vec::with_capacity(shards), Vec::with_capacity(shards));
@@ -187,6 +211,7 @@ impl Bridge {
             topic: cfg.topic.clone(),
             node_id: Bytes::copy_from_slice(cfg.node_id.as_bytes()),
             stop: Arc::clone(&stop),
+            assigned: Arc::clone(&assigned),
             deadline: Cell::new(None),
         };
         bridge.producer = Some(
@@ -203,12 +228,13 @@ impl Bridge {
             senders,
             interest,
             stop,
+            setup,
+            assigned,
         };
         bridge.consumer = Some(spawn_consumer(input)?);
         tracing::info!(
             brokers = %cfg.brokers,
             topic = %cfg.topic,
-            partitions = assignment.count(),
             shards,
             "kafka bridge started"
         );
@@ -307,77 +333,6 @@ fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
     }
 }
 
-/// Creates the topic unless it exists.
-fn ensure_topic(cfg: &Config, stats: &Arc<Stats>) -> Result<(), Error> {
-    let admin: AdminClient<Context> = common_config(cfg, "admin")
-        .create_with_context(Context::new(Role::Admin, &cfg.topic, Arc::clone(stats)))
-        .map_err(kafka("create admin client"))?;
-    let options = AdminOptions::new()
-        .request_timeout(Some(STARTUP_TIMEOUT))
-        .operation_timeout(Some(STARTUP_TIMEOUT));
-    let topic = NewTopic::new(&cfg.topic, cfg.partitions, TopicReplication::Fixed(1));
-    // The admin client runs its own polling thread, so no async runtime is needed.
-    let results = future::block_on(admin.create_topics([&topic], &options)).map_err(kafka("create topic"))?;
-    for result in results {
-        match result {
-            Ok(name) => {
-                tracing::info!(topic = %name, partitions = cfg.partitions, "created kafka topic")
-            }
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::Kafka {
-                    op: "create topic",
-                    reason: format!("{name}: {code}"),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The current end offset of every partition of `topic`, retried until `deadline`
-/// (a new topic's partitions need a moment to get leaders). Explicit offsets instead
-/// of `Offset::End` make the start position fixed before `start` returns.
-fn end_offsets(consumer: &BaseConsumer<Context>, topic: &str, deadline: Instant) -> Result<TopicPartitionList, Error> {
-    let mut last_error = String::from("timed out");
-    while Instant::now() < deadline {
-        match try_end_offsets(consumer, topic) {
-            Ok(assignment) => return Ok(assignment),
-            Err(error) => last_error = error,
-        }
-        std::thread::sleep(STARTUP_RETRY);
-    }
-    Err(Error::Kafka {
-        op: "read end offsets",
-        reason: last_error,
-    })
-}
-
-fn try_end_offsets(consumer: &BaseConsumer<Context>, topic: &str) -> Result<TopicPartitionList, String> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), STARTUP_RETRY * 10)
-        .map_err(|e| e.to_string())?;
-    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        return Err(format!("topic {topic} not in metadata"));
-    };
-    if let Some(error) = meta.error() {
-        return Err(format!("topic {topic}: {:?}", RDKafkaErrorCode::from(error)));
-    }
-    if meta.partitions().is_empty() {
-        return Err(format!("topic {topic} has no partitions yet"));
-    }
-    let mut assignment = TopicPartitionList::with_capacity(meta.partitions().len());
-    for partition in meta.partitions() {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition.id(), STARTUP_RETRY * 10)
-            .map_err(|e| e.to_string())?;
-        assignment
-            .add_partition_offset(topic, partition.id(), Offset::Offset(high))
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(assignment)
-}
-
 /// Settings every client shares.
 fn common_config(cfg: &Config, role: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -434,10 +389,11 @@ fn kafka(op: &'static str) -> impl Fn(KafkaError) -> Error {
     }
 }
 
-/// How long `start` tries to reach Kafka, create the topic and read end offsets.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
-/// Pause between start-up retries.
-const STARTUP_RETRY: Duration = Duration::from_millis(200);
+/// How long `start` tries to reach Kafka, create the topic and read end offsets
+/// before it starts degraded and leaves the retrying to the consumer thread.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one start-up request to a broker may take.
+const REQUEST_WAIT: Duration = Duration::from_secs(1);
 /// Bound of each shard's inbound channel, in batches.
 const INBOUND_BATCHES: usize = 1024;
 /// Locked memory of the consumer executor's I/O buffers.

@@ -3,7 +3,8 @@
 //! own polling thread serves delivery reports. When librdkafka's queue is full (an
 //! outage or a burst) it waits for deliveries, so the backlog stays in the shards'
 //! queues and shards see `Full` from `try_send`: nothing accepted is dropped while the
-//! process lives.
+//! process lives. After a degraded start it sends nothing until the consumer is
+//! assigned, so that the consumer reads every record this node sends.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,8 @@ pub(super) struct Producer {
     pub(super) topic: String,
     pub(super) node_id: Bytes,
     pub(super) stop: Arc<AtomicBool>,
+    /// Set once the consumer is assigned; until then nothing is sent (see `setup`).
+    pub(super) assigned: Arc<AtomicBool>,
     /// Set when the stop flag is first seen: everything still queued must be out by
     /// this time.
     pub(super) deadline: Cell<Option<Instant>>,
@@ -39,6 +42,12 @@ impl Producer {
         let mut select = select_live(&self.receivers, &live);
         loop {
             let stopping = self.stopping();
+            if !stopping && !self.assigned.load(Ordering::Acquire) {
+                // Degraded start: records wait in the shards' queues.
+                self.sample_queues();
+                std::thread::sleep(IDLE_WAIT);
+                continue;
+            }
             let (moved, closed) = self.drain_once(&mut live, stopping);
             if closed {
                 select = select_live(&self.receivers, &live);
