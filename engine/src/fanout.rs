@@ -60,7 +60,7 @@ pub fn deliver(msg: &Published, groups: &[Group], scratch: &mut Scratch) -> u64 
     for group in groups {
         let frame = encode(msg, &group.key, scratch);
         for (_, out) in &group.members {
-            if out.push(&frame) {
+            if out.push(frame) {
                 delivered += 1;
             }
         }
@@ -75,8 +75,9 @@ pub struct Scratch {
     wire: BytesMut,
 }
 
-/// The complete WebSocket frame carrying `msg` as a `MESSAGE` for subscribers with `key`.
-pub fn encode(msg: &Published, key: &WireKey, scratch: &mut Scratch) -> Bytes {
+/// The complete WebSocket frame carrying `msg` as a `MESSAGE` for subscribers with `key`,
+/// in `scratch` (reused: no allocation per message once warm).
+pub fn encode<'s>(msg: &Published, key: &WireKey, scratch: &'s mut Scratch) -> &'s [u8] {
     let Scratch { stomp: frame, wire } = scratch;
     wire.clear();
     frame.clear();
@@ -94,7 +95,7 @@ pub fn encode(msg: &Published, key: &WireKey, scratch: &mut Scratch) -> Bytes {
     frame.put_u8(0);
 
     wrap(key.framing, frame, wire);
-    wire.split().freeze()
+    wire
 }
 
 /// Appends the WebSocket frame that carries the STOMP bytes `stomp` with `framing`.
