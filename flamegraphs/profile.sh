@@ -5,6 +5,8 @@
 #   flamegraphs/profile.sh                       # 100 subscribers, bursts of 100 x 128 B
 #   flamegraphs/profile.sh --paced 2000          # fixed rate instead of bursts
 #   flamegraphs/profile.sh --driver loadgen      # the load generator as the driver
+#   flamegraphs/profile.sh --kafka               # the engine in cluster mode: every message
+#                                                # goes out to Kafka and back (starts the broker)
 #   flamegraphs/profile.sh --rt                  # engine and driver at SCHED_FIFO 10 (chrt)
 #   flamegraphs/profile.sh --name NAME --seconds 15 --out DIR --no-build
 #
@@ -24,6 +26,7 @@ driver=fanout_load
 paced=""
 build=1
 rt=()
+kafka=0
 out="$root/flamegraphs"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,7 +37,8 @@ while [ $# -gt 0 ]; do
     --out) out="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
     --rt) rt=(chrt -f 10); shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --kafka) kafka=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "profile.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +72,13 @@ engine_bin="${CHAT_ENGINE_BIN:-$target_dir/release/chat-engine}"
 cp "$engine_bin" "$work/chat-engine"
 cp "$target_dir/release/$driver" "$work/$driver"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-"${rt[@]}" "$work/chat-engine" --listen "127.0.0.1:$port" --shards 1 --cpus 0 --log warn &
+engine_args=(--listen "127.0.0.1:$port" --shards 1 --cpus 0 --log warn)
+if [ "$kafka" = 1 ]; then
+  bash "$root/deploy/kafka/kafka.sh" start
+  # A fresh topic per run: no backlog from earlier runs is replayed into the profile.
+  engine_args+=(--kafka-brokers "127.0.0.1:${KAFKA_PORT:-9092}" --kafka-topic "profile-$$-$port")
+fi
+"${rt[@]}" "$work/chat-engine" "${engine_args[@]}" &
 engine_pid=$!
 for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -109,7 +119,7 @@ wait "$driver_pid" || true
 driver_pid=""
 
 {
-  echo "profile $name: ${seconds}s, engine pid $engine_pid (1 shard, core 0), driver $driver (core 1)${rt:+, SCHED_FIFO 10}"
+  echo "profile $name: ${seconds}s, engine pid $engine_pid (1 shard, core 0$([ "$kafka" = 1 ] && echo ", through Kafka")), driver $driver (core 1)${rt:+, SCHED_FIFO 10}"
   awk -v c0="$cpu_before" -v c1="$cpu_after" -v m0="$out_before" -v m1="$out_after" -v t0="$t_before" -v t1="$t_after" 'BEGIN {
     d = m1 - m0; c = c1 - c0; s = t1 - t0
     printf "while sampled (%.1f s): %d deliveries (%.0f/s); engine CPU %.2f s (%.0f%% of one core); %.0f ns engine CPU per delivery\n",
