@@ -8,10 +8,11 @@
 #   kafka.sh status             "running" / "not running", exit 0 / 1
 #   kafka.sh topics [ARGS..]    TopicCommand against the broker (default: --list)
 #   kafka.sh perf [TOPIC]       Kafka's own ProducerPerformance (see perf_usage below)
+#   kafka.sh pauses             the broker JVM's stop-the-world pauses since it started
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_DIR (run
 # directory, default deploy/.cache/kafka/run), KAFKA_HEAP (512m), KAFKA_GC_OPTS
-# (-XX:+UseZGC; the GC log is logs/gc.log in the run directory). Every subcommand is
+# (ZGC, see below; the GC and safepoint log is logs/gc.log is logs/gc.log in the run directory). Every subcommand is
 # safe to repeat.
 set -euo pipefail
 
@@ -28,7 +29,8 @@ KAFKA_DIR="${KAFKA_DIR:-$CACHE/run}"
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 # ZGC: on a small, busy machine G1's young pauses ran 10-200 ms and set the bridge's
 # p99.9; ZGC's pauses stay under a millisecond (figures in README.md, "Kafka").
-KAFKA_GC_OPTS="${KAFKA_GC_OPTS:--XX:+UseZGC}"
+# No periodic "Cleanup" safepoint either: on a starved CPU even that one stalled for ms.
+KAFKA_GC_OPTS="${KAFKA_GC_OPTS:--XX:+UseZGC -XX:+UnlockDiagnosticVMOptions -XX:GuaranteedSafepointInterval=0}"
 HOST="127.0.0.1"
 BOOTSTRAP="$HOST:$KAFKA_PORT"
 
@@ -36,6 +38,7 @@ PROPS="$KAFKA_DIR/server.properties"
 PID_FILE="$KAFKA_DIR/kafka.pid"
 OUT_LOG="$KAFKA_DIR/kafka.out"
 LOG_DIR="$KAFKA_DIR/logs"
+GC_LOG="$LOG_DIR/gc.log"
 DATA_DIR="$KAFKA_DIR/data"
 PORTS_MARKER="$DATA_DIR/.chat-ports"
 
@@ -130,6 +133,9 @@ num.network.threads=2
 num.io.threads=4
 log.retention.hours=24
 log.segment.bytes=268435456
+# The cleaner's dedupe buffer (128 MiB by default) is held on the heap for good; only
+# the small compacted internal topics use it here.
+log.cleaner.dedupe.buffer.size=16777216
 EOF
 }
 
@@ -189,7 +195,7 @@ cmd_start() {
   # signal to the caller's process group does not reach it.
   # shellcheck disable=SC2086 # KAFKA_GC_OPTS is a list of options
   setsid nohup java -Xmx"$KAFKA_HEAP" -Xms"$KAFKA_HEAP" $KAFKA_GC_OPTS -Djava.awt.headless=true \
-    -Xlog:gc:file="$LOG_DIR/gc.log":uptime:filecount=2,filesize=10m \
+    -Xlog:gc,safepoint:file="$GC_LOG":uptime:filecount=2,filesize=10m \
     -Dkafka.logs.dir="$LOG_DIR" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
     -cp "$LIBS/*" kafka.Kafka "$PROPS" >"$OUT_LOG" 2>&1 </dev/null &
   pid=$!
@@ -239,6 +245,21 @@ cmd_status() {
     echo "kafka not running"
   fi
   return 1
+}
+
+# Every stop-the-world pause (GC or not) is a safepoint; the log has their totals.
+cmd_pauses() {
+  [[ -f "$GC_LOG" ]] || die "no $GC_LOG (start the broker with kafka.sh start)"
+  awk '/Safepoint "/ {
+      match($0, /"[^"]*"/); why = substr($0, RSTART + 1, RLENGTH - 2)
+      match($0, /Total: [0-9]+/); ms = substr($0, RSTART + 7, RLENGTH - 7) / 1e6
+      n++; sum += ms; if (ms > max) max = ms; count[why]++
+      if (ms >= 1) slow++
+    }
+    END {
+      printf "jvm pauses: %d, total %.1f ms, max %.2f ms, %d of 1 ms or more\n", n, sum, max, slow
+      for (w in count) printf "  %-28s %d\n", w, count[w]
+    }' "$GC_LOG"
 }
 
 cmd_topics() {
@@ -291,8 +312,9 @@ main() {
     status) cmd_status ;;
     topics) cmd_topics "$@" ;;
     perf) cmd_perf "$@" ;;
+    pauses) cmd_pauses ;;
     *)
-      sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
       exit 2
       ;;
   esac
