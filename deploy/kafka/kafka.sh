@@ -12,8 +12,8 @@
 #
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_DIR (run
 # directory, default deploy/.cache/kafka/run), KAFKA_HEAP (512m), KAFKA_GC_OPTS
-# (ZGC, see below; the GC and safepoint log is logs/gc.log is logs/gc.log in the run directory). Every subcommand is
-# safe to repeat.
+# (ZGC, see below; GC and safepoint log: logs/gc.log in the run directory). Every
+# subcommand is safe to repeat.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
