@@ -3,7 +3,8 @@
 //! instruction-count regression gate, and the load drivers behind the flamegraphs.
 //!
 //! `fixtures` builds inputs, `workload` holds the gate's fixed workloads and `gate` its
-//! report; `client`, `engine_process` and `rig` drive a real engine over loopback.
+//! report; `route` runs shards' routers on Kafka batches in process; `client`,
+//! `engine_process` and `rig` drive a real engine over loopback.
 #![warn(missing_docs)]
 
 pub mod args;
@@ -12,4 +13,5 @@ pub mod engine_process;
 pub mod fixtures;
 pub mod gate;
 pub mod rig;
+pub mod route;
 pub mod workload;
