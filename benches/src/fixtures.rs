@@ -146,6 +146,27 @@ pub fn drain(groups: &[Group], spare: &mut Vec<u8>) -> usize {
     drained
 }
 
+/// Empties every queue in `queues` as the writer does (see [`drain`]). Returns the bytes
+/// drained.
+pub fn drain_queues(queues: &[Rc<Outbound>], spare: &mut Vec<u8>) -> usize {
+    let mut drained = 0;
+    for out in queues {
+        if out.is_empty() {
+            continue;
+        }
+        let ready = {
+            let mut take = pin!(out.take(spare));
+            // Not empty, so `take` is ready at once and never registers the waker.
+            take.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready()
+        };
+        if ready {
+            drained += spare.len();
+        }
+        spare.clear();
+    }
+    drained
+}
+
 /// Exactly `bytes` bytes of STOMP `MESSAGE` frames with chat bodies: what SockJS
 /// escapes on the way out (quotes, newlines, the NUL that ends each frame).
 pub fn sockjs_payload(bytes: usize) -> Vec<u8> {

@@ -3,7 +3,9 @@
 //! instruction-count regression gate, and the load drivers behind the flamegraphs.
 //!
 //! `fixtures` builds inputs, `workload` holds the gate's fixed workloads and `gate` its
-//! report; `client`, `engine_process` and `rig` drive a real engine over loopback.
+//! report; `mesh` and `route` run shards' routers in process (across the channel mesh,
+//! and from Kafka batches); `client`, `engine_process` and `rig` drive a real engine
+//! over loopback.
 #![warn(missing_docs)]
 
 pub mod args;
@@ -11,5 +13,7 @@ pub mod client;
 pub mod engine_process;
 pub mod fixtures;
 pub mod gate;
+pub mod mesh;
 pub mod rig;
+pub mod route;
 pub mod workload;

@@ -6,11 +6,13 @@
 use std::hint::black_box;
 
 use bytes::BytesMut;
+use engine::bridge::Incoming;
 use engine::chat;
 use engine::fanout::{self, Group, Published, Scratch};
 use engine::proto::{sockjs, stomp, ws};
 
 use crate::fixtures;
+use crate::route::{self, KafkaRoute};
 
 /// The gate's hot paths, by name, in report order.
 pub const PATHS: &[&str] = &[
@@ -19,6 +21,7 @@ pub const PATHS: &[&str] = &[
     "fanout_100",
     "sockjs_escape",
     "chat_prepare",
+    "kafka_route",
 ];
 
 /// Frames or messages per workload.
@@ -29,6 +32,8 @@ pub const FANOUT_MESSAGES: usize = 200;
 pub const ESCAPE_BYTES: usize = 16 * 1024;
 /// Rounds of `sockjs_escape`.
 pub const ESCAPE_ROUNDS: usize = 20;
+/// Batches routed in `kafka_route`.
+pub const ROUTE_BATCHES: usize = 4;
 
 /// Builds the inputs of `path` and runs its measured function once. Returns `None` for
 /// an unknown path.
@@ -50,6 +55,13 @@ pub fn run(path: &str) -> Option<u64> {
             &mut BytesMut::with_capacity(2 * ESCAPE_BYTES),
         ),
         "chat_prepare" => gate_chat_prepare(&fixtures::chat_body(128), &mut Vec::new()),
+        "kafka_route" => {
+            let mut rig = KafkaRoute::new(route::SHARDS, route::CHANNELS, route::SUBSCRIBERS);
+            let records = route::batch(route::RECORDS, route::CHANNELS, route::VALUE_BYTES);
+            // One batch first, so that queues hold storage as in a running engine.
+            rig.route(&records);
+            gate_kafka_route(&mut rig, &records)
+        }
         _ => return None,
     };
     Some(black_box(result))
@@ -115,4 +127,15 @@ pub fn gate_chat_prepare(body: &[u8], scratch: &mut Vec<u8>) -> u64 {
         }
     }
     bytes
+}
+
+/// Routes the Kafka batch `records` `ROUTE_BATCHES` times: split per shard by interest,
+/// delivered by each shard's router, queues drained.
+#[inline(never)]
+pub fn gate_kafka_route(rig: &mut KafkaRoute, records: &[Incoming]) -> u64 {
+    let mut delivered = 0;
+    for _ in 0..ROUTE_BATCHES {
+        delivered += rig.route(black_box(records));
+    }
+    delivered
 }

@@ -56,15 +56,8 @@ impl Consumer {
             consumer.context().mark_connected();
             assigned.store(true, Ordering::Release);
         }
-        // Bits of shards that do not exist (an interest table built for more shards)
-        // are ignored rather than indexing out of range.
-        let shard_mask = match shards.len() {
-            64.. => u64::MAX,
-            n => (1u64 << n) - 1,
-        };
         let mut batch = Batch::default();
         let mut pending: Vec<Vec<Incoming>> = shards.iter().map(|_| Vec::new()).collect();
-        let mut destination = DESTINATION_PREFIX.to_vec();
         while !stop.load(Ordering::Relaxed) {
             // Blocks this executor for up to POLL_WAIT: it runs nothing else, and a
             // record arriving wakes the poll at once.
@@ -75,18 +68,7 @@ impl Consumer {
             let stats = consumer.context().stats();
             stats.add_consumed(records.len() as u64);
             consumer.context().mark_connected();
-            for record in &records {
-                destination.truncate(DESTINATION_PREFIX.len());
-                destination.extend_from_slice(&record.channel);
-                let mut mask = interest.shards_for(&destination) & shard_mask;
-                while mask != 0 {
-                    let shard = mask.trailing_zeros() as usize;
-                    mask &= mask - 1;
-                    if let Some(queue) = pending.get_mut(shard) {
-                        queue.push(record.clone());
-                    }
-                }
-            }
+            split(&records, &interest, &mut pending);
             for (shard, queue) in pending.iter_mut().enumerate() {
                 if queue.is_empty() {
                     continue;
@@ -107,6 +89,31 @@ impl Consumer {
                     }
                     Delivery::Stopped => return,
                 }
+            }
+        }
+    }
+}
+
+/// Appends each record of `records` to the queue in `pending` of every shard that has
+/// interest in its destination `/sub/chat/{channel}` (`pending[i]` is shard `i`'s). The
+/// records are cloned, which only counts references into their shared buffer. Interest
+/// bits of shards beyond `pending` (a table built for more shards) are ignored.
+pub fn split(records: &[Incoming], interest: &Interest, pending: &mut [Vec<Incoming>]) {
+    let shard_mask = match pending.len() {
+        64.. => u64::MAX,
+        n => (1u64 << n) - 1,
+    };
+    let mut destination = Vec::with_capacity(DESTINATION_PREFIX.len() + CHANNEL_BYTES_HINT);
+    destination.extend_from_slice(DESTINATION_PREFIX);
+    for record in records {
+        destination.truncate(DESTINATION_PREFIX.len());
+        destination.extend_from_slice(&record.channel);
+        let mut mask = interest.shards_for(&destination) & shard_mask;
+        while mask != 0 {
+            let shard = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(queue) = pending.get_mut(shard) {
+                queue.push(record.clone());
             }
         }
     }
@@ -256,6 +263,8 @@ fn push(arena: &mut BytesMut, bytes: &[u8]) -> Range<usize> {
 
 /// Shards subscribe to channels under this destination prefix (see `protocol.md`).
 const DESTINATION_PREFIX: &[u8] = b"/sub/chat/";
+/// Room for the channel name in the reused destination buffer (longer ones grow it).
+const CHANNEL_BYTES_HINT: usize = 64;
 /// How long one poll waits for the first record; also bounds how late a stop is seen.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Most records taken in one poll round.
@@ -264,3 +273,45 @@ const MAX_BATCH: usize = 1024;
 const ARENA_BYTES: usize = 256 * 1024;
 /// How often a task blocked on a shard or a connect checks the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(channel: &'static [u8]) -> Incoming {
+        Incoming {
+            channel: Bytes::from_static(channel),
+            value: Bytes::from_static(b"{}"),
+            id: Bytes::new(),
+            origin: Bytes::new(),
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn splits_records_by_interest() {
+        let interest = Interest::new(3);
+        interest.add(0, b"/sub/chat/a");
+        interest.add(2, b"/sub/chat/a");
+        interest.add(1, b"/sub/chat/b");
+        let records = [record(b"a"), record(b"b"), record(b"c"), record(b"a")];
+        let mut pending = vec![Vec::new(); 3];
+        split(&records, &interest, &mut pending);
+        let channels = |q: &Vec<Incoming>| q.iter().map(|r| r.channel.clone()).collect::<Vec<_>>();
+        assert_eq!(channels(&pending[0]), [&b"a"[..], b"a"]);
+        assert_eq!(channels(&pending[1]), [&b"b"[..]]);
+        assert_eq!(channels(&pending[2]), [&b"a"[..], b"a"]);
+    }
+
+    #[test]
+    fn ignores_shards_beyond_the_queues() {
+        let interest = Interest::new(4);
+        interest.add(3, b"/sub/chat/a");
+        interest.add(1, b"/sub/chat/a");
+        let mut pending = vec![Vec::new(); 2];
+        split(&[record(b"a")], &interest, &mut pending);
+        assert!(pending[0].is_empty());
+        assert_eq!(pending[1].len(), 1);
+    }
+}

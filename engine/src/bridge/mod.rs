@@ -28,6 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::ThreadedProducer;
 
 use crate::interest::Interest;
+pub use consumer::split;
 use context::Context;
 use stats::Role;
 pub use stats::Stats;
@@ -97,6 +98,15 @@ pub struct Incoming {
     pub partition: i32,
     /// Its offset in that partition.
     pub offset: i64,
+}
+
+/// Builds what the producer thread hands to librdkafka for `message`: the record keyed
+/// by channel, with the chat JSON as value and the `origin` (`node_id`) and `id`
+/// headers, exactly as the producer does before each send. For benchmarks: the record
+/// is opaque (rdkafka types stay inside this module) and is only meant to be dropped.
+#[doc(hidden)]
+pub fn encode_record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Outgoing) -> impl Sized + 'a {
+    producer::record(topic, node_id, message)
 }
 
 /// One shard's two ends of the bridge.

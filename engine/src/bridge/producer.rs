@@ -114,19 +114,7 @@ impl Producer {
     /// Hands one record to librdkafka, waiting while its queue is full.
     fn send(&self, message: &Outgoing) {
         let producer = &self.producer;
-        let headers = OwnedHeaders::new_with_capacity(2)
-            .insert(Header {
-                key: "origin",
-                value: Some(&self.node_id[..]),
-            })
-            .insert(Header {
-                key: "id",
-                value: Some(&message.id[..]),
-            });
-        let mut record = BaseRecord::to(&self.topic)
-            .key(&message.channel[..])
-            .payload(&message.value[..])
-            .headers(headers);
+        let mut record = record(&self.topic, &self.node_id, message);
         loop {
             match producer.send(record) {
                 Ok(()) => return,
@@ -180,6 +168,24 @@ impl Producer {
     }
 }
 
+/// The Kafka record of `message`: keyed by channel, the chat JSON as value, and the
+/// `origin` (this node) and `id` headers.
+pub(super) fn record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Outgoing) -> BaseRecord<'a, [u8], [u8]> {
+    let headers = OwnedHeaders::new_with_capacity(2)
+        .insert(Header {
+            key: "origin",
+            value: Some(node_id),
+        })
+        .insert(Header {
+            key: "id",
+            value: Some(&message.id[..]),
+        });
+    BaseRecord::to(topic)
+        .key(&message.channel[..])
+        .payload(&message.value[..])
+        .headers(headers)
+}
+
 fn select_live<'a>(receivers: &'a [Receiver<Outgoing>], live: &[bool]) -> Select<'a> {
     let mut select = Select::new();
     for (receiver, _) in receivers.iter().zip(live).filter(|(_, l)| **l) {
@@ -198,3 +204,29 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 pub(super) const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 /// The flush gets at least this long even when draining used up the deadline.
 const MIN_FLUSH: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::Headers as _;
+
+    use super::*;
+
+    #[test]
+    fn records_carry_key_value_and_headers() {
+        let message = Outgoing {
+            channel: Bytes::from_static(b"room-1"),
+            value: Bytes::from_static(br#"{"message":"hi"}"#),
+            id: Bytes::from_static(b"node-1-0-7"),
+        };
+        let record = record("chat", b"node-1", &message);
+        assert_eq!(record.topic, "chat");
+        assert_eq!(record.key, Some(&b"room-1"[..]));
+        assert_eq!(record.payload, Some(&br#"{"message":"hi"}"#[..]));
+        let headers = record.headers.expect("headers");
+        let pairs: Vec<_> = headers.iter().map(|h| (h.key, h.value)).collect();
+        assert_eq!(
+            pairs,
+            [("origin", Some(&b"node-1"[..])), ("id", Some(&b"node-1-0-7"[..]))]
+        );
+    }
+}

@@ -204,12 +204,7 @@ impl Shard {
         if let Some(mut receivers) = receivers {
             for (_, receiver) in receivers.streams() {
                 let shard = shard.clone();
-                glommio::spawn_local(async move {
-                    while let Some(msg) = receiver.recv().await {
-                        shard.router.deliver(&msg);
-                    }
-                })
-                .detach();
+                glommio::spawn_local(async move { shard.router.deliver_from_peer(receiver).await }).detach();
             }
         }
         if let Some(kafka_in) = kafka_in {
@@ -286,7 +281,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 /// Bounded depth of each shard-to-shard queue (messages).
-const MESH_QUEUE: usize = 4096;
+pub const MESH_QUEUE: usize = 4096;
 /// io_uring submission ring depth per shard.
 const RING_DEPTH: usize = 256;
 /// Size of the per-shard read buffer.

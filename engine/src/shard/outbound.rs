@@ -54,6 +54,7 @@ impl Outbound {
 
     /// Appends `bytes` unless the queue is closing. Returns false when it was not queued
     /// (closing already, or this push overflowed the bound and closed the queue).
+    #[inline]
     pub fn push(&self, bytes: &[u8]) -> bool {
         if self.closing.get() != Closing::Open {
             return false;

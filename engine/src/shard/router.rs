@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use glommio::channels::channel_mesh::Senders;
+use glommio::channels::shared_channel::ConnectedReceiver;
 
 use crate::bridge::{Incoming, Outgoing};
 use crate::chat::CHANNEL_PREFIX;
@@ -157,6 +158,14 @@ impl Router {
                 // The mesh is closed only at shutdown, when losing a message is expected.
                 let _ = peers.send_to(peer, msg.clone()).await;
             }
+        }
+    }
+
+    /// Delivers what one peer shard sends over the mesh, until that shard closes its
+    /// end (at shutdown). The shard runs one such task per peer.
+    pub async fn deliver_from_peer(&self, receiver: ConnectedReceiver<Arc<Published>>) {
+        while let Some(msg) = receiver.recv().await {
+            self.deliver(&msg);
         }
     }
 
