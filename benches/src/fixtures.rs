@@ -128,19 +128,7 @@ pub fn drain(groups: &[Group], spare: &mut Vec<u8>) -> usize {
     let mut drained = 0;
     for group in groups {
         for (_, out) in &group.members {
-            if out.is_empty() {
-                continue;
-            }
-            let ready = {
-                let mut take = pin!(out.take(spare));
-                // The queue is not empty, so `take` is ready at once and never registers
-                // the waker.
-                take.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready()
-            };
-            if ready {
-                drained += spare.len();
-            }
-            spare.clear();
+            drained += drain_one(out, spare);
         }
     }
     drained
@@ -149,21 +137,21 @@ pub fn drain(groups: &[Group], spare: &mut Vec<u8>) -> usize {
 /// Empties every queue in `queues` as the writer does (see [`drain`]). Returns the bytes
 /// drained.
 pub fn drain_queues(queues: &[Rc<Outbound>], spare: &mut Vec<u8>) -> usize {
-    let mut drained = 0;
-    for out in queues {
-        if out.is_empty() {
-            continue;
-        }
-        let ready = {
-            let mut take = pin!(out.take(spare));
-            // Not empty, so `take` is ready at once and never registers the waker.
-            take.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready()
-        };
-        if ready {
-            drained += spare.len();
-        }
-        spare.clear();
+    queues.iter().map(|out| drain_one(out, spare)).sum()
+}
+
+/// Empties one queue as the writer does; returns the bytes drained.
+fn drain_one(out: &Outbound, spare: &mut Vec<u8>) -> usize {
+    if out.is_empty() {
+        return 0;
     }
+    let ready = {
+        let mut take = pin!(out.take(spare));
+        // The queue is not empty, so `take` is ready at once and never registers the waker.
+        take.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_ready()
+    };
+    let drained = if ready { spare.len() } else { 0 };
+    spare.clear();
     drained
 }
 
