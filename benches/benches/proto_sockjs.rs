@@ -1,4 +1,4 @@
-//! `engine::proto::sockjs`: escaping outbound STOMP text into a SockJS JSON string (the
+//! `proto::sockjs`: escaping outbound STOMP text into a SockJS JSON string (the
 //! per-message cost for the original browser clients), wrapping it in `a[...]`, and
 //! decoding a client message (a JSON array of strings, with simd-json). Throughput in
 //! bytes of input.
@@ -8,7 +8,7 @@ use std::hint::black_box;
 use benches::fixtures;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use engine::proto::sockjs;
+use proto::sockjs;
 
 fn escape(c: &mut Criterion) {
     let mut group = c.benchmark_group("sockjs/escape");

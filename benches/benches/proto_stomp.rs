@@ -1,4 +1,4 @@
-//! `engine::proto::stomp`: parsing `SEND` frames as publishers send them (many in one
+//! `proto::stomp`: parsing `SEND` frames as publishers send them (many in one
 //! buffer), encoding a `MESSAGE` with the headers every subscriber gets, and header
 //! escaping. Throughput in bytes of STOMP data.
 
@@ -7,7 +7,7 @@ use std::hint::black_box;
 use benches::fixtures;
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use engine::proto::stomp::{self, Command, Version};
+use proto::stomp::{self, Command, Version};
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("stomp/decode");

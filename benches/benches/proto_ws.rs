@@ -1,4 +1,4 @@
-//! `engine::proto::ws`: decoding masked client frames (128 B and 16 KiB payloads, many
+//! `proto::ws`: decoding masked client frames (128 B and 16 KiB payloads, many
 //! frames in one read buffer, as a busy connection sees them), encoding server frames,
 //! and unmasking. Throughput in bytes of wire data.
 
@@ -7,7 +7,7 @@ use std::hint::black_box;
 use benches::fixtures::{self, MASK};
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use engine::proto::ws;
+use proto::ws;
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("ws/decode");

@@ -11,9 +11,10 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use engine::fanout::{Framing, Group, Published, WireKey};
-use engine::proto::{stomp, ws};
-use engine::shard::outbound::Outbound;
+use engine::fanout::{Group, Member, Outbound, WireKey};
+use engine::ids::{ConnId, SubId};
+use engine::message::Message;
+use proto::{stomp, ws, Framing};
 
 /// The mask key of every client frame built here (any key will do; a fixed one keeps
 /// runs comparable).
@@ -86,11 +87,12 @@ pub fn send_frames(body_bytes: usize, count: usize) -> BytesMut {
 }
 
 /// A published message on the bench channel with a `body_bytes`-byte body.
-pub fn published(body_bytes: usize) -> Published {
-    Published {
+pub fn published(body_bytes: usize) -> Message {
+    Message {
         destination: Bytes::from(format!("/sub/chat/{CHANNEL}")),
         body: Bytes::from(chat_body(body_bytes)),
         id: Bytes::from_static(b"node-0-0-1234567"),
+        position: None,
     }
 }
 
@@ -99,7 +101,7 @@ pub fn raw_key() -> WireKey {
     WireKey {
         framing: Framing::Raw,
         version: stomp::Version::V1_2,
-        subscription: Bytes::from_static(b"sub-0"),
+        subscription: SubId(Bytes::from_static(b"sub-0")),
     }
 }
 
@@ -108,7 +110,7 @@ pub fn sockjs_key() -> WireKey {
     WireKey {
         framing: Framing::SockJs,
         version: stomp::Version::V1_1,
-        subscription: Bytes::from_static(b"sub-0"),
+        subscription: SubId(Bytes::from_static(b"sub-0")),
     }
 }
 
@@ -117,9 +119,15 @@ pub fn sockjs_key() -> WireKey {
 pub fn group(key: WireKey, members: usize, max_bytes: usize) -> Group {
     let now = Instant::now();
     let members = (0..members as u64)
-        .map(|conn| (conn, Rc::new(Outbound::new(max_bytes, now))))
+        .map(|conn| Member {
+            conn: ConnId(conn),
+            out: Rc::new(Outbound::new(max_bytes, now)),
+        })
         .collect();
-    Group { key, members }
+    Group {
+        key,
+        members: Rc::new(members),
+    }
 }
 
 /// Empties every member's queue as the writer does (swap the queue out, "write" it),
@@ -127,8 +135,8 @@ pub fn group(key: WireKey, members: usize, max_bytes: usize) -> Group {
 pub fn drain(groups: &[Group], spare: &mut Vec<u8>) -> usize {
     let mut drained = 0;
     for group in groups {
-        for (_, out) in &group.members {
-            drained += drain_one(out, spare);
+        for member in group.members.iter() {
+            drained += drain_one(&member.out, spare);
         }
     }
     drained

@@ -1,7 +1,7 @@
 //! Fan-out across shards through the engine's own channel mesh. `MeshRig` starts one
 //! glommio executor per shard (pinned to core `shard % cores`), each with a real `Router`
 //! joined to the mesh as `shard/mod.rs` wires it, and subscribers spread over the shards.
-//! Shard 0 publishes each round's messages with `Router::publish`, then a sentinel; each
+//! Shard 0 publishes each round's messages with `Router::publish_local`, then a sentinel; each
 //! other shard with subscribers notes when the sentinel lands (it follows the round's
 //! messages on the same FIFO mesh queue) and reports that time over a control mesh. A
 //! round lasts from the first publish to the latest such time; queues are drained after
@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use engine::config::Ordering;
-use engine::fanout::Published;
+use engine::fanout::Outbound;
+use engine::ids::{ConnId, ShardId};
 use engine::interest::Interest;
+use engine::message::Message;
 use engine::metrics::ShardStats;
-use engine::shard::outbound::Outbound;
-use engine::shard::router::Router;
+use engine::router::{Links, Router};
 use engine::shard::MESH_QUEUE;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
@@ -86,7 +87,7 @@ impl MeshRig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let interest = Arc::new(Interest::new(shards));
         let stats: Vec<_> = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
-        let data = MeshBuilder::<Arc<Published>, _>::full(shards, MESH_QUEUE);
+        let data = MeshBuilder::<Arc<Message>, _>::full(shards, MESH_QUEUE);
         let control = MeshBuilder::<Control, _>::full(shards, CONTROL_QUEUE);
         let (commands, command_rx) = mpsc::channel();
         let (reply_tx, replies) = mpsc::channel();
@@ -159,7 +160,7 @@ type CoordinatorEnds = Arc<Mutex<Option<(mpsc::Receiver<Command>, mpsc::Sender<R
 impl Shard {
     async fn run(
         self,
-        data: MeshBuilder<Arc<Published>, Full>,
+        data: MeshBuilder<Arc<Message>, Full>,
         control: MeshBuilder<Control, Full>,
         coordinator: CoordinatorEnds,
     ) {
@@ -174,10 +175,15 @@ impl Shard {
         let Some(stats) = self.stats.get(peer) else {
             return;
         };
+        let links = Links {
+            peers: Some(senders),
+            kafka: None,
+        };
         let router = Rc::new(Router::new(
+            ShardId(peer),
+            "bench",
             self.interest.clone(),
-            Some(senders),
-            None,
+            links,
             Ordering::Kafka,
             stats.clone(),
         ));
@@ -198,10 +204,11 @@ impl Shard {
                     layout: self.layout.clone(),
                     messages: self.messages,
                     msg: Arc::new(fixtures::published(BODY_BYTES)),
-                    sentinel: Arc::new(Published {
+                    sentinel: Arc::new(Message {
                         destination: Bytes::from_static(SENTINEL),
                         body: Bytes::from_static(b"{}"),
                         id: Bytes::from_static(b"sentinel"),
+                        position: None,
                     }),
                 };
                 rounds.serve(commands, replies).await;
@@ -221,16 +228,21 @@ fn subscribe(router: &Router, count: usize) -> (Vec<Rc<Outbound>>, Option<Rc<Out
     let queues: Vec<_> = (0..count)
         .map(|conn| {
             let out = Rc::new(Outbound::new(QUEUE_BYTES, now));
-            router.subscribe(destination.clone(), fixtures::raw_key(), conn as u64, out.clone());
+            router.subscribe(
+                destination.clone(),
+                fixtures::raw_key(),
+                ConnId(conn as u64),
+                out.clone(),
+            );
             out
         })
         .collect();
-    let sentinel = (count > 0 && router.shard != 0).then(|| {
+    let sentinel = (count > 0 && router.shard() != ShardId(0)).then(|| {
         let out = Rc::new(Outbound::new(QUEUE_BYTES, now));
         router.subscribe(
             Bytes::from_static(SENTINEL),
             fixtures::raw_key(),
-            count as u64,
+            ConnId(count as u64),
             out.clone(),
         );
         out
@@ -246,8 +258,8 @@ struct Rounds {
     from: Receivers<Control>,
     layout: Arc<[usize]>,
     messages: usize,
-    msg: Arc<Published>,
-    sentinel: Arc<Published>,
+    msg: Arc<Message>,
+    sentinel: Arc<Message>,
 }
 
 impl Rounds {
@@ -283,12 +295,12 @@ impl Rounds {
         let watched: Vec<usize> = (1..self.layout.len()).filter(|&p| self.layout[p] > 0).collect();
         let start = Instant::now();
         for _ in 0..self.messages {
-            self.router.publish(self.msg.clone()).await;
+            self.router.publish_local(self.msg.clone()).await;
         }
         // Local deliveries happen inside `publish`: this shard is done.
         let mut last = Instant::now();
         if !watched.is_empty() {
-            self.router.publish(self.sentinel.clone()).await;
+            self.router.publish_local(self.sentinel.clone()).await;
         }
         for &peer in &watched {
             match self.from.recv_from(peer).await {

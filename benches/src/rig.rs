@@ -11,8 +11,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use engine::proto::ws;
 use hdrhistogram::Histogram;
+use proto::ws;
 
 use crate::client::{self, FrameCounter};
 use crate::fixtures::{self, MASK};

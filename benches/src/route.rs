@@ -1,9 +1,11 @@
-//! The Kafka path without a broker. In: a polled batch of `Incoming` records cut from one
-//! shared buffer, as the consumer's `Batch` cuts them; `KafkaRoute` splits it per shard
-//! by interest (`bridge::split`), hands each shard's part to that shard's
-//! `Router::deliver_from_kafka`, and drains the subscribers' queues as writers do. All
-//! routers live on the calling thread: this path needs no mesh. Out: `Outgoing` records
-//! for the producer's encode step. Used by the `kafka_route` bench and the gate.
+//! The Kafka path without a broker. In: a polled batch of messages whose parts are cut
+//! from one shared buffer, as the consumer's `Batch` cuts them; `KafkaRoute` splits it
+//! per shard by interest (`bridge::split`), hands each message of a shard's part to that
+//! shard's router (`Router::deliver_now`, what `deliver_from_kafka` does for rooms of up
+//! to `router::CHUNK` members, without its yields), and drains the subscribers' queues as
+//! writers do. All routers live on the calling thread: this path needs no mesh or
+//! executor. Out: messages as shards hand them to the producer, for its encode step.
+//! Used by the `kafka_route` bench and the gate.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,16 +13,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use engine::bridge::{self, Incoming, Outgoing};
+use engine::bridge;
 use engine::config::Ordering;
+use engine::fanout::Outbound;
+use engine::ids::{ConnId, ShardId};
 use engine::interest::Interest;
+use engine::message::{put_destination, Message, Position};
 use engine::metrics::ShardStats;
-use engine::shard::outbound::Outbound;
-use engine::shard::router::Router;
+use engine::router::{Delivered, Links, Router};
 
 use crate::fixtures;
 
-/// The node that reads the records (they come from another node, so none is skipped).
+/// The node that reads the records.
 pub const NODE_ID: &str = "node-1";
 /// The node that published them.
 pub const ORIGIN: &str = "node-2";
@@ -57,10 +61,10 @@ pub fn chat_value(channel: &str, bytes: usize) -> Vec<u8> {
     value
 }
 
-/// `records` records over `channels` channels (record `n` on channel `n % channels`),
+/// `records` messages over `channels` channels (message `n` on channel `n % channels`),
 /// each part a slice of one shared buffer, like a consumer poll round.
-pub fn batch(records: usize, channels: usize, value_bytes: usize) -> Vec<Incoming> {
-    let mut arena = BytesMut::with_capacity(records * (value_bytes + 48));
+pub fn batch(records: usize, channels: usize, value_bytes: usize) -> Vec<Arc<Message>> {
+    let mut arena = BytesMut::with_capacity(records * (value_bytes + 64));
     let mut spans = Vec::with_capacity(records);
     let push = |arena: &mut BytesMut, bytes: &[u8]| {
         let start = arena.len();
@@ -69,35 +73,40 @@ pub fn batch(records: usize, channels: usize, value_bytes: usize) -> Vec<Incomin
     };
     for n in 0..records {
         let name = channel(n % channels.max(1));
-        let channel = push(&mut arena, name.as_bytes());
+        let start = arena.len();
+        put_destination(name.as_bytes(), &mut arena);
+        let destination = start..arena.len();
         let value = push(&mut arena, &chat_value(&name, value_bytes));
         let id = push(&mut arena, format!("{ORIGIN}-0-{n}").as_bytes());
-        let origin = push(&mut arena, ORIGIN.as_bytes());
-        spans.push((channel, value, id, origin, n));
+        spans.push((destination, value, id, n));
     }
     let shared = arena.freeze();
     spans
         .into_iter()
-        .map(|(channel, value, id, origin, n)| Incoming {
-            channel: shared.slice(channel),
-            value: shared.slice(value),
-            id: shared.slice(id),
-            origin: shared.slice(origin),
-            partition: (n % 8) as i32,
-            offset: n as i64,
+        .map(|(destination, value, id, n)| {
+            Arc::new(Message {
+                destination: shared.slice(destination),
+                body: shared.slice(value),
+                id: shared.slice(id),
+                position: Some(Position {
+                    stream: (n % 8) as u64,
+                    seq: n as u64,
+                }),
+            })
         })
         .collect()
 }
 
 /// `records` messages as shards hand them to the producer, over `channels` channels.
-pub fn outgoing(records: usize, channels: usize, value_bytes: usize) -> Vec<Outgoing> {
+pub fn outgoing(records: usize, channels: usize, value_bytes: usize) -> Vec<Message> {
     (0..records)
         .map(|n| {
             let name = channel(n % channels.max(1));
-            Outgoing {
-                value: Bytes::from(chat_value(&name, value_bytes)),
-                channel: Bytes::from(name),
+            Message {
+                body: Bytes::from(chat_value(&name, value_bytes)),
+                destination: Bytes::from(format!("/sub/chat/{name}")),
                 id: Bytes::from(format!("{NODE_ID}-0-{n}")),
+                position: None,
             }
         })
         .collect()
@@ -110,7 +119,7 @@ pub struct KafkaRoute {
     routers: Vec<Router>,
     stats: Vec<Arc<ShardStats>>,
     queues: Vec<Rc<Outbound>>,
-    pending: Vec<Vec<Incoming>>,
+    pending: Vec<Vec<Arc<Message>>>,
     spare: Vec<u8>,
 }
 
@@ -126,15 +135,24 @@ impl KafkaRoute {
             .iter()
             .enumerate()
             .map(|(shard, stats)| {
-                let mut router = Router::new(interest.clone(), None, None, Ordering::Kafka, stats.clone());
-                // No mesh here: the shard's id is set directly.
-                router.shard = shard;
+                let links = Links {
+                    peers: None,
+                    kafka: None,
+                };
+                let router = Router::new(
+                    ShardId(shard),
+                    NODE_ID,
+                    interest.clone(),
+                    links,
+                    Ordering::Kafka,
+                    stats.clone(),
+                );
                 for c in 0..channels {
                     let destination = Bytes::from(format!("/sub/chat/{}", channel(c)));
                     for s in 0..subscribers {
                         let out = Rc::new(Outbound::new(QUEUE_BYTES, now));
                         queues.push(out.clone());
-                        let conn = (c * subscribers + s) as u64;
+                        let conn = ConnId((c * subscribers + s) as u64);
                         router.subscribe(destination.clone(), fixtures::raw_key(), conn, out);
                     }
                 }
@@ -153,12 +171,13 @@ impl KafkaRoute {
 
     /// Routes one batch: split by interest, each shard's part delivered by its router,
     /// then every queue drained. Returns the deliveries made.
-    pub fn route(&mut self, records: &[Incoming]) -> u64 {
+    pub fn route(&mut self, records: &[Arc<Message>]) -> u64 {
         let before = self.delivered();
         bridge::split(records, &self.interest, &mut self.pending);
         for (router, queue) in self.routers.iter().zip(&mut self.pending) {
-            if !queue.is_empty() {
-                router.deliver_from_kafka(std::mem::take(queue), NODE_ID);
+            for msg in queue.drain(..) {
+                let delivered = router.deliver_now(&msg);
+                debug_assert_eq!(delivered, Delivered::Done, "rooms here are small");
             }
         }
         fixtures::drain_queues(&self.queues, &mut self.spare);
@@ -189,11 +208,11 @@ mod tests {
     #[test]
     fn batches_share_one_buffer() {
         let records = batch(10, 3, VALUE_BYTES);
-        assert_eq!(records[4].channel, "room-1");
-        assert_eq!(records[4].origin, ORIGIN);
-        let base = records[0].channel.as_ptr();
-        let end = records[9].origin.as_ptr();
-        assert!(end > base && (end as usize - base as usize) < 10 * (VALUE_BYTES + 48));
+        assert_eq!(records[4].channel().as_deref(), Some(&b"room-1"[..]));
+        assert!(records[4].id.starts_with(ORIGIN.as_bytes()));
+        let base = records[0].destination.as_ptr();
+        let end = records[9].id.as_ptr();
+        assert!(end > base && (end as usize - base as usize) < 10 * (VALUE_BYTES + 64));
     }
 
     #[test]
@@ -208,7 +227,7 @@ mod tests {
     #[test]
     fn outgoing_records_are_keyed_by_channel() {
         let records = outgoing(5, 2, VALUE_BYTES);
-        assert_eq!(records[3].channel, "room-1");
-        assert_eq!(records[3].value.len(), VALUE_BYTES);
+        assert_eq!(records[3].channel().as_deref(), Some(&b"room-1"[..]));
+        assert_eq!(records[3].body.len(), VALUE_BYTES);
     }
 }

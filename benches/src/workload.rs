@@ -6,10 +6,11 @@
 use std::hint::black_box;
 
 use bytes::BytesMut;
-use engine::bridge::Incoming;
-use engine::chat;
-use engine::fanout::{self, Group, Published, Scratch};
-use engine::proto::{sockjs, stomp, ws};
+use std::sync::Arc;
+
+use engine::fanout::{self, Group, Scratch};
+use engine::message::{self, Message};
+use proto::{sockjs, stomp, ws};
 
 use crate::fixtures;
 use crate::route::{self, KafkaRoute};
@@ -95,7 +96,7 @@ pub fn gate_stomp_decode(mut buf: BytesMut) -> u64 {
 /// Encodes and queues `FANOUT_MESSAGES` messages to every member of `groups`, draining
 /// the queues after each message as the writers would.
 #[inline(never)]
-pub fn gate_fanout_100(msg: &Published, groups: &[Group], scratch: &mut Scratch, spare: &mut Vec<u8>) -> u64 {
+pub fn gate_fanout_100(msg: &Message, groups: &[Group], scratch: &mut Scratch, spare: &mut Vec<u8>) -> u64 {
     let mut delivered = 0;
     for _ in 0..FANOUT_MESSAGES {
         delivered += fanout::deliver(black_box(msg), groups, scratch);
@@ -116,13 +117,13 @@ pub fn gate_sockjs_escape(payload: &[u8], out: &mut BytesMut) -> u64 {
     bytes
 }
 
-/// Runs `chat::prepare` on `body` `COUNT` times (a time field is added each time).
+/// Runs `message::prepare` on `body` `COUNT` times (a time field is added each time).
 #[inline(never)]
 pub fn gate_chat_prepare(body: &[u8], scratch: &mut Vec<u8>) -> u64 {
     let now = fixtures::fixed_now();
     let mut bytes = 0;
     for _ in 0..COUNT {
-        if let Ok(chat) = chat::prepare(black_box(body), now, scratch) {
+        if let Ok(chat) = message::prepare(black_box(body), now, scratch) {
             bytes += chat.body.len() as u64;
         }
     }
@@ -132,7 +133,7 @@ pub fn gate_chat_prepare(body: &[u8], scratch: &mut Vec<u8>) -> u64 {
 /// Routes the Kafka batch `records` `ROUTE_BATCHES` times: split per shard by interest,
 /// delivered by each shard's router, queues drained.
 #[inline(never)]
-pub fn gate_kafka_route(rig: &mut KafkaRoute, records: &[Incoming]) -> u64 {
+pub fn gate_kafka_route(rig: &mut KafkaRoute, records: &[Arc<Message>]) -> u64 {
     let mut delivered = 0;
     for _ in 0..ROUTE_BATCHES {
         delivered += rig.route(black_box(records));

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use crossbeam_channel::{Sender, TrySendError};
-use engine::bridge::{Bridge, Config, Incoming, Outgoing, ShardPort};
+use engine::bridge::{Bridge, Config, ShardPort};
 use engine::interest::Interest;
+use engine::message::Message;
 use glommio::channels::shared_channel::SharedReceiver;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
@@ -126,14 +127,7 @@ fn throughput(
                     let channel = format!("c{}", i % channels);
                     let value =
                         format!(r#"{{"channel":"{channel}","sender":"b","message":"{padding}","time":"{i:012}"}}"#);
-                    push(
-                        sender,
-                        Outgoing {
-                            channel: channel.into(),
-                            value: value.into(),
-                            id: Bytes::from(i.to_string()),
-                        },
-                    );
+                    push(sender, message(&channel, value, i.to_string()));
                 }
             });
         }
@@ -201,7 +195,7 @@ fn latency(
     }
     let reader = {
         let (histograms, measuring) = (Arc::clone(&histograms), Arc::clone(&measuring));
-        drain(inbound, move |node, record: &Incoming| {
+        drain(inbound, move |node, record: &Arc<Message>| {
             // The id carries the intended send time, in ns since `epoch`.
             let intended_ns = std::str::from_utf8(&record.id).ok().and_then(|s| s.parse::<u64>().ok());
             let measured = intended_ns.filter(|ns| *ns >= warmup_ns && measuring.load(Ordering::Relaxed));
@@ -233,14 +227,7 @@ fn latency(
         }
         let value = format!(r#"{{"channel":"lat","sender":"bench","message":"{padding}","time":"{i:012}"}}"#);
         let id = Bytes::from(intended.as_nanos().to_string());
-        push(
-            sender,
-            Outgoing {
-                channel: Bytes::from_static(b"lat"),
-                value: value.into(),
-                id,
-            },
-        );
+        push(sender, message("lat", value, id));
         i += 1;
     }
     // Let both nodes catch up (after an outage that can take a while).
@@ -278,7 +265,14 @@ fn latency(
 }
 
 /// Publishes like a shard would, but waits instead of dropping when the queue is full.
-fn push(sender: &Sender<Outgoing>, mut message: Outgoing) {
+/// A chat message of `channel` with the JSON `value` and `id`, as a shard publishes it.
+fn message(channel: &str, value: String, id: impl Into<Bytes>) -> Message {
+    let mut message = Message::new(Bytes::from(format!("/sub/chat/{channel}")), value.into());
+    message.id = id.into();
+    message
+}
+
+fn push(sender: &Sender<Message>, mut message: Message) {
     loop {
         match sender.try_send(message) {
             Ok(()) => return,
@@ -293,9 +287,9 @@ fn push(sender: &Sender<Outgoing>, mut message: Outgoing) {
 
 /// Plays the shards: connects every inbound channel on one executor and hands each
 /// record, with the index of its channel, to `on_record`.
-fn drain<F>(inbound: Vec<SharedReceiver<Vec<Incoming>>>, on_record: F) -> glommio::ExecutorJoinHandle<()>
+fn drain<F>(inbound: Vec<SharedReceiver<Vec<Arc<Message>>>>, on_record: F) -> glommio::ExecutorJoinHandle<()>
 where
-    F: Fn(usize, &Incoming) + Send + Sync + 'static,
+    F: Fn(usize, &Arc<Message>) + Send + Sync + 'static,
 {
     let on_record = Arc::new(on_record);
     LocalExecutorBuilder::new(Placement::Unbound)

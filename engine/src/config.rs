@@ -183,6 +183,7 @@ impl Config {
             fetch_wait_ms: self.kafka_fetch_wait_ms,
             acks: self.kafka_acks.clone(),
             buffer_messages: self.kafka_buffer,
+            skip_own: self.ordering == Ordering::Local,
         })
     }
 

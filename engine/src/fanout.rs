@@ -1,37 +1,25 @@
-//! Encodes a published message once per distinct wire form and queues it for every
-//! subscriber. Subscribers of a destination are grouped by what their `MESSAGE` looks
-//! like on the wire (framing, STOMP version, their `subscription` id); clients pick the
-//! same few ids, so a room of thousands costs one or two encodings per message. Each
-//! member then gets the shared bytes appended to its outbound queue (`shard/outbound.rs`),
-//! which leaves in one `send()` per burst.
+//! Fan-out: encodes a published message once per distinct wire form and appends it to
+//! every subscriber's outbound queue. Subscribers of a destination are grouped by what
+//! their `MESSAGE` looks like on the wire ([`WireKey`]: framing, STOMP version, their
+//! `subscription` id); clients pick the same few ids, so a room of thousands costs one or
+//! two encodings per message. Each [`Outbound`] queue is bounded and leaves in one
+//! `send()` per burst (the connection's writer in `shard/conn.rs` drains it); a
+//! subscriber whose queue would overflow is dropped, never waited for.
 
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+pub use proto::server::Scratch;
+use proto::server::{self, MessageHead};
+use proto::stomp::Version;
+use proto::Framing;
 
-use crate::proto::{sockjs, stomp, ws};
-use crate::shard::outbound::Outbound;
-
-/// A chat message after parsing: the destination, the body as delivered and its id.
-/// Shared (`Arc`) between shards; the bytes are reference-counted, never copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    /// `/sub/chat/{channel}` or any `/sub/...` destination.
-    pub destination: Bytes,
-    /// The JSON body (with the server's `time` added for `/pub/chat`).
-    pub body: Bytes,
-    /// `message-id`, the same for every subscriber.
-    pub id: Bytes,
-}
-
-/// How a connection carries STOMP frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// STOMP frames in WebSocket messages.
-    Raw,
-    /// STOMP frames in SockJS `a[...]` arrays in WebSocket messages.
-    SockJs,
-}
+use crate::ids::{ConnId, SubId};
+use crate::message::Message;
 
 /// What makes one subscriber's `MESSAGE` bytes differ from another's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,91 +27,331 @@ pub struct WireKey {
     /// Framing of the connection.
     pub framing: Framing,
     /// STOMP version of the connection (header escaping).
-    pub version: stomp::Version,
+    pub version: Version,
     /// The subscriber's own subscription id.
-    pub subscription: Bytes,
+    pub subscription: SubId,
 }
 
-/// Subscribers of one destination that share a `WireKey`.
+/// One subscriber in a group.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its connection.
+    pub conn: ConnId,
+    /// Its connection's outbound queue.
+    pub out: Rc<Outbound>,
+}
+
+/// Subscribers of one destination that share a `WireKey`. The member list is shared
+/// (`Rc`) with fan-outs in progress: a big room's fan-out pauses between chunks, and a
+/// subscribe or unsubscribe meanwhile copies the list instead of changing it under the
+/// fan-out's feet.
 #[derive(Debug)]
 pub struct Group {
     /// Their wire form.
     pub key: WireKey,
-    /// (connection id, outbound queue) of each member.
-    pub members: Vec<(u64, Rc<Outbound>)>,
+    /// The members.
+    pub members: Rc<Vec<Member>>,
 }
 
 /// Encodes `msg` for each group once and queues it to every member. Returns how many
-/// members were queued to. `scratch` holds two reusable buffers.
-pub fn deliver(msg: &Published, groups: &[Group], scratch: &mut Scratch) -> u64 {
+/// members were queued to. `scratch` holds reusable buffers.
+pub fn deliver(msg: &Message, groups: &[Group], scratch: &mut Scratch) -> u64 {
     let mut delivered = 0;
     for group in groups {
         let frame = encode(msg, &group.key, scratch);
-        for (_, out) in &group.members {
-            if out.push(frame) {
-                delivered += 1;
-            }
+        delivered += push_all(frame, &group.members);
+    }
+    delivered
+}
+
+/// Queues `frame` to every member of `members`; returns how many took it.
+#[inline]
+pub fn push_all(frame: &[u8], members: &[Member]) -> u64 {
+    let mut delivered = 0;
+    for member in members {
+        if member.out.push(frame) {
+            delivered += 1;
         }
     }
     delivered
 }
 
-/// Reusable buffers for `encode`.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    stomp: BytesMut,
-    wire: BytesMut,
-}
-
 /// The complete WebSocket frame carrying `msg` as a `MESSAGE` for subscribers with `key`,
-/// in `scratch` (reused: no allocation per message once warm).
-pub fn encode<'s>(msg: &Published, key: &WireKey, scratch: &'s mut Scratch) -> &'s [u8] {
-    let Scratch { stomp: frame, wire } = scratch;
-    wire.clear();
-    frame.clear();
-    frame.reserve(160 + msg.destination.len() + msg.body.len());
-    frame.put_slice(b"MESSAGE\ndestination:");
-    stomp::escape_into(&msg.destination, key.version, frame);
-    frame.put_slice(b"\ncontent-type:application/json\nsubscription:");
-    stomp::escape_into(&key.subscription, key.version, frame);
-    frame.put_slice(b"\nmessage-id:");
-    stomp::escape_into(&msg.id, key.version, frame);
-    frame.put_slice(b"\ncontent-length:");
-    frame.put_slice(itoa::Buffer::new().format(msg.body.len()).as_bytes());
-    frame.put_slice(b"\n\n");
-    frame.put_slice(&msg.body);
-    frame.put_u8(0);
-
-    wrap(key.framing, frame, wire);
-    wire
+/// in `scratch`.
+pub fn encode<'s>(msg: &Message, key: &WireKey, scratch: &'s mut Scratch) -> &'s [u8] {
+    let head = MessageHead {
+        destination: &msg.destination,
+        subscription: &key.subscription.0,
+        id: &msg.id,
+        offset: None,
+    };
+    server::encode_message(&head, &msg.body, key.version, key.framing, scratch)
 }
 
-/// Appends the WebSocket frame that carries the STOMP bytes `stomp` with `framing`.
-pub fn wrap(framing: Framing, stomp: &[u8], wire: &mut BytesMut) {
-    match framing {
-        Framing::Raw => {
-            wire.reserve(MAX_HEADER + stomp.len());
-            ws::encode_header(ws::OpCode::Text, true, stomp.len(), None, wire);
-            wire.put_slice(stomp);
+/// A frame shared by the members of a group, for fan-outs that pause.
+pub fn encode_shared(msg: &Message, key: &WireKey, scratch: &mut Scratch) -> Bytes {
+    Bytes::copy_from_slice(encode(msg, key, scratch))
+}
+
+/// Why a connection's writer is told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Still open.
+    Open,
+    /// Flush what is queued, then close the socket.
+    Graceful,
+    /// The queue overflowed: the connection is dropped as a slow consumer.
+    Overflow,
+}
+
+/// A connection's outbound queue, shared (`Rc`) by its reader, its writer and the
+/// subscriber index of its shard.
+pub struct Outbound {
+    queue: RefCell<Vec<u8>>,
+    max_bytes: usize,
+    closing: Cell<Closing>,
+    waker: Cell<Option<Waker>>,
+    overflow_waker: Cell<Option<Waker>>,
+    last_sent: Cell<Instant>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("queued", &self.len())
+            .field("closing", &self.closing.get())
+            .finish()
+    }
+}
+
+impl Outbound {
+    /// An empty queue holding at most `max_bytes`.
+    pub fn new(max_bytes: usize, now: Instant) -> Self {
+        Self {
+            queue: RefCell::new(Vec::new()),
+            max_bytes,
+            closing: Cell::new(Closing::Open),
+            waker: Cell::new(None),
+            overflow_waker: Cell::new(None),
+            last_sent: Cell::new(now),
         }
-        Framing::SockJs => {
-            // The escaped length is known only after escaping: escape after a maximal
-            // header gap, then write the real header just before the payload.
-            let at = wire.len();
-            wire.reserve(MAX_HEADER + 8 + stomp.len() * 6 / 5);
-            wire.put_bytes(0, MAX_HEADER);
-            sockjs::encode_array(&[stomp], wire);
-            let payload_len = wire.len() - at - MAX_HEADER;
-            let mut header = BytesMut::with_capacity(MAX_HEADER);
-            let header_len = ws::encode_header(ws::OpCode::Text, true, payload_len, None, &mut header);
-            let start = at + MAX_HEADER - header_len;
-            wire[start..at + MAX_HEADER].copy_from_slice(&header);
-            // Close the gap left by a header shorter than the maximum.
-            wire.copy_within(start.., at);
-            wire.truncate(wire.len() - (start - at));
+    }
+
+    /// Appends `bytes` unless the queue is closing. Returns false when it was not queued
+    /// (closing already, or this push overflowed the bound and closed the queue).
+    #[inline]
+    pub fn push(&self, bytes: &[u8]) -> bool {
+        if self.closing.get() != Closing::Open {
+            return false;
+        }
+        {
+            let mut queue = self.queue.borrow_mut();
+            if queue.len() + bytes.len() > self.max_bytes {
+                drop(queue);
+                self.close(Closing::Overflow);
+                return false;
+            }
+            queue.extend_from_slice(bytes);
+        }
+        self.wake();
+        true
+    }
+
+    /// Appends with a caller-supplied encoder (for replies built in place). Replies are
+    /// small and always queued while open, even past the bound, so a client always gets
+    /// its `ERROR` or `RECEIPT`.
+    pub fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if self.closing.get() == Closing::Overflow {
+            return;
+        }
+        encode(&mut self.queue.borrow_mut());
+        self.wake();
+    }
+
+    /// Asks the writer to flush and close (`Graceful`) or to drop (`Overflow`).
+    pub fn close(&self, how: Closing) {
+        if self.closing.get() == Closing::Open {
+            self.closing.set(how);
+            self.wake();
+            if let Some(waker) = self.overflow_waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Resolves once the queue has overflowed (for a writer blocked on a full socket).
+    pub async fn overflowed(&self) {
+        poll_fn(|cx| {
+            if self.closing.get() == Closing::Overflow {
+                return Poll::Ready(());
+            }
+            self.overflow_waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// How the writer is asked to stop.
+    pub fn closing(&self) -> Closing {
+        self.closing.get()
+    }
+
+    /// Bytes waiting.
+    pub fn len(&self) -> usize {
+        self.queue.borrow().len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// When bytes last left for the socket.
+    pub fn last_sent(&self) -> Instant {
+        self.last_sent.get()
+    }
+
+    /// Waits until bytes are queued or closing is asked, then swaps the queue into
+    /// `spare` (which must be empty) so that appends go on while it is written.
+    pub async fn take(&self, spare: &mut Vec<u8>) -> Closing {
+        poll_fn(|cx| {
+            let mut queue = self.queue.borrow_mut();
+            if !queue.is_empty() {
+                std::mem::swap(&mut *queue, spare);
+                return Poll::Ready(self.closing.get());
+            }
+            if self.closing.get() != Closing::Open {
+                return Poll::Ready(self.closing.get());
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Records that bytes were written at `now`.
+    pub fn mark_sent(&self, now: Instant) {
+        self.last_sent.set(now);
+    }
+
+    /// Empties `spare` after a write of its bytes, keeping its storage for the next
+    /// burst unless it is much larger than this burst needed. Regrowing a queue from
+    /// nothing on every burst cost more than the copy into it (flamegraphs/README.md).
+    pub fn trim(&self, spare: &mut Vec<u8>) {
+        let used = spare.len();
+        spare.clear();
+        if used < SMALL_WRITE_BYTES {
+            // A quiet connection: hold no storage between its rare writes.
+            *spare = Vec::new();
+        } else if spare.capacity() > TRIM_BYTES.max(used.saturating_mul(4)) {
+            spare.shrink_to(used);
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
         }
     }
 }
 
-/// Longest server-to-client WebSocket header (no mask).
-const MAX_HEADER: usize = 10;
+/// Writes smaller than this leave no storage behind.
+const SMALL_WRITE_BYTES: usize = 2048;
+/// Queue capacity always kept between bursts; beyond it, what four recent bursts need.
+const TRIM_BYTES: usize = 16 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BytesMut;
+    use proto::client;
+
+    fn member(conn: u64, max_bytes: usize) -> Member {
+        Member {
+            conn: ConnId(conn),
+            out: Rc::new(Outbound::new(max_bytes, Instant::now())),
+        }
+    }
+
+    fn key(framing: Framing, id: &'static [u8]) -> WireKey {
+        WireKey {
+            framing,
+            version: Version::V1_2,
+            subscription: SubId(Bytes::from_static(id)),
+        }
+    }
+
+    fn message() -> Message {
+        Message {
+            destination: Bytes::from_static(b"/sub/chat/room"),
+            body: Bytes::from_static(br#"{"message":"hi"}"#),
+            id: Bytes::from_static(b"n-0-1"),
+            position: None,
+        }
+    }
+
+    #[test]
+    fn each_member_gets_the_frame_of_its_group() {
+        let groups = [
+            Group {
+                key: key(Framing::Raw, b"sub-0"),
+                members: Rc::new(vec![member(1, 1 << 20), member(2, 1 << 20)]),
+            },
+            Group {
+                key: key(Framing::SockJs, b"sub-7"),
+                members: Rc::new(vec![member(3, 1 << 20)]),
+            },
+        ];
+        assert_eq!(deliver(&message(), &groups, &mut Scratch::default()), 3);
+        for group in &groups {
+            for m in group.members.iter() {
+                let mut spare = Vec::new();
+                futures_lite::future::block_on(m.out.take(&mut spare));
+                let mut wire = BytesMut::from(&spare[..]);
+                let mut codec = client::Codec::new(group.key.framing, 1 << 20, 0);
+                let frame = loop {
+                    match codec.decode(&mut wire) {
+                        Ok(Some(client::Event::Frame(frame))) => break frame,
+                        Ok(Some(_)) => continue,
+                        other => panic!("{other:?}"),
+                    }
+                };
+                assert_eq!(frame.header(b"subscription"), Some(&group.key.subscription.0[..]));
+                assert_eq!(frame.header(b"destination"), Some(&b"/sub/chat/room"[..]));
+                assert_eq!(&frame.body[..], br#"{"message":"hi"}"#);
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_queue_is_skipped_and_counted_out() {
+        let small = member(1, 8);
+        let big = member(2, 1 << 20);
+        let group = Group {
+            key: key(Framing::Raw, b"s"),
+            members: Rc::new(vec![small.clone(), big]),
+        };
+        assert_eq!(
+            deliver(&message(), std::slice::from_ref(&group), &mut Scratch::default()),
+            1
+        );
+        assert_eq!(small.out.closing(), Closing::Overflow);
+    }
+
+    #[test]
+    fn overflow_closes_and_refuses_more() {
+        let out = Outbound::new(10, Instant::now());
+        assert!(out.push(b"12345"));
+        assert!(!out.push(b"123456"));
+        assert_eq!(out.closing(), Closing::Overflow);
+        assert!(!out.push(b"1"));
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn replies_pass_the_bound_while_open() {
+        let out = Outbound::new(4, Instant::now());
+        out.push_with(|q| q.extend_from_slice(b"RECEIPT"));
+        assert_eq!(out.len(), 7);
+    }
+}

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use engine::bridge::{Bridge, Config, Error, Incoming, Outgoing, ShardPort};
+use engine::bridge::{Bridge, Config, Error, ShardPort};
 use engine::interest::Interest;
+use engine::message::Message;
 use glommio::channels::shared_channel::SharedReceiver;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
@@ -51,24 +52,27 @@ fn delivers_to_interested_shards_of_every_node_once() {
     assert!(extra.is_empty(), "unexpected deliveries: {extra:?}");
     assert_eq!(got.len(), 9, "got {got:?}");
     for (node, shard) in [(0, 1), (1, 0), (1, 1)] {
-        let mine: Vec<&Incoming> = got
+        let mine: Vec<&Arc<Message>> = got
             .iter()
             .filter(|d| (d.0, d.1) == (node, shard))
             .map(|d| &d.2)
             .collect();
         assert_eq!(mine.len(), 3, "node {node} shard {shard}: {mine:?}");
         for (i, record) in mine.iter().enumerate() {
-            assert_eq!(record.channel, Bytes::from_static(b"room1"));
-            assert_eq!(record.value, values[i], "value changed in transit");
+            assert_eq!(&record.destination[..], b"/sub/chat/room1");
+            assert_eq!(record.body, values[i], "value changed in transit");
             assert_eq!(record.id, Bytes::from(format!("m-{i}")));
-            assert_eq!(record.origin, Bytes::from_static(b"a"));
-            assert_eq!(record.partition, mine[0].partition, "one channel, one partition");
+            let (position, first) = (
+                record.position.expect("positioned"),
+                mine[0].position.expect("positioned"),
+            );
+            assert_eq!(position.stream, first.stream, "one channel, one partition");
             if i > 0 {
-                assert!(record.offset > mine[i - 1].offset, "offsets go up");
+                assert!(Some(position) > mine[i - 1].position, "offsets go up");
             }
         }
     }
-    assert!(!got.iter().any(|d| d.2.channel == Bytes::from_static(b"nobody")));
+    assert!(!got.iter().any(|d| d.2.channel().as_deref() == Some(&b"nobody"[..])));
 
     let (a_stats, b_stats) = (a.bridge.stats(), b.bridge.stats());
     wait_until(Duration::from_secs(10), || a_stats.produced() == 4);
@@ -137,11 +141,12 @@ fn keeps_per_channel_order_for_10k_records_over_20_channels() {
 
     let mut next: HashMap<(usize, usize, Bytes), usize> = HashMap::new();
     for (node, shard, record) in &got {
-        let seq = next.entry((*node, *shard, record.channel.clone())).or_insert(0);
-        let channel = std::str::from_utf8(&record.channel).unwrap_or("?");
+        let name = record.channel().unwrap_or_default();
+        let seq = next.entry((*node, *shard, name.clone())).or_insert(0);
+        let channel = std::str::from_utf8(&name).unwrap_or("?");
         let want = format!(r#"{{"channel":"{channel}","sender":"s","message":"{seq}","time":"t"}}"#);
         assert_eq!(
-            record.value,
+            record.body,
             Bytes::from(want),
             "node {node} shard {shard}: out of order, lost or duplicated"
         );
@@ -199,11 +204,7 @@ fn starts_degraded_without_a_reachable_broker() {
     );
     let stats = bridge.stats();
     assert!(!stats.connected() && !stats.healthy());
-    let record = Outgoing {
-        channel: Bytes::from_static(b"r"),
-        value: Bytes::from_static(b"queued"),
-        id: Bytes::from_static(b"q"),
-    };
+    let record = Message::new(Bytes::from_static(b"/sub/chat/r"), Bytes::from_static(b"queued"));
     assert!(ports[0].outbound.try_send(record).is_ok(), "publishes are queued");
     let stopping = Instant::now();
     bridge.shutdown();
@@ -245,8 +246,7 @@ fn starts_degraded_and_catches_up_when_the_broker_returns() {
     let got = shards.wait_for(1, Duration::from_secs(60));
     assert_eq!(got.len(), 1, "the record did not arrive");
     assert_eq!((got[0].0, got[0].1), (0, 1));
-    assert_eq!(got[0].2.value, Bytes::from_static(b"during the outage"));
-    assert_eq!(got[0].2.origin, Bytes::from_static(b"a"));
+    assert_eq!(got[0].2.body, Bytes::from_static(b"during the outage"));
     wait_until(Duration::from_secs(15), || a_stats.connected());
     assert_eq!(a_stats.produced(), 1);
     assert!(
@@ -309,7 +309,7 @@ fn survives_a_broker_restart() {
         shards.quiet(Duration::from_millis(500)).is_empty(),
         "duplicates arrived"
     );
-    let values: Vec<Bytes> = got.iter().map(|d| d.2.value.clone()).collect();
+    let values: Vec<Bytes> = got.iter().map(|d| d.2.body.clone()).collect();
     let want: Vec<Bytes> = (50..150).map(|i| Bytes::from(format!("{i}"))).collect();
     assert_eq!(values, want);
     wait_until(Duration::from_secs(15), || a_stats.connected() && b_stats.connected());
@@ -390,13 +390,13 @@ impl Drop for RestartGuard {
 struct Node {
     bridge: Bridge,
     interest: Arc<Interest>,
-    outbound: Vec<Sender<Outgoing>>,
+    outbound: Vec<Sender<Message>>,
 }
 
 impl Node {
     const SHARDS: usize = 2;
 
-    fn start(brokers: &str, topic: &str, node_id: &str) -> (Node, Vec<SharedReceiver<Vec<Incoming>>>) {
+    fn start(brokers: &str, topic: &str, node_id: &str) -> (Node, Vec<SharedReceiver<Vec<Arc<Message>>>>) {
         let cfg = Config {
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
@@ -425,11 +425,10 @@ impl Node {
 
     /// Publishes like a shard: `try_send`, waiting a little while the queue is full.
     fn send(&self, shard: usize, channel: &[u8], value: &[u8], id: &[u8]) {
-        let mut message = Outgoing {
-            channel: Bytes::copy_from_slice(channel),
-            value: Bytes::copy_from_slice(value),
-            id: Bytes::copy_from_slice(id),
-        };
+        let mut destination = b"/sub/chat/".to_vec();
+        destination.extend_from_slice(channel);
+        let mut message = Message::new(Bytes::from(destination), Bytes::copy_from_slice(value));
+        message.id = Bytes::copy_from_slice(id);
         loop {
             match self.outbound[shard].try_send(message) {
                 Ok(()) => return,
@@ -450,12 +449,12 @@ impl Node {
 /// The shards of every node, played by one glommio executor that forwards each
 /// delivery, tagged `(node, shard)`, to the test thread.
 struct Shards {
-    deliveries: Receiver<(usize, usize, Incoming)>,
+    deliveries: Receiver<(usize, usize, Arc<Message>)>,
     executor: ExecutorJoinHandle<()>,
 }
 
 impl Shards {
-    fn connect(nodes: Vec<Vec<SharedReceiver<Vec<Incoming>>>>) -> Shards {
+    fn connect(nodes: Vec<Vec<SharedReceiver<Vec<Arc<Message>>>>>) -> Shards {
         let (tx, deliveries) = crossbeam_channel::unbounded();
         let executor = LocalExecutorBuilder::new(Placement::Unbound)
             .name("test-shards")
@@ -485,7 +484,7 @@ impl Shards {
     }
 
     /// Collects `count` deliveries, or what came within `limit`.
-    fn wait_for(&self, count: usize, limit: Duration) -> Vec<(usize, usize, Incoming)> {
+    fn wait_for(&self, count: usize, limit: Duration) -> Vec<(usize, usize, Arc<Message>)> {
         let deadline = Instant::now() + limit;
         let mut got = Vec::with_capacity(count.min(1 << 16));
         while got.len() < count {
@@ -498,7 +497,7 @@ impl Shards {
     }
 
     /// Whatever arrives within `wait`.
-    fn quiet(&self, wait: Duration) -> Vec<(usize, usize, Incoming)> {
+    fn quiet(&self, wait: Duration) -> Vec<(usize, usize, Arc<Message>)> {
         self.wait_for(usize::MAX, wait)
     }
 

@@ -6,8 +6,8 @@
 //!
 //! # Layout
 //! - [`cli`] and [`scenario`]: flags (and TOML scenario files) into a checked plan.
-//! - [`target`], [`wire`] and [`body`]: URLs, the client side of the wire (on `engine::proto`),
-//!   and the stamped chat body.
+//! - [`target`] and [`body`]: URLs and the stamped chat body; the client side of the wire
+//!   is `proto::client`, shared with the bench drivers; [`net`] opens the sockets.
 //! - [`shard`]: the glommio executors: connections, the publish clock, measurements.
 //! - [`track`] and [`stats`]: sequence tracking, message tables, histograms, CPU.
 //! - [`run`], [`sweep`], [`merge`]: the subcommands; [`server`] samples the servers.
@@ -17,6 +17,7 @@
 pub mod body;
 pub mod cli;
 pub mod merge;
+pub mod net;
 pub mod output;
 pub mod report;
 pub mod run;
@@ -27,4 +28,3 @@ pub mod stats;
 pub mod sweep;
 pub mod target;
 pub mod track;
-pub mod wire;

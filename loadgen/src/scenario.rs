@@ -219,9 +219,7 @@ impl Scenario {
         };
         let all_cpus = match &args.cpus {
             None => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
-            Some(list) => engine::config::parse_cpu_list(list)
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| invalid("cpus", "expected a list like 0,2-3"))?,
+            Some(list) => parse_cpu_list(list).ok_or_else(|| invalid("cpus", "expected a list like 0,2-3"))?,
         };
         let shards = args.shards.unwrap_or(all_cpus.len());
         if !(1..=256).contains(&shards) {
@@ -409,21 +407,32 @@ fn stalled_connections(channel_of: &[u32], publishers: u32, k: u32) -> Vec<u32> 
 
 /// `127.0.0.1-127.0.0.8` (last octet range) or `a,b,c`.
 pub fn parse_ip_list(list: &str) -> Option<Vec<IpAddr>> {
-    let mut ips = Vec::new();
+    parse_ranges(list, |a, b| {
+        let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().ok()?, b.parse().ok()?);
+        let (a, b) = (u32::from(a), u32::from(b));
+        (a <= b && b - a <= 65_535).then(|| (a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))).collect())
+    })
+}
+
+/// Parses a core list such as `0,2-4` into `[0, 2, 3, 4]`; `None` when malformed or empty.
+pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
+    parse_ranges(list, |a, b| {
+        let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+        (a <= b).then(|| (a..=b).collect())
+    })
+}
+
+/// A comma list of single items and `a-b` ranges (expanded by `range`); `None` when any
+/// part is malformed or nothing is listed.
+fn parse_ranges<T: std::str::FromStr>(list: &str, range: impl Fn(&str, &str) -> Option<Vec<T>>) -> Option<Vec<T>> {
+    let mut items = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (Ipv4Addr, Ipv4Addr) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-                let (a, b) = (u32::from(a), u32::from(b));
-                if a > b || b - a > 65_535 {
-                    return None;
-                }
-                ips.extend((a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))));
-            }
-            None => ips.push(part.parse().ok()?),
+            Some((a, b)) => items.extend(range(a.trim(), b.trim())?),
+            None => items.push(part.parse().ok()?),
         }
     }
-    (!ips.is_empty()).then_some(ips)
+    (!items.is_empty()).then_some(items)
 }
 
 /// A run id below 2^48 (exact in any JSON reader), from the clock and the pid.

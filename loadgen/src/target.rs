@@ -5,14 +5,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// How STOMP frames travel inside WebSocket messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// One or more STOMP frames per text message.
-    Raw,
-    /// SockJS framing: `o`, `h`, `a["..."]`, `c[...]`; the client sends `["..."]`.
-    SockJs,
-}
+pub use proto::Framing;
 
 /// One place to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]

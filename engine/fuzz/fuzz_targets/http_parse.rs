@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use engine::proto::http;
+use proto::http;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_HEAD_BYTES: usize = 4096;

@@ -3,7 +3,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use engine::proto::sockjs::{decode_message, escape_into, route};
+use proto::sockjs::{decode_message, escape_into, route};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use engine::proto::stomp::{encode_frame, Command, Decoder, Error, Frame, Item, Limits, Version};
+use proto::stomp::{encode_frame, Command, Decoder, Error, Frame, Item, Limits, Version};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: Limits = Limits {

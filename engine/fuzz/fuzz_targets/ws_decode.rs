@@ -5,7 +5,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use engine::proto::ws::{self, Decoder, Error, Limits, Message, OpCode, Role};
+use proto::ws::{self, Decoder, Error, Limits, Message, OpCode, Role};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: Limits = Limits {

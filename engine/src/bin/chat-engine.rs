@@ -1,10 +1,13 @@
-//! The server binary: loads the configuration, starts the shards, waits for them.
+//! The server binary: loads the configuration, starts the Kafka bridge (cluster mode) and
+//! the shards, waits for them to drain, then stops the bridge.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use engine::bridge::Bridge;
 use engine::config::Config;
-use engine::shard;
+use engine::interest::Interest;
+use engine::shard::{self, Cluster};
 
 fn main() -> Result<(), shard::Error> {
     let config = match Config::load(std::env::args()) {
@@ -22,8 +25,22 @@ fn main() -> Result<(), shard::Error> {
             tracing::warn!(error = %e, signal, "cannot watch signal");
         }
     }
-    tracing::info!(node = %config.node_id, listen = %config.listen, shards = config.shard_count()?, "starting");
-    shard::run(config, draining)?;
+    let shards = config.shard_count()?;
+    tracing::info!(node = %config.node_id, listen = %config.listen, shards, "starting");
+    let interest = Arc::new(Interest::new(shards));
+    let (bridge, cluster) = match config.bridge() {
+        Some(cfg) => {
+            let (bridge, ports) = Bridge::start(&cfg, shards, interest.clone())?;
+            let stats = bridge.stats();
+            (Some(bridge), Some(Cluster { stats, ports }))
+        }
+        None => (None, None),
+    };
+    let result = shard::run(config, interest, cluster, draining);
+    if let Some(bridge) = bridge {
+        bridge.shutdown();
+    }
+    result?;
     tracing::info!("stopped");
     Ok(())
 }

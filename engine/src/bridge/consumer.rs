@@ -1,7 +1,8 @@
 //! The consumer loop, run as the only task of an unpinned glommio executor: polls
-//! every partition of the topic (manual assignment), copies each poll's records into
-//! one shared buffer, and sends each shard a batch of the records whose destination
-//! `/sub/chat/{channel}` it has interest in. A full shard channel makes the loop wait
+//! every partition of the topic (manual assignment), turns each poll's records into
+//! [`Message`]s whose parts are slices of one shared buffer (the destination is written
+//! there as `/sub/chat/{key}`), and sends each shard a batch of the messages whose
+//! destination it has interest in. A full shard channel makes the loop wait
 //! (`send(..).await`), so a slow shard slows consumption and nothing is dropped.
 //! After a degraded start it first retries the assignment until a broker answers.
 
@@ -19,13 +20,15 @@ use rdkafka::message::{Headers as _, Message as _};
 
 use super::context::Context;
 use super::setup::Setup;
-use super::Incoming;
 use crate::interest::Interest;
+use crate::message::{put_destination, Message, Position};
 
 /// Everything the consumer loop owns.
 pub(super) struct Consumer {
     pub(super) consumer: BaseConsumer<Context>,
-    pub(super) senders: Vec<SharedSender<Vec<Incoming>>>,
+    pub(super) senders: Vec<SharedSender<Vec<Arc<Message>>>>,
+    /// Records from this origin (this node) are skipped: it delivered them itself.
+    pub(super) skip_origin: Option<Bytes>,
     pub(super) interest: Arc<Interest>,
     pub(super) stop: Arc<AtomicBool>,
     /// After a degraded start: what assigns the consumer once a broker answers.
@@ -40,6 +43,7 @@ impl Consumer {
         let Consumer {
             consumer,
             senders,
+            skip_origin,
             interest,
             stop,
             setup,
@@ -56,8 +60,11 @@ impl Consumer {
             consumer.context().mark_connected();
             assigned.store(true, Ordering::Release);
         }
-        let mut batch = Batch::default();
-        let mut pending: Vec<Vec<Incoming>> = shards.iter().map(|_| Vec::new()).collect();
+        let mut batch = Batch {
+            skip_origin,
+            ..Batch::default()
+        };
+        let mut pending: Vec<Vec<Arc<Message>>> = shards.iter().map(|_| Vec::new()).collect();
         while !stop.load(Ordering::Relaxed) {
             // Blocks this executor for up to POLL_WAIT: it runs nothing else, and a
             // record arriving wakes the poll at once.
@@ -94,21 +101,16 @@ impl Consumer {
     }
 }
 
-/// Appends each record of `records` to the queue in `pending` of every shard that has
-/// interest in its destination `/sub/chat/{channel}` (`pending[i]` is shard `i`'s). The
-/// records are cloned, which only counts references into their shared buffer. Interest
-/// bits of shards beyond `pending` (a table built for more shards) are ignored.
-pub fn split(records: &[Incoming], interest: &Interest, pending: &mut [Vec<Incoming>]) {
+/// Appends each message of `records` to the queue in `pending` of every shard that has
+/// interest in its destination (`pending[i]` is shard `i`'s). Interest bits of shards
+/// beyond `pending` (a table built for more shards) are ignored.
+pub fn split(records: &[Arc<Message>], interest: &Interest, pending: &mut [Vec<Arc<Message>>]) {
     let shard_mask = match pending.len() {
         64.. => u64::MAX,
         n => (1u64 << n) - 1,
     };
-    let mut destination = Vec::with_capacity(DESTINATION_PREFIX.len() + CHANNEL_BYTES_HINT);
-    destination.extend_from_slice(DESTINATION_PREFIX);
     for record in records {
-        destination.truncate(DESTINATION_PREFIX.len());
-        destination.extend_from_slice(&record.channel);
-        let mut mask = interest.shards_for(&destination) & shard_mask;
+        let mut mask = interest.shards_for(&record.destination) & shard_mask;
         while mask != 0 {
             let shard = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -128,7 +130,7 @@ enum Delivery {
 
 /// Sends `batch` to a shard, waiting while its channel is full (back-pressure on
 /// consumption) unless the bridge stops meanwhile.
-async fn deliver(sender: &ConnectedSender<Vec<Incoming>>, batch: Vec<Incoming>, stop: &AtomicBool) -> Delivery {
+async fn deliver(sender: &ConnectedSender<Vec<Arc<Message>>>, batch: Vec<Arc<Message>>, stop: &AtomicBool) -> Delivery {
     // The common case needs no wait, and so no stop timer.
     let batch = match sender.try_send(batch) {
         Ok(()) => return Delivery::Sent,
@@ -149,9 +151,9 @@ async fn deliver(sender: &ConnectedSender<Vec<Incoming>>, batch: Vec<Incoming>, 
 
 /// Connects every shard's sender; `None` when stopped before all shards connected.
 async fn connect_all(
-    senders: Vec<SharedSender<Vec<Incoming>>>,
+    senders: Vec<SharedSender<Vec<Arc<Message>>>>,
     stop: &AtomicBool,
-) -> Option<Vec<Option<ConnectedSender<Vec<Incoming>>>>> {
+) -> Option<Vec<Option<ConnectedSender<Vec<Arc<Message>>>>>> {
     // Each connect waits for its shard to connect the other end; run them side by
     // side so the shards may connect in any order.
     let tasks: Vec<_> = senders
@@ -184,52 +186,57 @@ async fn stopped(stop: &AtomicBool) {
 struct Batch {
     arena: BytesMut,
     spans: Vec<Spans>,
+    skip_origin: Option<Bytes>,
 }
 
 /// Where one record's parts lie in [`Batch::arena`].
 struct Spans {
-    channel: Range<usize>,
-    value: Range<usize>,
+    destination: Range<usize>,
+    body: Range<usize>,
     id: Range<usize>,
-    origin: Range<usize>,
-    partition: i32,
-    offset: i64,
+    position: Position,
 }
 
 impl Batch {
     /// Waits up to [`POLL_WAIT`] for a record, then takes what is already there, up to
     /// [`MAX_BATCH`] records. Errors are counted and logged; librdkafka retries them.
-    fn poll(&mut self, consumer: &BaseConsumer<Context>) -> Vec<Incoming> {
+    fn poll(&mut self, consumer: &BaseConsumer<Context>) -> Vec<Arc<Message>> {
         self.spans.clear();
         self.arena.reserve(ARENA_BYTES);
         let mut wait = POLL_WAIT;
-        while self.spans.len() < MAX_BATCH {
+        let mut polled = 0;
+        while polled < MAX_BATCH {
             match consumer.poll(wait) {
                 None => break,
                 Some(Ok(message)) => {
-                    let channel = push(&mut self.arena, message.key().unwrap_or_default());
-                    let value = push(&mut self.arena, message.payload().unwrap_or_default());
-                    let (mut id, mut origin) = (0..0, 0..0);
-                    if let Some(headers) = message.headers() {
-                        for header in headers.iter() {
-                            let bytes = header.value.unwrap_or_default();
-                            match header.key {
-                                "id" if id.is_empty() => id = push(&mut self.arena, bytes),
-                                "origin" if origin.is_empty() => origin = push(&mut self.arena, bytes),
-                                _ => {}
-                            }
+                    polled += 1;
+                    wait = Duration::ZERO;
+                    let (mut id, mut origin) = (None, None);
+                    for header in message.headers().iter().flat_map(|h| h.iter()) {
+                        match header.key {
+                            "id" if id.is_none() => id = header.value,
+                            "origin" if origin.is_none() => origin = header.value,
+                            _ => {}
                         }
                     }
-                    let (partition, offset) = (message.partition(), message.offset());
+                    if self.skip_origin.is_some() && origin == self.skip_origin.as_deref() {
+                        continue;
+                    }
+                    let start = self.arena.len();
+                    put_destination(message.key().unwrap_or_default(), &mut self.arena);
+                    let destination = start..self.arena.len();
+                    let body = push(&mut self.arena, message.payload().unwrap_or_default());
+                    let id = push(&mut self.arena, id.unwrap_or_default());
+                    let position = Position {
+                        stream: u64::try_from(message.partition()).unwrap_or_default(),
+                        seq: u64::try_from(message.offset()).unwrap_or_default(),
+                    };
                     self.spans.push(Spans {
-                        channel,
-                        value,
+                        destination,
+                        body,
                         id,
-                        origin,
-                        partition,
-                        offset,
+                        position,
                     });
-                    wait = Duration::ZERO;
                 }
                 Some(Err(error)) => {
                     consumer.context().stats().add_consume_errors(1);
@@ -242,13 +249,13 @@ impl Batch {
         let shared: Bytes = self.arena.split().freeze();
         self.spans
             .iter()
-            .map(|s| Incoming {
-                channel: shared.slice(s.channel.clone()),
-                value: shared.slice(s.value.clone()),
-                id: shared.slice(s.id.clone()),
-                origin: shared.slice(s.origin.clone()),
-                partition: s.partition,
-                offset: s.offset,
+            .map(|s| {
+                Arc::new(Message {
+                    destination: shared.slice(s.destination.clone()),
+                    body: shared.slice(s.body.clone()),
+                    id: shared.slice(s.id.clone()),
+                    position: Some(s.position),
+                })
             })
             .collect()
     }
@@ -261,10 +268,6 @@ fn push(arena: &mut BytesMut, bytes: &[u8]) -> Range<usize> {
     start..arena.len()
 }
 
-/// Shards subscribe to channels under this destination prefix (see `protocol.md`).
-const DESTINATION_PREFIX: &[u8] = b"/sub/chat/";
-/// Room for the channel name in the reused destination buffer (longer ones grow it).
-const CHANNEL_BYTES_HINT: usize = 64;
 /// How long one poll waits for the first record; also bounds how late a stop is seen.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Most records taken in one poll round.
@@ -278,15 +281,11 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 mod tests {
     use super::*;
 
-    fn record(channel: &'static [u8]) -> Incoming {
-        Incoming {
-            channel: Bytes::from_static(channel),
-            value: Bytes::from_static(b"{}"),
-            id: Bytes::new(),
-            origin: Bytes::new(),
-            partition: 0,
-            offset: 0,
-        }
+    fn record(channel: &'static str) -> Arc<Message> {
+        Arc::new(Message::new(
+            Bytes::from(format!("/sub/chat/{channel}")),
+            Bytes::from_static(b"{}"),
+        ))
     }
 
     #[test]
@@ -295,10 +294,10 @@ mod tests {
         interest.add(0, b"/sub/chat/a");
         interest.add(2, b"/sub/chat/a");
         interest.add(1, b"/sub/chat/b");
-        let records = [record(b"a"), record(b"b"), record(b"c"), record(b"a")];
+        let records = [record("a"), record("b"), record("c"), record("a")];
         let mut pending = vec![Vec::new(); 3];
         split(&records, &interest, &mut pending);
-        let channels = |q: &Vec<Incoming>| q.iter().map(|r| r.channel.clone()).collect::<Vec<_>>();
+        let channels = |q: &Vec<Arc<Message>>| q.iter().filter_map(|r| r.channel()).collect::<Vec<_>>();
         assert_eq!(channels(&pending[0]), [&b"a"[..], b"a"]);
         assert_eq!(channels(&pending[1]), [&b"b"[..]]);
         assert_eq!(channels(&pending[2]), [&b"a"[..], b"a"]);
@@ -310,7 +309,7 @@ mod tests {
         interest.add(3, b"/sub/chat/a");
         interest.add(1, b"/sub/chat/a");
         let mut pending = vec![Vec::new(); 2];
-        split(&[record(b"a")], &interest, &mut pending);
+        split(&[record("a")], &interest, &mut pending);
         assert!(pending[0].is_empty());
         assert_eq!(pending[1].len(), 1);
     }

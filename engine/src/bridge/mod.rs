@@ -28,6 +28,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::ThreadedProducer;
 
 use crate::interest::Interest;
+use crate::message::Message;
 pub use consumer::split;
 use context::Context;
 use stats::Role;
@@ -55,6 +56,9 @@ pub struct Config {
     pub acks: String,
     /// Bound of each shard's outbound queue, in messages (default 100 000).
     pub buffer_messages: usize,
+    /// Skip records this node published (it delivered them itself when it published:
+    /// `--ordering local`).
+    pub skip_own: bool,
 }
 
 impl Default for Config {
@@ -68,36 +72,9 @@ impl Default for Config {
             fetch_wait_ms: 5,
             acks: "all".to_owned(),
             buffer_messages: 100_000,
+            skip_own: false,
         }
     }
-}
-
-/// A chat message a shard publishes to the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outgoing {
-    /// The channel: the record key, so one channel stays in one partition, in order.
-    pub channel: Bytes,
-    /// The chat JSON exactly as subscribers will get it; written to Kafka unchanged.
-    pub value: Bytes,
-    /// The message id, sent in the `id` header.
-    pub id: Bytes,
-}
-
-/// A chat message read from Kafka, for a shard that has interest in its channel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Incoming {
-    /// The channel (record key).
-    pub channel: Bytes,
-    /// The chat JSON, byte for byte as the publishing node wrote it.
-    pub value: Bytes,
-    /// The message id (`id` header; empty when absent).
-    pub id: Bytes,
-    /// The id of the node that published it (`origin` header; empty when absent).
-    pub origin: Bytes,
-    /// The partition it was read from.
-    pub partition: i32,
-    /// Its offset in that partition.
-    pub offset: i64,
 }
 
 /// Builds what the producer thread hands to librdkafka for `message`: the record keyed
@@ -105,17 +82,18 @@ pub struct Incoming {
 /// headers, exactly as the producer does before each send. For benchmarks: the record
 /// is opaque (rdkafka types stay inside this module) and is only meant to be dropped.
 #[doc(hidden)]
-pub fn encode_record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Outgoing) -> impl Sized + 'a {
+pub fn encode_record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Message) -> impl Sized + 'a {
     producer::record(topic, node_id, message)
 }
 
 /// One shard's two ends of the bridge.
 pub struct ShardPort {
-    /// Where the shard publishes, with `try_send`: bounded by
+    /// Where the shard publishes chat messages, with `try_send`: bounded by
     /// [`Config::buffer_messages`]; `Full` means Kafka is behind or away.
-    pub outbound: crossbeam_channel::Sender<Outgoing>,
-    /// Batches of records for this shard; the shard connects it on its executor.
-    pub inbound: SharedReceiver<Vec<Incoming>>,
+    pub outbound: crossbeam_channel::Sender<Message>,
+    /// Batches of messages read from Kafka for this shard; the shard connects it on its
+    /// executor.
+    pub inbound: SharedReceiver<Vec<Arc<Message>>>,
 }
 
 /// Why the bridge could not start.
@@ -236,6 +214,7 @@ impl Bridge {
         let input = consumer::Consumer {
             consumer,
             senders,
+            skip_origin: cfg.skip_own.then(|| Bytes::copy_from_slice(cfg.node_id.as_bytes())),
             interest,
             stop,
             setup,

@@ -18,12 +18,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _, PurgeConfig, ThreadedProducer};
 
 use super::context::Context;
-use super::Outgoing;
+use crate::message::{channel_of, Message};
 
 /// Everything the producer thread owns.
 pub(super) struct Producer {
     pub(super) producer: ThreadedProducer<Context>,
-    pub(super) receivers: Vec<Receiver<Outgoing>>,
+    pub(super) receivers: Vec<Receiver<Message>>,
     pub(super) topic: String,
     pub(super) node_id: Bytes,
     pub(super) stop: Arc<AtomicBool>,
@@ -112,7 +112,7 @@ impl Producer {
     }
 
     /// Hands one record to librdkafka, waiting while its queue is full.
-    fn send(&self, message: &Outgoing) {
+    fn send(&self, message: &Message) {
         let producer = &self.producer;
         let mut record = record(&self.topic, &self.node_id, message);
         loop {
@@ -168,9 +168,9 @@ impl Producer {
     }
 }
 
-/// The Kafka record of `message`: keyed by channel, the chat JSON as value, and the
-/// `origin` (this node) and `id` headers.
-pub(super) fn record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Outgoing) -> BaseRecord<'a, [u8], [u8]> {
+/// The Kafka record of the chat `message`: keyed by channel, the chat JSON as value, and
+/// the `origin` (this node) and `id` headers.
+pub(super) fn record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Message) -> BaseRecord<'a, [u8], [u8]> {
     let headers = OwnedHeaders::new_with_capacity(2)
         .insert(Header {
             key: "origin",
@@ -181,12 +181,12 @@ pub(super) fn record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Outgoin
             value: Some(&message.id[..]),
         });
     BaseRecord::to(topic)
-        .key(&message.channel[..])
-        .payload(&message.value[..])
+        .key(channel_of(&message.destination).unwrap_or_default())
+        .payload(&message.body[..])
         .headers(headers)
 }
 
-fn select_live<'a>(receivers: &'a [Receiver<Outgoing>], live: &[bool]) -> Select<'a> {
+fn select_live<'a>(receivers: &'a [Receiver<Message>], live: &[bool]) -> Select<'a> {
     let mut select = Select::new();
     for (receiver, _) in receivers.iter().zip(live).filter(|(_, l)| **l) {
         select.recv(receiver);
@@ -213,10 +213,11 @@ mod tests {
 
     #[test]
     fn records_carry_key_value_and_headers() {
-        let message = Outgoing {
-            channel: Bytes::from_static(b"room-1"),
-            value: Bytes::from_static(br#"{"message":"hi"}"#),
+        let message = Message {
+            destination: Bytes::from_static(b"/sub/chat/room-1"),
+            body: Bytes::from_static(br#"{"message":"hi"}"#),
             id: Bytes::from_static(b"node-1-0-7"),
+            position: None,
         };
         let record = record("chat", b"node-1", &message);
         assert_eq!(record.topic, "chat");

@@ -1,9 +1,9 @@
 //! Owns a client's `TcpStream`: the only file that reads from or writes to a socket.
-//! A connection starts as HTTP (health, metrics, SockJS `/info`, upgrades); after a
-//! WebSocket upgrade, a reader loop feeds bytes to its `Session` (or echoes, on the
-//! conformance endpoint) and a writer task drains its `Outbound` queue, one `send()` per
-//! burst. Reads go through the shard's scratch buffer so an idle connection holds no
-//! read buffer.
+//! A connection starts as HTTP (`endpoints.rs` decides each request); after a WebSocket
+//! upgrade, a reader loop feeds the bytes to its sans-IO `Session` and carries out the
+//! effects it asks for through the router (or echoes, on the conformance endpoint), and
+//! a writer task drains its `Outbound` queue, one `send()` per burst. Reads go through
+//! the shard's scratch buffer so an idle connection holds no read buffer.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -11,22 +11,30 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+use proto::{http, server, ws, Framing};
 
-use crate::fanout::Framing;
-use crate::metrics::{self, ErrorKind, ShardStats};
-use crate::proto::{http, sockjs, ws};
-use crate::shard::outbound::{Closing, Outbound};
-use crate::shard::session::{push_close, push_frame, Flow, Session};
-use crate::shard::Shard;
+use super::{endpoints, Shard};
+use crate::fanout::{Closing, Outbound};
+use crate::ids::ConnId;
+use crate::metrics::{ErrorKind, ShardStats};
+use crate::router::PublishError;
+use crate::session::{self, Action, Env, Outcome, Session, Step};
 
 /// A socket shared by a connection's reader and writer tasks (each borrows it only
 /// inside a poll, never across an await).
-pub type Stream = Rc<RefCell<TcpStream>>;
+type Stream = Rc<RefCell<TcpStream>>;
+
+/// What an upgraded connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    Stomp(Framing),
+    Echo,
+}
 
 /// Serves one accepted connection to its end.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
@@ -45,12 +53,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
         Endpoint::Stomp(framing) => {
             shard.sessions.borrow_mut().insert(conn, (out.clone(), framing));
-            if framing == Framing::SockJs {
-                out.push_with(|q| push_frame(q, ws::OpCode::Text, sockjs::OPEN));
+            let mut session = None;
+            shard.step(&out, |env, o| {
+                session = Some(Session::new(conn, framing, env.settings, o));
+                Step::Continue
+            });
+            if let Some(mut session) = session {
+                stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
+                let subs = session.take_subscriptions();
+                ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
+                for (sub, destination) in subs {
+                    shard.router.unsubscribe(&destination, &sub, conn);
+                }
             }
-            let mut session = Session::new(&shard, conn, framing, out.clone());
-            stomp_loop(&shard, &stream, &mut session, &mut buf).await;
-            session.end(&shard);
             shard.sessions.borrow_mut().remove(&conn);
         }
     }
@@ -59,30 +74,98 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     ShardStats::shift(&shard.stats.connections, -1);
 }
 
-/// What an upgraded connection speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Endpoint {
-    Stomp(Framing),
-    Echo,
+impl Shard {
+    /// Runs one call of a session against the shard's output buffer, then queues what
+    /// it wrote for the wire (and asks the writer to close when the session ended).
+    fn step(&self, out: &Outbound, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
+        let now = Instant::now();
+        let env = Env {
+            settings: &self.settings,
+            stats: &self.stats,
+            now,
+            wall: SystemTime::now(),
+        };
+        let mut output = self.output.borrow_mut();
+        let step = call(&env, &mut output);
+        if !output.wire.is_empty() {
+            out.push_with(|q| q.extend_from_slice(&output.wire));
+            out.mark_sent(now);
+            output.wire.clear();
+        }
+        if matches!(step, Step::Close) {
+            out.close(Closing::Graceful);
+        }
+        step
+    }
 }
 
-async fn stomp_loop(shard: &Shard, stream: &Stream, session: &mut Session, buf: &mut BytesMut) {
+async fn stomp_loop(
+    shard: &Shard,
+    stream: &Stream,
+    session: &mut Session,
+    out: &Rc<Outbound>,
+    conn: ConnId,
+    buf: &mut BytesMut,
+) {
     loop {
         // Boxed: the frame handling below is deep and only alive while bytes are being
         // handled, so idle connections should not carry its space.
-        if !buf.is_empty() && Box::pin(session.on_bytes(shard, buf, Instant::now())).await == Flow::Close {
+        if !buf.is_empty() && Box::pin(drive(shard, session, out, conn, buf)).await == Flow::Close {
             return;
         }
         release_if_empty(buf);
-        let deadline = session.next_deadline(shard);
+        let deadline = session.next_deadline(&shard.settings, out.last_sent());
         match read_until(shard, stream, buf, deadline).await {
             Read::Bytes => {}
             Read::Deadline => {
-                if session.on_tick(shard, Instant::now()) == Flow::Close {
+                if let Step::Close = shard.step(out, |env, o| session.on_tick(env, out.last_sent(), o)) {
                     return;
                 }
             }
             Read::Closed => return,
+        }
+    }
+}
+
+/// Whether a connection goes on reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Feeds the bytes read to the session and carries out the effects it asks for, until
+/// it needs more bytes or ends.
+async fn drive(shard: &Shard, session: &mut Session, out: &Rc<Outbound>, conn: ConnId, buf: &mut BytesMut) -> Flow {
+    loop {
+        if out.closing() != Closing::Open {
+            return Flow::Close;
+        }
+        let effect = match shard.step(out, |env, o| session.on_bytes(env, buf, o)) {
+            Step::Continue => return Flow::Continue,
+            Step::Close => return Flow::Close,
+            Step::Effect(effect) => effect,
+        };
+        let outcome = match effect.action {
+            Action::Subscribe { destination, key } => {
+                shard.router.subscribe(destination, key, conn, out.clone());
+                Outcome::Done
+            }
+            Action::Unsubscribe { destination, sub } => {
+                shard.router.unsubscribe(&destination, &sub, conn);
+                Outcome::Done
+            }
+            Action::Publish(message) => match shard.router.publish(message).await {
+                Ok(()) => Outcome::Done,
+                Err(PublishError::KafkaFull) => {
+                    shard.stats.error(ErrorKind::KafkaBackpressure);
+                    Outcome::Refused("cluster bus is full: message not accepted, send it again later")
+                }
+            },
+        };
+        let receipt = effect.receipt.as_deref();
+        if let Step::Close = shard.step(out, |env, o| session.complete(env, receipt, outcome, o)) {
+            return Flow::Close;
         }
     }
 }
@@ -93,16 +176,27 @@ async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut Byt
         max_message_bytes: shard.node.config.max_frame_bytes,
     };
     let mut decoder = ws::Decoder::new(ws::Role::Server, limits);
+    let mut reply = BytesMut::new();
     loop {
         loop {
-            match decoder.decode(buf) {
-                Ok(Some(ws::Message::Text(data))) => out.push_with(|q| push_frame(q, ws::OpCode::Text, &data)),
-                Ok(Some(ws::Message::Binary(data))) => out.push_with(|q| push_frame(q, ws::OpCode::Binary, &data)),
-                Ok(Some(ws::Message::Ping(data))) => out.push_with(|q| push_frame(q, ws::OpCode::Pong, &data)),
-                Ok(Some(ws::Message::Pong(_))) => {}
+            reply.clear();
+            let done = match decoder.decode(buf) {
+                Ok(Some(ws::Message::Text(data))) => {
+                    ws::encode_frame(ws::OpCode::Text, &data, None, &mut reply);
+                    false
+                }
+                Ok(Some(ws::Message::Binary(data))) => {
+                    ws::encode_frame(ws::OpCode::Binary, &data, None, &mut reply);
+                    false
+                }
+                Ok(Some(ws::Message::Ping(data))) => {
+                    server::encode_pong(&data, &mut reply);
+                    false
+                }
+                Ok(Some(ws::Message::Pong(_))) => false,
                 Ok(Some(ws::Message::Close(code))) => {
-                    out.push_with(|q| push_close(q, code.map_or(1000, |(c, _)| c), ""));
-                    return;
+                    ws::encode_close(code.map_or(1000, |(c, _)| c), "", None, &mut reply);
+                    true
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -111,9 +205,13 @@ async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut Byt
                         ws::Error::InvalidUtf8 => ErrorKind::WsUtf8,
                         ws::Error::TooBig => ErrorKind::WsTooBig,
                     });
-                    out.push_with(|q| push_close(q, e.close_code(), ""));
-                    return;
+                    ws::encode_close(e.close_code(), "", None, &mut reply);
+                    true
                 }
+            };
+            out.push_with(|q| q.extend_from_slice(&reply));
+            if done {
+                return;
             }
         }
         if read_until(shard, stream, buf, None).await != Read::Bytes {
@@ -128,9 +226,9 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
     let mut reply = BytesMut::new();
     loop {
         let step = match http::parse_request(buf, MAX_HEAD_BYTES) {
-            Ok(Some((req, n))) => Some((route(shard, &req), n + req.content_length)),
+            Ok(Some((req, n))) => Some((endpoints::route(shard, &req), n + req.content_length)),
             Ok(None) => None,
-            Err(e) => Some((Action::Reject(e), buf.len())),
+            Err(e) => Some((endpoints::Action::Reject(e), buf.len())),
         };
         let Some((action, used)) = step else {
             if read_until(shard, stream, buf, Some(Instant::now() + HEAD_TIMEOUT)).await != Read::Bytes {
@@ -148,7 +246,7 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
         buf.advance(used);
         reply.clear();
         let outcome = match action {
-            Action::Respond {
+            endpoints::Action::Respond {
                 status,
                 headers,
                 body,
@@ -158,7 +256,7 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
                 http::write_response(status, &headers, body.as_bytes(), keep_alive, &mut reply);
                 keep_alive.then_some(None)
             }
-            Action::Reject(e) => {
+            endpoints::Action::Reject(e) => {
                 shard.stats.error(ErrorKind::Http);
                 let headers: &[(&str, &str)] = if e == http::Error::UnsupportedVersion {
                     &[("Sec-WebSocket-Version", "13")]
@@ -168,7 +266,7 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
                 http::write_response(e.status(), headers, e.to_string().as_bytes(), false, &mut reply);
                 None
             }
-            Action::Upgrade {
+            endpoints::Action::Upgrade {
                 key,
                 protocol,
                 endpoint,
@@ -189,150 +287,6 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
     }
 }
 
-/// What to do with one HTTP request.
-enum Action {
-    Respond {
-        status: u16,
-        headers: Vec<(&'static str, String)>,
-        body: String,
-        keep_alive: bool,
-    },
-    Reject(http::Error),
-    Upgrade {
-        key: String,
-        protocol: Option<&'static str>,
-        endpoint: Endpoint,
-    },
-}
-
-fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
-    let config = &shard.node.config;
-    let respond = |status, body: String| Action::Respond {
-        status,
-        headers: Vec::new(),
-        body,
-        keep_alive: req.keep_alive,
-    };
-    let upgrade = |endpoint, supported: &[&'static str]| match req.check_upgrade() {
-        Ok(key) => Action::Upgrade {
-            key: key.to_owned(),
-            protocol: req.select_protocol(supported),
-            endpoint,
-        },
-        Err(e) => Action::Reject(e),
-    };
-    let path = req.path;
-    if req.wants_websocket() {
-        if config.ws_echo_path.as_deref() == Some(path) {
-            return upgrade(Endpoint::Echo, &[]);
-        }
-        if path == config.ws_path {
-            return upgrade(Endpoint::Stomp(Framing::Raw), STOMP_PROTOCOLS);
-        }
-        return match sockjs::route(&config.base_path, path) {
-            Some(sockjs::Route::SockJsWebSocket) => upgrade(Endpoint::Stomp(Framing::SockJs), &[]),
-            Some(sockjs::Route::RawWebSocket) => upgrade(Endpoint::Stomp(Framing::Raw), STOMP_PROTOCOLS),
-            Some(_) => Action::Reject(http::Error::BadUpgrade("Can \"Upgrade\" only to \"WebSocket\".")),
-            None => respond(404, "not found\n".into()),
-        };
-    }
-    match (req.method, path) {
-        ("GET", "/healthz") => {
-            if shard.node.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                respond(503, "draining\n".into())
-            } else {
-                // Kafka being away degrades the node but does not stop it serving its
-                // own clients: still 200, with the state in the body.
-                match &shard.node.kafka {
-                    Some(kafka) if !kafka.healthy() => respond(200, "ok\nkafka: down\n".into()),
-                    Some(_) => respond(200, "ok\nkafka: up\n".into()),
-                    None => respond(200, "ok\n".into()),
-                }
-            }
-        }
-        ("GET", "/metrics") => {
-            let mut body = String::with_capacity(8 * 1024);
-            metrics::render(&config.node_id, &shard.node.stats, &mut body);
-            if let Some(kafka) = &shard.node.kafka {
-                kafka.render_prometheus(&mut body);
-            }
-            let headers = vec![("Content-Type", "text/plain; version=0.0.4".to_string())];
-            Action::Respond {
-                status: 200,
-                headers,
-                body,
-                keep_alive: req.keep_alive,
-            }
-        }
-        (method, _) => match sockjs::route(&config.base_path, path) {
-            Some(sockjs::Route::Info) => info(method, req),
-            Some(sockjs::Route::Greeting) if method == "GET" => Action::Respond {
-                status: 200,
-                headers: vec![("Content-Type", "text/plain; charset=UTF-8".to_string())],
-                body: "Welcome to SockJS!\n".into(),
-                keep_alive: req.keep_alive,
-            },
-            Some(_) => respond(405, "method not allowed\n".into()),
-            None => respond(404, "not found\n".into()),
-        },
-    }
-}
-
-/// SockJS `/info`, asked cross-origin with credentials: echo the Origin, never `*`.
-fn info(method: &str, req: &http::Request<'_>) -> Action {
-    let mut headers = vec![(
-        "Cache-Control",
-        "no-store, no-cache, no-transform, must-revalidate, max-age=0".to_string(),
-    )];
-    match req.origin {
-        Some(origin) if origin != "null" => {
-            headers.push(("Access-Control-Allow-Origin", origin.to_string()));
-            headers.push(("Access-Control-Allow-Credentials", "true".to_string()));
-            headers.push(("Vary", "Origin".to_string()));
-        }
-        _ => headers.push(("Access-Control-Allow-Origin", "*".to_string())),
-    }
-    match method {
-        "OPTIONS" => {
-            headers.push(("Access-Control-Allow-Methods", "OPTIONS, GET".to_string()));
-            headers.push(("Access-Control-Max-Age", "31536000".to_string()));
-            if let Some(asked) = req.cors_request_headers {
-                headers.push(("Access-Control-Allow-Headers", asked.to_string()));
-            }
-            Action::Respond {
-                status: 204,
-                headers,
-                body: String::new(),
-                keep_alive: req.keep_alive,
-            }
-        }
-        "GET" => {
-            let mut body = BytesMut::new();
-            sockjs::encode_info(entropy(), &mut body);
-            headers.push(("Content-Type", "application/json;charset=UTF-8".to_string()));
-            Action::Respond {
-                status: 200,
-                headers,
-                body: String::from_utf8_lossy(&body).into_owned(),
-                keep_alive: req.keep_alive,
-            }
-        }
-        _ => Action::Respond {
-            status: 405,
-            headers,
-            body: String::new(),
-            keep_alive: req.keep_alive,
-        },
-    }
-}
-
-fn entropy() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos.wrapping_mul(2_654_435_761)
-}
-
 /// Drains `out` to the socket until it closes; then shuts the socket down, which also
 /// ends the reader.
 async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: Endpoint) {
@@ -342,7 +296,12 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoin
         if closing == Closing::Overflow {
             shard.stats.error(ErrorKind::SlowConsumer);
             spare.clear();
-            farewell_slow(endpoint, &mut spare);
+            if let Endpoint::Stomp(framing) = endpoint {
+                let mut output = shard.output.borrow_mut();
+                session::farewell_slow(framing, &mut output);
+                spare.extend_from_slice(&output.wire);
+                output.wire.clear();
+            }
             if let Ok(s) = stream.try_borrow() {
                 let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
             }
@@ -377,25 +336,6 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoin
         }
     }
     shutdown(&stream);
-}
-
-/// The last words to a subscriber dropped for falling behind.
-fn farewell_slow(endpoint: Endpoint, queue: &mut Vec<u8>) {
-    const REASON: &str = "slow consumer: outbound queue full";
-    if let Endpoint::Stomp(framing) = endpoint {
-        let mut frame = BytesMut::new();
-        crate::proto::stomp::encode_frame(
-            crate::proto::stomp::Command::Error,
-            &[("message", REASON.as_bytes())],
-            b"",
-            crate::proto::stomp::Version::V1_2,
-            &mut frame,
-        );
-        let mut wire = BytesMut::new();
-        crate::fanout::wrap(framing, &frame, &mut wire);
-        queue.extend_from_slice(&wire);
-    }
-    push_close(queue, 1008, REASON);
 }
 
 /// How a read ended.
@@ -447,7 +387,7 @@ async fn read_until(shard: &Shard, stream: &Stream, buf: &mut BytesMut, deadline
 ///
 /// # Errors
 /// A socket error, or `WriteZero` when the peer stops taking bytes.
-pub async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
+async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)).await?;
         if n == 0 {
@@ -476,8 +416,6 @@ fn release_if_empty(buf: &mut BytesMut) {
     }
 }
 
-/// Subprotocols offered for raw STOMP, best first.
-const STOMP_PROTOCOLS: &[&str] = &["v12.stomp", "v11.stomp", "v10.stomp"];
 /// Largest HTTP request head.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// How long a client may take to send a request head.

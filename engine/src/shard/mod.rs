@@ -1,32 +1,38 @@
 //! Shards: one glommio executor per core, each with its own listener (SO_REUSEPORT),
 //! connections, subscriber index and outbound queues. A connection never leaves the shard
 //! that accepted it. Shards talk over a bounded channel mesh set up at startup, and to
-//! the Kafka bridge over its ports. `run` starts them and returns when all have drained.
+//! the Kafka bridge over the ports the binary hands in. Each shard runs two task queues
+//! of equal shares: connections (`conn.rs`) and the bus (mesh and Kafka deliveries, big
+//! fan-outs), so neither can starve the other. `run` starts them and returns when all
+//! have drained.
 
 pub mod conn;
-pub mod outbound;
-pub mod router;
-pub mod session;
+mod endpoints;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::BytesMut;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
+use proto::{server, Framing};
 
-use crate::bridge::{self, Bridge, ShardPort};
+use crate::bridge::{self, ShardPort};
 use crate::config::Config;
-use crate::fanout::{Framing, Published};
+use crate::fanout::Outbound;
+use crate::ids::{ConnId, ShardId};
 use crate::interest::Interest;
+use crate::message::Message;
 use crate::metrics::ShardStats;
-use crate::shard::outbound::Outbound;
-use crate::shard::router::Router;
+use crate::router::{Links, Router};
+use crate::session::{self, Settings};
 
 /// What all shards of a node share (read-mostly).
 #[derive(Debug)]
@@ -60,21 +66,30 @@ pub enum Error {
     },
 }
 
-/// Starts the Kafka bridge (in cluster mode) and every shard, and blocks until all have
-/// drained after `draining` is set.
+/// The cluster side of a node, as the binary wired it: the bridge's figures and one port
+/// per shard.
+pub struct Cluster {
+    /// The Kafka bridge's numbers.
+    pub stats: Arc<bridge::Stats>,
+    /// One port per shard, by shard index.
+    pub ports: Vec<ShardPort>,
+}
+
+/// Starts every shard and blocks until all have drained after `draining` is set.
+/// `interest` must be the table the bridge (if any) was started with.
 ///
 /// # Errors
-/// A shard that could not start (bad core, port in use, io_uring refused), or a bridge
-/// that found no broker.
-pub fn run(config: Config, draining: Arc<AtomicBool>) -> Result<(), Error> {
+/// A shard that could not start (bad core, port in use, io_uring refused).
+pub fn run(
+    config: Config,
+    interest: Arc<Interest>,
+    cluster: Option<Cluster>,
+    draining: Arc<AtomicBool>,
+) -> Result<(), Error> {
     let shards = config.shard_count()?;
     let cpus = config.cpus()?;
-    let interest = Arc::new(Interest::new(shards));
-    let (bridge, ports) = match config.bridge() {
-        Some(cfg) => {
-            let (bridge, ports) = Bridge::start(&cfg, shards, interest.clone())?;
-            (Some(bridge), ports.into_iter().map(Some).collect())
-        }
+    let (kafka, ports) = match cluster {
+        Some(cluster) => (Some(cluster.stats), cluster.ports.into_iter().map(Some).collect()),
         None => (None, Vec::new()),
     };
     let ports: Arc<Mutex<Vec<Option<ShardPort>>>> = Arc::new(Mutex::new(ports));
@@ -83,9 +98,9 @@ pub fn run(config: Config, draining: Arc<AtomicBool>) -> Result<(), Error> {
         config,
         stats,
         draining,
-        kafka: bridge.as_ref().map(Bridge::stats),
+        kafka,
     });
-    let mesh = (shards > 1).then(|| MeshBuilder::<Arc<Published>, _>::full(shards, MESH_QUEUE));
+    let mesh = (shards > 1).then(|| MeshBuilder::<Arc<Message>, _>::full(shards, MESH_QUEUE));
     let io_memory = node.config.io_memory_kib * 1024;
     let first_error: Arc<Mutex<Option<Error>>> = Arc::default();
 
@@ -123,35 +138,29 @@ pub fn run(config: Config, draining: Arc<AtomicBool>) -> Result<(), Error> {
             reason: e.to_string(),
         })?;
     }
-    if let Some(bridge) = bridge {
-        bridge.shutdown();
-    }
     let failed = first_error.lock().ok().and_then(|mut slot| slot.take());
     failed.map_or(Ok(()), Err)
 }
 
 /// One shard's state, owned by its executor.
 pub struct Shard {
-    /// Index of this shard (pinning, metrics, `server` header).
-    pub index: usize,
+    /// This shard (pinning, metrics, `server` header).
+    pub id: ShardId,
     /// What the node shares.
     pub node: Arc<Node>,
     /// This shard's numbers.
     pub stats: Arc<ShardStats>,
     /// Subscribers and routing.
-    pub router: Router,
-    /// Live sessions, for draining.
-    pub sessions: RefCell<HashMap<u64, (Rc<Outbound>, Framing)>>,
+    pub router: Rc<Router>,
+    /// What sessions are told by the configuration.
+    pub settings: Settings,
+    /// Live sessions' outbound queues and framing, for draining.
+    pub sessions: RefCell<HashMap<ConnId, (Rc<Outbound>, Framing)>>,
     /// Reused read buffer: sockets are read into it, then only unread tails are kept.
     pub read_scratch: RefCell<Vec<u8>>,
-    /// Reused buffer for in-place JSON parses.
-    pub json_scratch: RefCell<Vec<u8>>,
-    /// Reused buffer for encoding replies.
-    pub encode_scratch: RefCell<BytesMut>,
+    /// Where the session being driven writes (borrowed only between awaits).
+    pub output: RefCell<session::Output>,
     next_conn: Cell<u64>,
-    next_message: Cell<u64>,
-    /// `{node}-{shard}-`, the prefix of message ids.
-    id_prefix: Bytes,
 }
 
 impl Shard {
@@ -159,7 +168,7 @@ impl Shard {
         index: usize,
         node: Arc<Node>,
         interest: Arc<Interest>,
-        mesh: Option<MeshBuilder<Arc<Published>, glommio::channels::channel_mesh::Full>>,
+        mesh: Option<MeshBuilder<Arc<Message>, glommio::channels::channel_mesh::Full>>,
         ports: Arc<Mutex<Vec<Option<ShardPort>>>>,
     ) -> Result<(), Error> {
         let start_error = |reason: String| Error::Start { shard: index, reason };
@@ -177,48 +186,81 @@ impl Shard {
             .map_err(|e| start_error(format!("listen on {}: {e}", node.config.listen)))?;
         let stats = node.stats[index].clone();
         // Interest bits and bridge ports are indexed by mesh peer id.
-        let peer = senders.as_ref().map_or(0, |s| s.peer_id());
+        let id = ShardId(senders.as_ref().map_or(0, |s| s.peer_id()));
         let port = ports
             .lock()
             .ok()
-            .and_then(|mut ports| ports.get_mut(peer).and_then(Option::take));
+            .and_then(|mut ports| ports.get_mut(id.0).and_then(Option::take));
         let (kafka_out, kafka_in) = match port {
             Some(port) => (Some(port.outbound), Some(port.inbound.connect().await)),
             None => (None, None),
         };
-        let ordering = node.config.ordering;
-        let router = Router::new(interest, senders, kafka_out, ordering, stats.clone());
+        let executor = glommio::executor();
+        let conn_queue = executor.create_task_queue(Shares::Static(1000), Latency::Matters(QUEUE_LATENCY), "conn");
+        let bus_queue = executor.create_task_queue(Shares::Static(1000), Latency::Matters(QUEUE_LATENCY), "bus");
+        let links = Links {
+            peers: senders,
+            kafka: kafka_out,
+        };
+        let config = &node.config;
+        let router = Rc::new(Router::new(
+            id,
+            &config.node_id,
+            interest,
+            links,
+            config.ordering,
+            stats.clone(),
+        ));
+        let settings = Settings {
+            server: format!(
+                "chat-engine/{} node={} shard={id}",
+                env!("CARGO_PKG_VERSION"),
+                config.node_id
+            ),
+            heartbeat_ms: config.heartbeat_ms,
+            sockjs_heartbeat: Duration::from_millis(config.sockjs_heartbeat_ms),
+            max_subscriptions: config.max_subscriptions,
+            limits: server::Limits {
+                max_frame_bytes: config.max_frame_bytes,
+                max_headers: MAX_HEADERS,
+            },
+        };
         let shard = Rc::new(Shard {
-            index,
-            id_prefix: Bytes::from(format!("{}-{index}-", node.config.node_id)),
-            node,
+            id,
+            node: node.clone(),
             stats,
             router,
+            settings,
             sessions: RefCell::new(HashMap::new()),
             read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
-            json_scratch: RefCell::new(Vec::new()),
-            encode_scratch: RefCell::new(BytesMut::new()),
+            output: RefCell::new(session::Output::default()),
             next_conn: Cell::new(0),
-            next_message: Cell::new(0),
         });
+        let spawn_bus = |task: Pin<Box<dyn Future<Output = ()>>>| match glommio::spawn_local_into(task, bus_queue) {
+            Ok(task) => {
+                task.detach();
+                Ok(())
+            }
+            Err(e) => Err(start_error(format!("spawn a bus task: {e}"))),
+        };
         if let Some(mut receivers) = receivers {
             for (_, receiver) in receivers.streams() {
-                let shard = shard.clone();
-                glommio::spawn_local(async move { shard.router.deliver_from_peer(receiver).await }).detach();
+                let router = shard.router.clone();
+                spawn_bus(Box::pin(async move { router.deliver_from_peer(receiver).await }))?;
             }
         }
         if let Some(kafka_in) = kafka_in {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
+            let router = shard.router.clone();
+            spawn_bus(Box::pin(async move {
                 while let Some(batch) = kafka_in.recv().await {
-                    shard.router.deliver_from_kafka(batch, &shard.node.config.node_id);
+                    router.deliver_from_kafka(batch).await;
                 }
-            })
-            .detach();
+            }))?;
         }
-        tracing::info!(shard = index, listen = %shard.node.config.listen, "shard ready");
+        tracing::info!(shard = %id, listen = %shard.node.config.listen, "shard ready");
 
-        let accepting = glommio::spawn_local(accept_loop(shard.clone(), listener));
+        let accepting = glommio::spawn_local_into(accept_loop(shard.clone(), listener), conn_queue)
+            .map_err(|e| start_error(format!("spawn the accept loop: {e}")))?;
         while !shard.node.draining.load(Relaxed) {
             glommio::timer::sleep(DRAIN_POLL).await;
         }
@@ -228,33 +270,22 @@ impl Shard {
     }
 
     /// A fresh connection id, unique on this shard.
-    pub fn next_conn_id(&self) -> u64 {
+    pub fn next_conn_id(&self) -> ConnId {
         let id = self.next_conn.get();
         self.next_conn.set(id + 1);
-        id
-    }
-
-    /// A fresh `message-id`: `{node}-{shard}-{n}`.
-    pub fn next_message_id(&self) -> Bytes {
-        let n = self.next_message.get();
-        self.next_message.set(n + 1);
-        let mut id = BytesMut::with_capacity(self.id_prefix.len() + 20);
-        id.put_slice(&self.id_prefix);
-        id.put_slice(itoa::Buffer::new().format(n).as_bytes());
-        id.freeze()
-    }
-
-    /// The SockJS `h` period.
-    pub fn sockjs_heartbeat(&self) -> Duration {
-        Duration::from_millis(self.node.config.sockjs_heartbeat_ms)
+        ConnId(id)
     }
 
     /// Closes every session with 1001 and waits (bounded) until they are gone.
     async fn drain(&self) {
         let sessions: Vec<_> = self.sessions.borrow().values().cloned().collect();
-        tracing::info!(shard = self.index, sessions = sessions.len(), "draining");
+        tracing::info!(shard = %self.id, sessions = sessions.len(), "draining");
+        let mut goodbye = BytesMut::new();
         for (out, framing) in sessions {
-            session::say_goodbye(&out, framing, 1001, "server shutting down");
+            goodbye.clear();
+            server::encode_close(framing, 1001, "server shutting down", &mut goodbye);
+            out.push_with(|q| q.extend_from_slice(&goodbye));
+            out.close(crate::fanout::Closing::Graceful);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(self.node.config.drain_secs);
         while !self.sessions.borrow().is_empty() && std::time::Instant::now() < deadline {
@@ -273,7 +304,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             }
             Err(e) => {
                 // Out of file descriptors or a transient error: back off, don't spin.
-                tracing::warn!(shard = shard.index, error = %e, "accept failed");
+                tracing::warn!(shard = %shard.id, error = %e, "accept failed");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -288,3 +319,7 @@ const RING_DEPTH: usize = 256;
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
 /// How often shards look for a drain request.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How soon a task queue with work waiting gets its turn (glommio's preemption budget).
+const QUEUE_LATENCY: Duration = Duration::from_millis(1);
+/// Most headers a client frame may carry.
+const MAX_HEADERS: usize = 64;

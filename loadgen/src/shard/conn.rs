@@ -7,8 +7,6 @@
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,17 +14,15 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use engine::proto::stomp::{Command, Version};
 use futures_lite::AsyncRead;
-use glommio::net::TcpStream;
+use proto::client::{self as wire, Codec, Event};
+use proto::stomp::{Command, Version};
+use proto::Framing;
 use smallvec::SmallVec;
 
 use super::{Link, Shard};
+use crate::net::{self, write_all, Stream};
 use crate::stats::now_ns;
-use crate::target::Framing;
-use crate::wire::{self, Codec, Event};
-
-use engine::shard::conn::{write_all, Stream};
 
 /// Runs connection `index` of the scenario until the run ends or the connection fails.
 pub async fn run(shard: Rc<Shard>, index: u32) {
@@ -77,7 +73,7 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
     let plan = &scenario.conns[index as usize];
     let target = &scenario.targets[plan.target];
     let started_ns = now_ns();
-    let socket = open_socket(target.addr, plan.source_ip).map_err(|e| io_kind(&e))?;
+    let socket = net::open_socket(target.addr, plan.source_ip).map_err(|e| io_kind(&e))?;
     let stream: Stream = Rc::new(RefCell::new(socket));
     let mut codec = Codec::new(target.framing, MAX_FRAME_BYTES, u64::from(index) ^ scenario.run_id);
     let mut rng = wire::Rng::new(u64::from(index).wrapping_mul(31) ^ started_ns);
@@ -282,87 +278,6 @@ async fn read_some(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> io::Re
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     Ok(())
-}
-
-/// A non-blocking TCP socket connecting to `dst` from `src` (port chosen at connect time,
-/// so many sources share no port range). The first write waits for the connection.
-fn open_socket(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
-    let domain = if dst.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
-    // SAFETY: socket(2) with constant arguments; the result is checked before use.
-    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY)?;
-    if let Some(src) = src {
-        if src.is_ipv4() {
-            set_option(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT)?;
-        }
-        let (addr, len) = sockaddr(SocketAddr::new(src, 0));
-        // SAFETY: `addr` is a valid sockaddr of `len` bytes for this socket's family.
-        if unsafe { libc::bind(fd, std::ptr::addr_of!(addr).cast(), len) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    let (addr, len) = sockaddr(dst);
-    // SAFETY: as for bind.
-    if unsafe { libc::connect(fd, std::ptr::addr_of!(addr).cast(), len) } != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-    }
-    // SAFETY: ownership of the open descriptor moves into the stream.
-    Ok(unsafe { TcpStream::from_raw_fd(owned.into_raw_fd()) })
-}
-
-fn set_option(fd: i32, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt reads `one`, a c_int that outlives the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            std::ptr::addr_of!(one).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `addr` as a `sockaddr_storage` and its length.
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe { &mut *std::ptr::addr_of_mut!(storage).cast::<libc::sockaddr_in>() };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.ip().octets()),
-            };
-            (storage, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *std::ptr::addr_of_mut!(storage).cast::<libc::sockaddr_in6>() };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_addr = libc::in6_addr {
-                s6_addr: a.ip().octets(),
-            };
-            sin6.sin6_scope_id = a.scope_id();
-            (storage, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
-        }
-    }
 }
 
 /// The error kind of a socket error.

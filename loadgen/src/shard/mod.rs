@@ -24,7 +24,7 @@ use crate::body;
 use crate::scenario::Scenario;
 use crate::stats::{self, count_error, Cpu, Errors, Event, Hist, KeyStats, PubResult, ShardResult, SubResult};
 use crate::track::{MessageTable, Seen, SeqTracker};
-use crate::wire::Codec;
+use proto::client::Codec;
 
 /// What the main thread and all shards share. Times are CLOCK_REALTIME ns; 0 means
 /// "not yet" and `u64::MAX` "never".

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use engine::proto::stomp::Command;
+use proto::stomp::Command;
 
 use super::{Shard, State};
 use crate::body::{self, Stamp};

@@ -1,12 +1,11 @@
-//! The client side of the wire, sans-IO, built on `engine::proto` in the client role: the
+//! The client side of the wire, sans-IO, built on `proto` in the client role: the
 //! HTTP upgrade request and the check of its `101` answer, masked WebSocket frames, SockJS
 //! wrapping (`["..."]` out; `o`, `h`, `a[...]`, `c[...]` in) and STOMP frames. `Codec`
 //! turns read bytes into `Event`s and STOMP frames into bytes; `shard/conn.rs` does the I/O.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use engine::proto::{http, sockjs, stomp, ws};
 
-use crate::target::Framing;
+use crate::{http, sockjs, stomp, ws, Framing};
 
 /// What the server sent, one item at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +196,8 @@ impl Codec {
                 Some(ws::Message::Close(code)) => return Ok(Some(Event::Closed(code.map(|(c, _)| c)))),
             };
             match self.framing {
+                // Most messages hold whole frames: decode them where they lie.
+                Framing::Raw if self.stream.is_empty() => self.stream = data,
                 Framing::Raw => self.stream.extend_from_slice(&data),
                 Framing::SockJs => match data.first() {
                     Some(b'o') => return Ok(Some(Event::Open)),

@@ -5,15 +5,33 @@
 //! - [`ws`]: RFC 6455 frames, masking, fragmentation, close codes.
 //! - [`sockjs`]: SockJS `o`, `h`, `a[...]`, `c[...]` framing over the WebSocket transport.
 //! - [`stomp`]: STOMP 1.0–1.2 frames, header escaping, heart-beat negotiation.
+//! - [`server`]: the server role, chaining the three: bytes in, STOMP frames out; the
+//!   server's frames (replies, `MESSAGE`s, closes) out as wire bytes.
+//! - [`client`]: the client role (upgrade request, masked frames), for load generators
+//!   and tests.
 //!
 //! Conventions: decoders take `&mut BytesMut`, cut complete frames out with
 //! `split_to(..).freeze()` and leave a partial tail in place (partial input is never an
 //! error); encoders append to a caller-owned `&mut BytesMut`.
 
+#![warn(missing_docs)]
+
+pub mod client;
 pub mod http;
+pub mod server;
 pub mod sockjs;
 pub mod stomp;
 pub mod ws;
+
+/// How a connection carries STOMP frames inside WebSocket messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Framing {
+    /// One or more STOMP frames per WebSocket message (`{base}/websocket`, `/ws`).
+    Raw,
+    /// SockJS over WebSocket: the server sends `o`, `h`, `a["..."]`, `c[...]`, the client
+    /// sends JSON arrays of strings (`{base}/{server}/{session}/websocket`).
+    SockJs,
+}
 
 /// Any protocol error, by layer. Each layer maps its own errors to exactly one answer
 /// to the peer (HTTP status, WebSocket close code, STOMP `ERROR`).

@@ -1,7 +1,9 @@
-//! The chat contract of `/pub/chat`: a JSON object with a non-empty string `channel`
-//! (parsed once with simd-json), delivered to `/sub/chat/{channel}` with every field kept
-//! as sent and a server `time` added when the client sent none. Pure: the caller passes
-//! the clock reading. Called by `shard/conn.rs` for each `SEND /pub/chat`.
+//! The one message type, from a client's `SEND` to the subscribers' queues: a local
+//! publish, a delivery from another shard and a Kafka record are all a [`Message`].
+//! Also the chat contract of `/pub/chat`: a JSON object with a non-empty string
+//! `channel` (parsed once with simd-json), delivered to `/sub/chat/{channel}` with every
+//! field kept as sent and a server `time` added when the client sent none. Pure: the
+//! caller passes the clock reading. Called by the session for each `SEND`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -10,8 +12,66 @@ use simd_json::prelude::*;
 
 /// Where chat messages are sent.
 pub const PUBLISH_DESTINATION: &[u8] = b"/pub/chat";
-/// Prefix of the destination a channel's subscribers listen on.
+/// Prefix of the destination a channel's subscribers listen on: the one place it is
+/// spelled.
 pub const CHANNEL_PREFIX: &[u8] = b"/sub/chat/";
+/// Prefix of every destination a client may subscribe or send to directly.
+pub const SUBSCRIBE_PREFIX: &[u8] = b"/sub/";
+
+/// A published message. Shared (`Arc`) between shards; its parts are reference-counted
+/// slices, never copied on the way to the subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Where it goes: `/sub/chat/{channel}`, or any `/sub/...` destination.
+    pub destination: Bytes,
+    /// The JSON body as delivered (with the server's `time` for chat messages).
+    pub body: Bytes,
+    /// `message-id`, the same for every subscriber; empty until the router assigns it.
+    pub id: Bytes,
+    /// Its place in its channel's order, once the log that orders the channel gave it
+    /// one (`x-offset` on the wire).
+    pub position: Option<Position>,
+}
+
+/// Where a message sits in the one order of its channel: the log (`stream`: a Kafka
+/// partition, or a node's own numbering) and the message's sequence number in it. The
+/// same for one message on every node and shard; it increases within a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// Which log numbered the message.
+    pub stream: u64,
+    /// Its number in that log.
+    pub seq: u64,
+}
+
+impl Message {
+    /// A message for `destination` with `body`, not yet given an id.
+    pub fn new(destination: Bytes, body: Bytes) -> Self {
+        Message {
+            destination,
+            body,
+            id: Bytes::new(),
+            position: None,
+        }
+    }
+
+    /// The channel of a chat message (`/sub/chat/{channel}`), else `None`.
+    pub fn channel(&self) -> Option<Bytes> {
+        channel_of(&self.destination).map(|c| self.destination.slice_ref(c))
+    }
+}
+
+/// The channel named by a chat destination `/sub/chat/{channel}` (non-empty).
+pub fn channel_of(destination: &[u8]) -> Option<&[u8]> {
+    destination.strip_prefix(CHANNEL_PREFIX).filter(|c| !c.is_empty())
+}
+
+/// Writes the destination of `channel` into `out`.
+pub fn put_destination(channel: &[u8], out: &mut BytesMut) {
+    out.reserve(CHANNEL_PREFIX.len() + channel.len());
+    out.put_slice(CHANNEL_PREFIX);
+    out.put_slice(channel);
+}
 
 /// Why a chat body was refused (the text goes into the `ERROR`'s `message`).
 #[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
@@ -24,21 +84,12 @@ pub enum Error {
     NoChannel,
 }
 
-/// A chat message ready to route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chat {
-    /// `/sub/chat/{channel}`.
-    pub destination: Bytes,
-    /// The body as delivered (with `time`).
-    pub body: Bytes,
-}
-
-/// Validates `body`, reads its channel and adds `time` (ISO 8601 UTC, ms) when absent.
-/// `scratch` is reused storage for the in-place parse.
+/// Validates a chat `body`, reads its channel and adds `time` (ISO 8601 UTC, ms) when
+/// absent. `scratch` is reused storage for the in-place parse.
 ///
 /// # Errors
 /// `NotAnObject` or `NoChannel`.
-pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Chat, Error> {
+pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Message, Error> {
     scratch.clear();
     scratch.extend_from_slice(body);
     let value = simd_json::to_borrowed_value(scratch).map_err(|_| Error::NotAnObject)?;
@@ -50,18 +101,14 @@ pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Ch
         .ok_or(Error::NoChannel)?;
     let has_time = object.contains_key("time");
 
-    let mut destination = BytesMut::with_capacity(CHANNEL_PREFIX.len() + channel.len());
-    destination.put_slice(CHANNEL_PREFIX);
-    destination.put_slice(channel.as_bytes());
+    let mut destination = BytesMut::new();
+    put_destination(channel.as_bytes(), &mut destination);
     let body = if has_time {
         Bytes::copy_from_slice(body)
     } else {
         with_time(body, now)
     };
-    Ok(Chat {
-        destination: destination.freeze(),
-        body,
-    })
+    Ok(Message::new(destination.freeze(), body))
 }
 
 /// `body` (a JSON object, so it ends with `}` after trailing whitespace) with
@@ -156,6 +203,15 @@ mod tests {
             prepare(br#"{"channel":5}"#, SystemTime::now(), &mut s),
             Err(Error::NoChannel)
         );
+    }
+
+    #[test]
+    fn channels_come_from_chat_destinations_only() {
+        let chat = prepare(ALICE, SystemTime::now(), &mut Vec::new()).expect("valid");
+        assert_eq!(chat.channel().as_deref(), Some(&b"global"[..]));
+        let other = Message::new(Bytes::from_static(b"/sub/notice"), Bytes::new());
+        assert_eq!(other.channel(), None);
+        assert_eq!(channel_of(b"/sub/chat/"), None);
     }
 
     #[test]

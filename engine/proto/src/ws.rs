@@ -43,10 +43,11 @@ pub struct Limits {
 /// A complete message (data messages reassembled from their fragments).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// A text message; its payload is valid UTF-8.
-    Text(Bytes),
+    /// A text message; its payload is valid UTF-8. Mutable so that the next decoder
+    /// (STOMP) can cut frames out of it in place, without a copy.
+    Text(BytesMut),
     /// A binary message.
-    Binary(Bytes),
+    Binary(BytesMut),
     /// A ping with its payload (at most 125 bytes).
     Ping(Bytes),
     /// A pong with its payload.
@@ -138,7 +139,6 @@ impl Decoder {
                         if text && std::str::from_utf8(&payload).is_err() {
                             return Err(Error::InvalidUtf8);
                         }
-                        let payload = payload.freeze();
                         return Ok(Some(if text {
                             Message::Text(payload)
                         } else {
@@ -161,7 +161,7 @@ impl Decoder {
                     partial.check_utf8(header.fin)?;
                     if header.fin {
                         if let Some(done) = self.partial.take() {
-                            let payload = done.payload.freeze();
+                            let payload = done.payload;
                             return Ok(Some(if done.text {
                                 Message::Text(payload)
                             } else {
@@ -206,6 +206,20 @@ impl Decoder {
 /// number of bytes written.
 pub fn encode_header(opcode: OpCode, fin: bool, len: usize, mask: Option<[u8; 4]>, out: &mut BytesMut) -> usize {
     let mut header = [0u8; MAX_HEADER_BYTES];
+    let n = write_header(opcode, fin, len, mask, &mut header);
+    out.extend_from_slice(&header[..n]);
+    n
+}
+
+/// Writes a frame header like [`encode_header`] into the start of `header`; returns its
+/// length.
+pub fn write_header(
+    opcode: OpCode,
+    fin: bool,
+    len: usize,
+    mask: Option<[u8; 4]>,
+    header: &mut [u8; MAX_HEADER_BYTES],
+) -> usize {
     header[0] = if fin { FIN_BIT } else { 0 } | opcode.bits();
     let mask_bit = if mask.is_some() { MASK_BIT } else { 0 };
     // §5.2: the minimal encoding of the length.
@@ -225,7 +239,6 @@ pub fn encode_header(opcode: OpCode, fin: bool, len: usize, mask: Option<[u8; 4]
         header[n..n + 4].copy_from_slice(&key);
         n += 4;
     }
-    out.extend_from_slice(&header[..n]);
     n
 }
 
@@ -470,8 +483,8 @@ const MAX_LEN7: usize = 125;
 const LEN16: u8 = 126;
 /// 7-bit length value announcing a 64-bit length.
 const LEN64: u8 = 127;
-/// 2 bytes, an 8-byte length and a 4-byte key.
-const MAX_HEADER_BYTES: usize = 14;
+/// Longest frame header: 2 bytes, an 8-byte length and a 4-byte key.
+pub const MAX_HEADER_BYTES: usize = 14;
 const MAX_CONTROL_PAYLOAD_BYTES: usize = 125;
 const NO_MESSAGE_IN_PROGRESS: &str = "continuation frame without a message in progress";
 const CLOSE_PROTOCOL_ERROR: u16 = 1002;
@@ -578,7 +591,7 @@ mod tests {
     }
 
     fn text(s: &str) -> Message {
-        Message::Text(Bytes::copy_from_slice(s.as_bytes()))
+        Message::Text(BytesMut::from(s.as_bytes()))
     }
 
     fn protocol_error(input: &[u8], role: Role) -> Error {
@@ -638,13 +651,13 @@ mod tests {
         input.extend_from_slice(&payload);
         assert_eq!(
             decode_every_split(Role::Client, LIMITS, &input),
-            Outcome::ok(vec![Message::Binary(payload.clone().into())])
+            Outcome::ok(vec![Message::Binary(payload[..].into())])
         );
         // The same payload masked, as a client sends it.
         let masked = raw(0x82, &payload, Some(KEY));
         assert_eq!(
             decode_every_split(Role::Server, LIMITS, &masked),
-            Outcome::ok(vec![Message::Binary(payload.into())])
+            Outcome::ok(vec![Message::Binary(payload[..].into())])
         );
     }
 
@@ -655,7 +668,7 @@ mod tests {
         input.extend_from_slice(&payload);
         assert_eq!(
             decode_every_split(Role::Client, LIMITS, &input),
-            Outcome::ok(vec![Message::Binary(payload.into())])
+            Outcome::ok(vec![Message::Binary(payload[..].into())])
         );
     }
 
@@ -731,7 +744,7 @@ mod tests {
             Message::Ping(Bytes::from_static(b"p1")),
             Message::Pong(Bytes::new()),
             Message::Close(Some((1000, Bytes::new()))),
-            Message::Binary(Bytes::from_static(b"Hello")),
+            Message::Binary(BytesMut::from(&b"Hello"[..])),
         ];
         assert_eq!(outcome, Outcome::ok(expected));
     }
@@ -780,7 +793,7 @@ mod tests {
         let at_limit = raw(0x82, &[1; 100], Some(KEY));
         assert_eq!(
             run(Role::Server, limits, &[&at_limit]),
-            Outcome::ok(vec![Message::Binary(vec![1; 100].into())])
+            Outcome::ok(vec![Message::Binary(BytesMut::from(&[1u8; 100][..]))])
         );
         let over = raw(0x82, &[1; 101], Some(KEY));
         assert_eq!(
@@ -827,7 +840,7 @@ mod tests {
         let outcome = decode_every_split(Role::Server, LIMITS, &raw(0x82, b"Hel\xFFlo", Some(KEY)));
         assert_eq!(
             outcome,
-            Outcome::ok(vec![Message::Binary(Bytes::from_static(b"Hel\xFFlo"))])
+            Outcome::ok(vec![Message::Binary(BytesMut::from(&b"Hel\xFFlo"[..]))])
         );
     }
 
@@ -960,7 +973,7 @@ mod tests {
         let outcome = decode_every_split(Role::Server, LIMITS, &input);
         assert_eq!(
             outcome.messages,
-            vec![text("one"), Message::Binary(Bytes::from_static(b"two")), text("")]
+            vec![text("one"), Message::Binary(BytesMut::from(&b"two"[..])), text("")]
         );
         assert_eq!(outcome.leftover_bytes, 5);
     }
@@ -1070,8 +1083,9 @@ mod tests {
         let close_code = prop_oneof![1000u16..=1003, 1007u16..=1014, 3000u16..=4999];
         let reason = prop::collection::vec(any::<char>(), 0..30).prop_map(String::from_iter);
         prop_oneof![
-            prop::collection::vec(any::<char>(), 0..200).prop_map(|c| Message::Text(String::from_iter(c).into())),
-            prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Message::Binary(b.into())),
+            prop::collection::vec(any::<char>(), 0..200)
+                .prop_map(|c| Message::Text(BytesMut::from(String::from_iter(c).as_bytes()))),
+            prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Message::Binary(BytesMut::from(&b[..]))),
             prop::collection::vec(any::<u8>(), 0..=125).prop_map(|b| Message::Ping(b.into())),
             prop::collection::vec(any::<u8>(), 0..=125).prop_map(|b| Message::Pong(b.into())),
             prop::option::of((close_code, reason)).prop_map(|c| Message::Close(c.map(|(code, r)| (code, r.into())))),
@@ -1096,12 +1110,12 @@ mod tests {
     /// Appends the frames of `case`; returns the messages a decoder must yield.
     fn encode_case(case: &Case, masked: bool, out: &mut BytesMut) -> Vec<Message> {
         let mask = masked.then_some(case.mask);
-        let (opcode, payload) = match &case.message {
+        let (opcode, payload): (OpCode, &[u8]) = match &case.message {
             Message::Text(p) => (OpCode::Text, p),
             Message::Binary(p) => (OpCode::Binary, p),
             Message::Ping(p) => (OpCode::Ping, p),
             Message::Pong(p) => (OpCode::Pong, p),
-            Message::Close(None) => (OpCode::Close, &Bytes::new()),
+            Message::Close(None) => (OpCode::Close, &[]),
             Message::Close(Some((code, reason))) => {
                 let reason = std::str::from_utf8(reason).expect("generated from chars");
                 encode_close(*code, reason, mask, out);

@@ -305,7 +305,7 @@ fn parse_content_length(value: &[u8], budget: usize) -> Result<usize, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::stomp::encode_frame;
+    use crate::stomp::encode_frame;
     use proptest::prelude::*;
 
     const LIMITS: Limits = Limits {

@@ -285,7 +285,7 @@ const CANDIDATE: [bool; 256] = {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::stomp;
+    use crate::stomp;
     use proptest::prelude::*;
 
     fn decode(payload: &[u8]) -> Result<(usize, Vec<u8>), Error> {

@@ -1,4 +1,4 @@
-//! `engine::chat::prepare`: the simd-json parse of a `/pub/chat` body, the channel
+//! `engine::message::prepare`: the simd-json parse of a `/pub/chat` body, the channel
 //! lookup and the added server `time`, once per published message. Throughput in bytes
 //! of body.
 
@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use benches::fixtures;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use engine::chat;
+use engine::message;
 
 fn prepare(c: &mut Criterion) {
     let mut group = c.benchmark_group("chat/prepare");
@@ -16,7 +16,7 @@ fn prepare(c: &mut Criterion) {
         let body = fixtures::chat_body(bytes);
         group.throughput(Throughput::Bytes(bytes as u64));
         group.bench_function(format!("adds_time_{bytes}B"), |b| {
-            b.iter(|| chat::prepare(black_box(&body), now, &mut scratch))
+            b.iter(|| message::prepare(black_box(&body), now, &mut scratch))
         });
     }
     let mut timed = fixtures::chat_body(128);
@@ -24,7 +24,7 @@ fn prepare(c: &mut Criterion) {
     timed.extend_from_slice(br#","time":"2026-11-18T11:06:40.123Z"}"#);
     group.throughput(Throughput::Bytes(timed.len() as u64));
     group.bench_function("keeps_time_128B", |b| {
-        b.iter(|| chat::prepare(black_box(&timed), now, &mut scratch))
+        b.iter(|| message::prepare(black_box(&timed), now, &mut scratch))
     });
     group.finish();
 }

@@ -1,7 +1,7 @@
 //! STOMP 1.0, 1.1 and 1.2, sans-IO. `Decoder` turns a byte stream (the concatenated
 //! payloads of WebSocket or SockJS messages, so a frame may span several of them and
 //! one may hold several frames) into frames and heart-beats; `encode_frame` writes
-//! frames with the header escaping of the negotiated version; `Session` keeps the
+//! frames with the header escaping of the negotiated version; `Clock` keeps the
 //! negotiated heart-beat clock, with time passed in by the caller.
 
 use std::time::{Duration, Instant};
@@ -325,7 +325,7 @@ pub enum Tick {
 /// The heart-beat clock of one connection. The receive timeout allows twice the
 /// negotiated period, plus a second, before giving up, for network jitter.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub struct Clock {
     /// Send a heart-beat after this much silence from the server.
     send_every: Option<Duration>,
     /// Give up after this much silence from the client.
@@ -334,10 +334,10 @@ pub struct Session {
     last_received: Instant,
 }
 
-impl Session {
+impl Clock {
     /// A clock for `hb`, starting at `now`.
     pub fn new(hb: HeartBeat, now: Instant) -> Self {
-        Session {
+        Clock {
             send_every: (hb.send_ms != 0).then(|| Duration::from_millis(hb.send_ms)),
             recv_timeout: (hb.recv_ms != 0)
                 .then(|| Duration::from_millis(hb.recv_ms.saturating_mul(2).saturating_add(RECV_GRACE_MS))),
@@ -351,9 +351,9 @@ impl Session {
         self.last_received = now;
     }
 
-    /// Anything was sent to the client.
-    pub fn on_sent(&mut self, now: Instant) {
-        self.last_sent = now;
+    /// Something was sent to the client at `at` (earlier news is ignored).
+    pub fn on_sent(&mut self, at: Instant) {
+        self.last_sent = self.last_sent.max(at);
     }
 
     /// What is due at `now`. A timeout wins over a heart-beat. Returning
@@ -512,7 +512,7 @@ mod tests {
     fn session_clock() {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
-        let mut s = Session::new(
+        let mut s = Clock::new(
             HeartBeat {
                 send_ms: 1000,
                 recv_ms: 3000,
@@ -536,7 +536,7 @@ mod tests {
         assert_eq!(s.next_deadline(), Some(ms(9000)));
         assert_eq!(s.on_tick(ms(9000)), Tick::TimedOut);
 
-        let off = Session::new(
+        let off = Clock::new(
             HeartBeat {
                 send_ms: 0,
                 recv_ms: 0,
@@ -545,7 +545,7 @@ mod tests {
             t0,
         );
         assert_eq!(off.next_deadline(), None);
-        let mut recv_only = Session::new(
+        let mut recv_only = Clock::new(
             HeartBeat {
                 send_ms: 0,
                 recv_ms: 10,
@@ -555,7 +555,7 @@ mod tests {
         );
         assert_eq!(recv_only.next_deadline(), Some(ms(1020)));
         assert_eq!(recv_only.on_tick(ms(100_000)), Tick::TimedOut);
-        let mut huge = Session::new(
+        let mut huge = Clock::new(
             HeartBeat {
                 send_ms: u64::MAX,
                 recv_ms: u64::MAX,

@@ -1,0 +1,416 @@
+//! One client's STOMP session, sans-IO: the state machine of a connection after its
+//! WebSocket upgrade. In: the bytes read from the socket ([`Session::on_bytes`]), the
+//! clock ([`Session::on_tick`]) and the outcome of what it asked the shard to do
+//! ([`Session::complete`]). Out: reply bytes ready for the wire, appended to an
+//! [`Output`], and a [`Step`]: go on, carry out an [`Effect`] (subscribe, unsubscribe,
+//! publish), or close. No socket, executor or clock of its own, so every flow is tested
+//! in memory (`session/tests.rs`); `shard/conn.rs` drives it. Every protocol error maps
+//! to one answer in [`Session::fail`].
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use proto::server::{self, Inbound};
+use proto::stomp::{self, Command, Frame, Version};
+use proto::{sockjs, ws, Framing, ProtocolError};
+use smallvec::SmallVec;
+
+use crate::fanout::WireKey;
+use crate::ids::{ConnId, SubId};
+use crate::message::{self, Message};
+use crate::metrics::{ErrorKind, ShardStats};
+
+/// What every session of a shard is told by the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `server` header of `CONNECTED`: engine, node and shard.
+    pub server: String,
+    /// Shortest STOMP heart-beat period the server offers and asks for, ms.
+    pub heartbeat_ms: u64,
+    /// SockJS `h` period.
+    pub sockjs_heartbeat: Duration,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Decoder limits.
+    pub limits: server::Limits,
+}
+
+/// The world as a session sees it during one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    /// The shard's settings.
+    pub settings: &'a Settings,
+    /// The shard's counters.
+    pub stats: &'a ShardStats,
+    /// Monotonic time, for heart-beats.
+    pub now: Instant,
+    /// Wall-clock time, for the `time` of chat messages.
+    pub wall: SystemTime,
+}
+
+/// Where a session writes: reply bytes for the wire, and reusable buffers. One per shard,
+/// borrowed by the session being driven.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Complete WebSocket frames for this connection's outbound queue.
+    pub wire: BytesMut,
+    /// Storage for STOMP bytes before they are framed.
+    stomp: BytesMut,
+    /// Storage for in-place JSON parses.
+    json: Vec<u8>,
+}
+
+/// What the connection should do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing to do but read more.
+    Continue,
+    /// Carry this out, then call [`Session::complete`] with how it went.
+    Effect(Effect),
+    /// Flush the output and close; the session is over.
+    Close,
+}
+
+/// What a session asks of its shard, with the `receipt` the client wants afterwards.
+#[derive(Debug)]
+pub struct Effect {
+    /// What to do.
+    pub action: Action,
+    /// The client's `receipt` header, answered once the action is done.
+    pub receipt: Option<Bytes>,
+}
+
+/// Changes to the shard's state that a frame asks for.
+#[derive(Debug)]
+pub enum Action {
+    /// Add a subscriber of `destination`, queued with the wire form `key`.
+    Subscribe {
+        /// The destination.
+        destination: Bytes,
+        /// How this subscriber's `MESSAGE`s look (its `subscription` id among them).
+        key: WireKey,
+    },
+    /// Remove subscription `sub` from `destination`.
+    Unsubscribe {
+        /// The destination.
+        destination: Bytes,
+        /// The subscription.
+        sub: SubId,
+    },
+    /// Publish a message (its id is assigned by the router).
+    Publish(Message),
+}
+
+/// How an effect went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: the client gets its `RECEIPT`.
+    Done,
+    /// Refused: the client gets an `ERROR` with this text, then the connection closes.
+    Refused(&'static str),
+}
+
+/// A STOMP session over raw or SockJS framing.
+#[derive(Debug)]
+pub struct Session {
+    conn: ConnId,
+    codec: server::Codec,
+    version: Option<Version>,
+    clock: Option<stomp::Clock>,
+    /// (subscription id, destination) of each subscription.
+    subs: SmallVec<[(SubId, Bytes); 2]>,
+    closed: bool,
+}
+
+impl Session {
+    /// A session that has not seen `CONNECT` yet; SockJS's open frame goes to `out`.
+    pub fn new(conn: ConnId, framing: Framing, settings: &Settings, out: &mut Output) -> Self {
+        server::encode_open(framing, &mut out.wire);
+        Session {
+            conn,
+            codec: server::Codec::new(framing, settings.limits),
+            version: None,
+            clock: None,
+            subs: SmallVec::new(),
+            closed: false,
+        }
+    }
+
+    /// The framing of this session's connection.
+    pub fn framing(&self) -> Framing {
+        self.codec.framing()
+    }
+
+    /// Decodes `buf` and acts on each item until one needs the shard (an effect), the
+    /// session ends, or more bytes are needed. Call again after an effect is complete.
+    pub fn on_bytes(&mut self, env: &Env<'_>, buf: &mut BytesMut, out: &mut Output) -> Step {
+        if self.closed {
+            return Step::Close;
+        }
+        if let Some(clock) = &mut self.clock {
+            clock.on_received(env.now);
+        }
+        loop {
+            let item = match self.codec.decode(buf, &mut out.json) {
+                Ok(Some(item)) => item,
+                Ok(None) => return Step::Continue,
+                Err(e) => return self.fail(env, e, None, out),
+            };
+            let frame = match item {
+                Inbound::Frame(frame) => frame,
+                Inbound::HeartBeat => continue,
+                Inbound::Ping(data) => {
+                    server::encode_pong(&data, &mut out.wire);
+                    continue;
+                }
+                Inbound::Close(code) => {
+                    // §5.5.1: echo the close, then the connection is over.
+                    ws::encode_close(code, "", None, &mut out.wire);
+                    return self.end();
+                }
+            };
+            ShardStats::add(&env.stats.frames_in, 1);
+            let receipt = frame.header(b"receipt").map(Bytes::copy_from_slice);
+            let action = match (frame.command, self.version) {
+                (Command::Connect | Command::Stomp, None) => self.on_connect(env, &frame, out).map(|()| None),
+                (Command::Connect | Command::Stomp, Some(_)) => Err(ProtocolRule("already connected")),
+                (_, None) => Err(ProtocolRule("send CONNECT first")),
+                (Command::Subscribe, Some(_)) => self.on_subscribe(env, &frame).map(Some),
+                (Command::Unsubscribe, Some(_)) => self.on_unsubscribe(env, &frame),
+                (Command::Send, Some(_)) => self.on_send(env, &frame, out).map(Some),
+                (Command::Disconnect, Some(_)) => {
+                    self.send_receipt(receipt.as_deref(), out);
+                    ws::encode_close(1000, "", None, &mut out.wire);
+                    return self.end();
+                }
+                (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => {
+                    Err(ProtocolRule("acknowledgements and transactions are not supported"))
+                }
+                (_, Some(_)) => Err(ProtocolRule("clients may not send this command")),
+            };
+            match action {
+                Ok(Some(action)) => return Step::Effect(Effect { action, receipt }),
+                Ok(None) => self.send_receipt(receipt.as_deref(), out),
+                Err(ProtocolRule(message)) => return self.refuse(env, message, receipt.as_deref(), out),
+            }
+        }
+    }
+
+    /// Answers an effect carried out by the shard: a `RECEIPT` when asked for, or an
+    /// `ERROR` and the end of the session when it was refused.
+    pub fn complete(&mut self, env: &Env<'_>, receipt: Option<&[u8]>, outcome: Outcome, out: &mut Output) -> Step {
+        match outcome {
+            Outcome::Done => {
+                self.send_receipt(receipt, out);
+                Step::Continue
+            }
+            Outcome::Refused(message) => self.refuse(env, message, receipt, out),
+        }
+    }
+
+    /// Heart-beats due at `env.now`: sends ours (STOMP's and SockJS's `h`) when nothing
+    /// was sent since `last_sent`, or closes a client gone silent.
+    pub fn on_tick(&mut self, env: &Env<'_>, last_sent: Instant, out: &mut Output) -> Step {
+        if self.closed {
+            return Step::Close;
+        }
+        let framing = self.framing();
+        if let Some(clock) = &mut self.clock {
+            clock.on_sent(last_sent);
+            match clock.on_tick(env.now) {
+                stomp::Tick::Idle => {}
+                stomp::Tick::SendHeartBeat => server::encode_heartbeat(framing, &mut out.wire),
+                stomp::Tick::TimedOut => {
+                    env.stats.error(ErrorKind::HeartBeatTimeout);
+                    return self.goodbye(1002, "heart-beat timeout", out);
+                }
+            }
+        }
+        if framing == Framing::SockJs && out.wire.is_empty() && env.now >= last_sent + env.settings.sockjs_heartbeat {
+            server::encode_sockjs_heartbeat(&mut out.wire);
+        }
+        Step::Continue
+    }
+
+    /// When [`Session::on_tick`] is next due, given that bytes last left at `last_sent`.
+    pub fn next_deadline(&self, settings: &Settings, last_sent: Instant) -> Option<Instant> {
+        let stomp = self.clock.as_ref().and_then(stomp::Clock::next_deadline);
+        let sockjs = (self.framing() == Framing::SockJs).then(|| last_sent + settings.sockjs_heartbeat);
+        match (stomp, sockjs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Ends the session with a close `code` and `reason` (SockJS `c[...]` first where
+    /// it applies); the connection flushes and closes.
+    pub fn goodbye(&mut self, code: u16, reason: &str, out: &mut Output) -> Step {
+        server::encode_close(self.framing(), code, reason, &mut out.wire);
+        self.end()
+    }
+
+    /// The subscriptions still held, (id, destination) each, for the shard to remove
+    /// when the connection is gone.
+    pub fn take_subscriptions(&mut self) -> SmallVec<[(SubId, Bytes); 2]> {
+        std::mem::take(&mut self.subs)
+    }
+
+    /// The one place a protocol error becomes an answer to the peer: a WebSocket close
+    /// code for framing errors, an `ERROR` frame for STOMP ones.
+    pub fn fail(&mut self, env: &Env<'_>, error: ProtocolError, receipt: Option<&[u8]>, out: &mut Output) -> Step {
+        let (kind, code) = match error {
+            ProtocolError::Ws(e @ ws::Error::Protocol(_)) => (ErrorKind::WsProtocol, e.close_code()),
+            ProtocolError::Ws(e @ ws::Error::InvalidUtf8) => (ErrorKind::WsUtf8, e.close_code()),
+            ProtocolError::Ws(e @ ws::Error::TooBig) => (ErrorKind::WsTooBig, e.close_code()),
+            ProtocolError::SockJs(sockjs::Error::BadJson) => (ErrorKind::SockJs, 1002),
+            ProtocolError::Stomp(e) => return self.refuse(env, e.message(), receipt, out),
+            ProtocolError::Http(_) => (ErrorKind::Http, 1002),
+        };
+        env.stats.error(kind);
+        ws::encode_close(code, "", None, &mut out.wire);
+        self.end()
+    }
+
+    fn on_connect(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<(), ProtocolRule> {
+        let version = stomp::negotiate_version(frame.header(b"accept-version")).map_err(ProtocolRule::from)?;
+        let hb = env.settings.heartbeat_ms;
+        let heartbeat = stomp::negotiate_heartbeat(frame.header(b"heart-beat"), hb, hb).map_err(ProtocolRule::from)?;
+        self.version = Some(version);
+        self.codec.set_version(version);
+        self.clock = Some(stomp::Clock::new(heartbeat, env.now));
+        let mut beat = itoa::Buffer::new().format(heartbeat.header.0).to_owned();
+        beat.push(',');
+        beat.push_str(itoa::Buffer::new().format(heartbeat.header.1));
+        let session = itoa::Buffer::new().format(self.conn.0).to_owned();
+        let headers: [(&str, &[u8]); 4] = [
+            ("version", version.as_str().as_bytes()),
+            ("heart-beat", beat.as_bytes()),
+            ("server", env.settings.server.as_bytes()),
+            ("session", session.as_bytes()),
+        ];
+        self.send_frame(Command::Connected, &headers, b"", out);
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Action, ProtocolRule> {
+        let destination = frame
+            .header(b"destination")
+            .ok_or(ProtocolRule("SUBSCRIBE without destination"))?;
+        // STOMP 1.0 makes `id` optional; the destination then names the subscription.
+        let id = match (frame.header(b"id"), self.version) {
+            (Some(id), _) => id,
+            (None, Some(Version::V1_0)) => destination,
+            (None, _) => return Err(ProtocolRule("SUBSCRIBE without id")),
+        };
+        if self.subs.iter().any(|(existing, _)| existing.0 == id) {
+            return Err(ProtocolRule("subscription id already in use"));
+        }
+        if self.subs.len() >= env.settings.max_subscriptions {
+            return Err(ProtocolRule("too many subscriptions"));
+        }
+        let (sub, destination) = (SubId(Bytes::copy_from_slice(id)), Bytes::copy_from_slice(destination));
+        self.subs.push((sub.clone(), destination.clone()));
+        ShardStats::shift(&env.stats.subscriptions, 1);
+        let key = WireKey {
+            framing: self.framing(),
+            version: self.version.unwrap_or(Version::V1_0),
+            subscription: sub,
+        };
+        Ok(Action::Subscribe { destination, key })
+    }
+
+    fn on_unsubscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Option<Action>, ProtocolRule> {
+        let id = frame.header(b"id").ok_or(ProtocolRule("UNSUBSCRIBE without id"))?;
+        let Some(at) = self.subs.iter().position(|(existing, _)| existing.0 == id) else {
+            return Ok(None);
+        };
+        let (sub, destination) = self.subs.swap_remove(at);
+        ShardStats::shift(&env.stats.subscriptions, -1);
+        Ok(Some(Action::Unsubscribe { destination, sub }))
+    }
+
+    fn on_send(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<Action, ProtocolRule> {
+        let destination = frame
+            .header(b"destination")
+            .ok_or(ProtocolRule("SEND without destination"))?;
+        let message = if destination == message::PUBLISH_DESTINATION {
+            message::prepare(&frame.body, env.wall, &mut out.json).map_err(|e| match e {
+                message::Error::NotAnObject => ProtocolRule("body is not a JSON object"),
+                message::Error::NoChannel => ProtocolRule("body has no non-empty string field \"channel\""),
+            })?
+        } else if destination.starts_with(message::SUBSCRIBE_PREFIX) {
+            // Like Spring's simple broker: straight to the destination's subscribers.
+            Message::new(Bytes::copy_from_slice(destination), frame.body.clone())
+        } else {
+            return Err(ProtocolRule("unknown destination: send to /pub/chat or /sub/..."));
+        };
+        Ok(Action::Publish(message))
+    }
+
+    fn send_receipt(&self, receipt: Option<&[u8]>, out: &mut Output) {
+        if let Some(receipt) = receipt {
+            self.send_frame(Command::Receipt, &[("receipt-id", receipt)], b"", out);
+        }
+    }
+
+    /// Answers a frame the server will not take: `ERROR`, then close.
+    fn refuse(&mut self, env: &Env<'_>, message: &str, receipt: Option<&[u8]>, out: &mut Output) -> Step {
+        env.stats.error(ErrorKind::Stomp);
+        let mut headers: SmallVec<[(&str, &[u8]); 3]> = SmallVec::new();
+        headers.push(("message", message.as_bytes()));
+        headers.push(("content-type", b"text/plain"));
+        if let Some(receipt) = receipt {
+            headers.push(("receipt-id", receipt));
+        }
+        self.send_frame(Command::Error, &headers, message.as_bytes(), out);
+        self.goodbye(1000, "", out)
+    }
+
+    fn send_frame(&self, command: Command, headers: &[(&str, &[u8])], body: &[u8], out: &mut Output) {
+        let version = self.version.unwrap_or(Version::V1_2);
+        server::encode_frame(
+            self.framing(),
+            command,
+            headers,
+            body,
+            version,
+            &mut out.stomp,
+            &mut out.wire,
+        );
+    }
+
+    fn end(&mut self) -> Step {
+        self.closed = true;
+        Step::Close
+    }
+}
+
+/// The last words to a subscriber dropped for falling behind: `ERROR` and close 1008.
+pub fn farewell_slow(framing: Framing, out: &mut Output) {
+    const REASON: &str = "slow consumer: outbound queue full";
+    let headers: [(&str, &[u8]); 1] = [("message", REASON.as_bytes())];
+    server::encode_frame(
+        framing,
+        Command::Error,
+        &headers,
+        b"",
+        Version::V1_2,
+        &mut out.stomp,
+        &mut out.wire,
+    );
+    server::encode_close(framing, 1008, REASON, &mut out.wire);
+}
+
+/// A rule of this server or of STOMP that a frame broke; the text is the `ERROR`'s
+/// `message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProtocolRule(&'static str);
+
+impl From<stomp::Error> for ProtocolRule {
+    fn from(e: stomp::Error) -> Self {
+        ProtocolRule(e.message())
+    }
+}
+
+#[cfg(test)]
+mod tests;

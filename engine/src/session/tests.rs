@@ -1,0 +1,457 @@
+//! The session in memory: a client codec on one side, the session on the other, a clock
+//! the test moves. Each test plays one flow of `protocol.md` and reads what the client
+//! would see.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use proto::client::{self, Event};
+use proto::server;
+use proto::stomp::{Command, Frame};
+use proto::Framing;
+
+use super::*;
+use crate::metrics::ShardStats;
+
+/// A client and a session joined in memory, with a controlled clock.
+struct Pair {
+    client: client::Codec,
+    session: Session,
+    settings: Settings,
+    stats: ShardStats,
+    out: Output,
+    now: Instant,
+    /// When the server last queued bytes for the client.
+    last_sent: Instant,
+    /// Bytes on their way to the client.
+    to_client: BytesMut,
+    /// Effects the session asked for, in order, with their outcomes.
+    effects: Vec<Action>,
+    /// What the shard answers to the next effects (default `Done`).
+    answer: Outcome,
+    closed: bool,
+}
+
+impl Pair {
+    fn new(framing: Framing) -> Self {
+        let settings = Settings {
+            server: "chat-engine/test node=n shard=0".into(),
+            heartbeat_ms: 10_000,
+            sockjs_heartbeat: Duration::from_secs(25),
+            max_subscriptions: 4,
+            limits: server::Limits {
+                max_frame_bytes: 4096,
+                max_headers: 16,
+            },
+        };
+        let mut out = Output::default();
+        let session = Session::new(ConnId(7), framing, &settings, &mut out);
+        let now = Instant::now();
+        let mut pair = Pair {
+            client: client::Codec::new(framing, 1 << 20, 3),
+            session,
+            settings,
+            stats: ShardStats::default(),
+            out,
+            now,
+            last_sent: now,
+            to_client: BytesMut::new(),
+            effects: Vec::new(),
+            answer: Outcome::Done,
+            closed: false,
+        };
+        pair.flush();
+        if framing == Framing::SockJs {
+            assert_eq!(pair.event(), Some(Event::Open));
+        }
+        pair
+    }
+
+    fn flush(&mut self) {
+        if !self.out.wire.is_empty() {
+            self.to_client.extend_from_slice(&self.out.wire);
+            self.out.wire.clear();
+            self.last_sent = self.now;
+        }
+    }
+
+    /// Sends raw WebSocket bytes from the client and runs the session like `conn.rs`.
+    fn send_bytes(&mut self, mut bytes: BytesMut) {
+        loop {
+            let env = world(&self.settings, &self.stats, self.now);
+            let step = self.session.on_bytes(&env, &mut bytes, &mut self.out);
+            self.flush();
+            match step {
+                Step::Continue => return,
+                Step::Close => {
+                    self.closed = true;
+                    return;
+                }
+                Step::Effect(effect) => {
+                    self.effects.push(effect.action);
+                    let env = world(&self.settings, &self.stats, self.now);
+                    let step = self
+                        .session
+                        .complete(&env, effect.receipt.as_deref(), self.answer, &mut self.out);
+                    self.flush();
+                    if let Step::Close = step {
+                        self.closed = true;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, command: Command, headers: &[(&str, &[u8])], body: &[u8]) {
+        let mut bytes = BytesMut::new();
+        self.client.encode(command, headers, body, &mut bytes);
+        self.send_bytes(bytes);
+    }
+
+    fn connect(&mut self) -> Frame {
+        self.send(
+            Command::Connect,
+            &[("accept-version", b"1.1,1.0"), ("heart-beat", b"10000,10000")],
+            b"",
+        );
+        let frame = self.frame();
+        assert_eq!(frame.command, Command::Connected, "{frame:?}");
+        frame
+    }
+
+    fn tick(&mut self, after: Duration) {
+        self.now += after;
+        let env = world(&self.settings, &self.stats, self.now);
+        let step = self.session.on_tick(&env, self.last_sent, &mut self.out);
+        self.flush();
+        if let Step::Close = step {
+            self.closed = true;
+        }
+    }
+
+    fn event(&mut self) -> Option<Event> {
+        self.client
+            .decode(&mut self.to_client)
+            .expect("the server speaks valid frames")
+    }
+
+    fn frame(&mut self) -> Frame {
+        loop {
+            match self.event() {
+                Some(Event::Frame(frame)) => return frame,
+                Some(Event::HeartBeat) => continue,
+                other => panic!("expected a frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The close code the client sees last (SockJS `c[..]` and the WebSocket close agree).
+    fn close_code(&mut self) -> Option<u16> {
+        let mut code = None;
+        while let Some(event) = self.event() {
+            if let Event::Closed(c) = event {
+                code = c;
+            }
+        }
+        code
+    }
+}
+
+fn world<'a>(settings: &'a Settings, stats: &'a ShardStats, now: Instant) -> Env<'a> {
+    Env {
+        settings,
+        stats,
+        now,
+        wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    }
+}
+
+fn header<'f>(frame: &'f Frame, name: &str) -> &'f [u8] {
+    frame.header(name.as_bytes()).unwrap_or_default()
+}
+
+#[test]
+fn the_original_clients_flow_on_both_framings() {
+    for framing in [Framing::SockJs, Framing::Raw] {
+        let mut pair = Pair::new(framing);
+        let connected = pair.connect();
+        assert_eq!(header(&connected, "version"), b"1.1");
+        assert_eq!(header(&connected, "heart-beat"), b"10000,10000");
+        assert!(header(&connected, "server").starts_with(b"chat-engine/"));
+        pair.send(
+            Command::Subscribe,
+            &[("id", b"sub-0"), ("destination", b"/sub/chat/global")],
+            b"",
+        );
+        pair.send(
+            Command::Send,
+            &[("destination", b"/pub/chat"), ("content-length", b"26")],
+            br#"{"channel":"global","m":1}"#,
+        );
+        assert_eq!(pair.effects.len(), 2);
+        match &pair.effects[0] {
+            Action::Subscribe { destination, key } => {
+                assert_eq!(&destination[..], b"/sub/chat/global");
+                assert_eq!(key.subscription.0, Bytes::from_static(b"sub-0"));
+                assert_eq!(key.framing, framing);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &pair.effects[1] {
+            Action::Publish(message) => {
+                assert_eq!(message.channel().as_deref(), Some(&b"global"[..]));
+                let body: serde_json::Value = serde_json::from_slice(&message.body).expect("json");
+                assert_eq!(body["time"], "2027-01-15T08:00:00.000Z", "the server adds its time");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(pair.event(), None, "no receipts were asked for");
+        assert!(!pair.closed);
+    }
+}
+
+#[test]
+fn receipts_follow_their_effects() {
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"s"), ("destination", b"/sub/chat/a"), ("receipt", b"r-1")],
+        b"",
+    );
+    assert_eq!(header(&pair.frame(), "receipt-id"), b"r-1");
+    pair.send(Command::Unsubscribe, &[("id", b"s"), ("receipt", b"r-2")], b"");
+    assert_eq!(header(&pair.frame(), "receipt-id"), b"r-2");
+    assert!(matches!(pair.effects[1], Action::Unsubscribe { .. }));
+    // Unsubscribing an unknown id is no effect, but still a receipt.
+    pair.send(Command::Unsubscribe, &[("id", b"nope"), ("receipt", b"r-3")], b"");
+    assert_eq!(header(&pair.frame(), "receipt-id"), b"r-3");
+    assert_eq!(pair.effects.len(), 2);
+    pair.send(Command::Disconnect, &[("receipt", b"bye")], b"");
+    assert_eq!(header(&pair.frame(), "receipt-id"), b"bye");
+    assert_eq!(pair.close_code(), Some(1000));
+    assert!(pair.closed);
+}
+
+#[test]
+fn a_refused_publish_is_an_error_then_close() {
+    let mut pair = Pair::new(Framing::SockJs);
+    pair.connect();
+    pair.answer = Outcome::Refused("cluster bus is full");
+    pair.send(
+        Command::Send,
+        &[("destination", b"/pub/chat"), ("receipt", b"r")],
+        br#"{"channel":"x"}"#,
+    );
+    let error = pair.frame();
+    assert_eq!(error.command, Command::Error);
+    assert_eq!(header(&error, "message"), b"cluster bus is full");
+    assert_eq!(header(&error, "receipt-id"), b"r");
+    assert_eq!(pair.close_code(), Some(1000));
+    assert!(pair.closed);
+}
+
+#[test]
+fn protocol_errors_get_one_answer_each() {
+    type Case = (&'static str, fn(&mut Pair), Option<&'static [u8]>, u16);
+    let cases: [Case; 8] = [
+        (
+            "frame before CONNECT",
+            |p| p.send(Command::Send, &[("destination", b"/pub/chat")], b"{}"),
+            Some(b"send CONNECT first"),
+            1000,
+        ),
+        (
+            "second CONNECT",
+            |p| {
+                p.connect();
+                p.send(Command::Connect, &[], b"")
+            },
+            Some(b"already connected"),
+            1000,
+        ),
+        (
+            "chat body without channel",
+            |p| {
+                p.connect();
+                p.send(Command::Send, &[("destination", b"/pub/chat")], b"{}")
+            },
+            Some(b"body has no non-empty string field \"channel\""),
+            1000,
+        ),
+        (
+            "unknown destination",
+            |p| {
+                p.connect();
+                p.send(Command::Send, &[("destination", b"/topic/x")], b"{}")
+            },
+            Some(b"unknown destination: send to /pub/chat or /sub/..."),
+            1000,
+        ),
+        (
+            "transactions",
+            |p| {
+                p.connect();
+                p.send(Command::Begin, &[("transaction", b"t")], b"")
+            },
+            Some(b"acknowledgements and transactions are not supported"),
+            1000,
+        ),
+        (
+            "unknown command",
+            |p| {
+                p.connect();
+                p.send_bytes(masked(b"HELLO\n\n\0"))
+            },
+            Some(b"unknown command"),
+            1000,
+        ),
+        (
+            "unmasked frame",
+            |p| p.send_bytes(BytesMut::from(&[0x81u8, 0x01, b'x'][..])),
+            None,
+            1002,
+        ),
+        (
+            "frame over the limit",
+            |p| {
+                p.connect();
+                p.send(Command::Send, &[("destination", b"/pub/chat")], &[b' '; 5000])
+            },
+            None,
+            1009,
+        ),
+    ];
+    for (name, play, message, code) in cases {
+        let mut pair = Pair::new(Framing::Raw);
+        play(&mut pair);
+        assert!(pair.closed, "{name}: not closed");
+        let mut error = None;
+        let mut close = None;
+        while let Some(event) = pair.event() {
+            match event {
+                Event::Frame(f) if f.command == Command::Error => error = Some(f),
+                Event::Closed(c) => close = c,
+                _ => {}
+            }
+        }
+        assert_eq!(error.as_ref().map(|f| header(f, "message")), message, "{name}");
+        assert_eq!(close, Some(code), "{name}");
+    }
+}
+
+#[test]
+fn subscriptions_are_checked_and_counted() {
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    for id in [&b"a"[..], b"b", b"c", b"d"] {
+        pair.send(Command::Subscribe, &[("id", id), ("destination", b"/sub/chat/x")], b"");
+    }
+    assert_eq!(pair.stats.subscriptions.load(std::sync::atomic::Ordering::Relaxed), 4);
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"e"), ("destination", b"/sub/chat/x")],
+        b"",
+    );
+    let error = pair.frame();
+    assert_eq!(header(&error, "message"), b"too many subscriptions");
+    let held = pair.session.take_subscriptions();
+    assert_eq!(held.len(), 4);
+
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"a"), ("destination", b"/sub/chat/x")],
+        b"",
+    );
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"a"), ("destination", b"/sub/chat/y")],
+        b"",
+    );
+    assert_eq!(header(&pair.frame(), "message"), b"subscription id already in use");
+}
+
+#[test]
+fn stomp_1_0_subscriptions_are_named_by_destination() {
+    let mut pair = Pair::new(Framing::Raw);
+    pair.send(Command::Connect, &[], b"");
+    assert_eq!(header(&pair.frame(), "version"), b"1.0");
+    pair.send(Command::Subscribe, &[("destination", b"/sub/chat/x")], b"");
+    match &pair.effects[0] {
+        Action::Subscribe { key, .. } => assert_eq!(&key.subscription.0[..], b"/sub/chat/x"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn heart_beats_go_out_and_silence_closes() {
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    pair.tick(Duration::from_secs(5));
+    assert_eq!(pair.event(), None, "nothing due yet");
+    pair.tick(Duration::from_secs(6));
+    assert_eq!(pair.event(), Some(Event::HeartBeat));
+    // The client stays silent past twice its promise plus a grace second: closed.
+    pair.tick(Duration::from_secs(9));
+    assert!(!pair.closed);
+    pair.tick(Duration::from_millis(1500));
+    assert!(pair.closed);
+    assert_eq!(pair.close_code(), Some(1002));
+    assert_eq!(
+        pair.stats.errors[crate::metrics::ErrorKind::HeartBeatTimeout as usize]
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[test]
+fn traffic_postpones_heart_beats() {
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    pair.now += Duration::from_secs(9);
+    pair.last_sent = pair.now; // a delivery went out
+    pair.send_bytes(BytesMut::from(&masked(b"\n")[..])); // and a client heart-beat came in
+    pair.tick(Duration::from_secs(2));
+    assert_eq!(pair.event(), None);
+    let deadline = pair.session.next_deadline(&pair.settings, pair.last_sent);
+    assert_eq!(deadline, Some(pair.last_sent + Duration::from_secs(10)));
+}
+
+#[test]
+fn sockjs_sessions_send_h_frames() {
+    let mut pair = Pair::new(Framing::SockJs);
+    pair.tick(Duration::from_secs(26));
+    assert_eq!(pair.event(), Some(Event::HeartBeat));
+    assert_eq!(
+        pair.session.next_deadline(&pair.settings, pair.last_sent),
+        Some(pair.now + Duration::from_secs(25))
+    );
+}
+
+#[test]
+fn pings_are_answered_and_closes_echoed() {
+    let mut pair = Pair::new(Framing::Raw);
+    let mut bytes = BytesMut::new();
+    proto::ws::encode_frame(proto::ws::OpCode::Ping, b"hi", Some([1, 2, 3, 4]), &mut bytes);
+    pair.send_bytes(bytes);
+    assert_eq!(
+        &pair.to_client[..],
+        &[0x8a, 0x02, b'h', b'i'][..],
+        "a pong with the ping's payload"
+    );
+    pair.to_client.clear();
+    let mut bytes = BytesMut::new();
+    proto::ws::encode_close(4001, "", Some([1, 2, 3, 4]), &mut bytes);
+    pair.send_bytes(bytes);
+    assert!(pair.closed);
+    assert_eq!(pair.close_code(), Some(4001));
+}
+
+fn masked(payload: &[u8]) -> BytesMut {
+    let mut out = BytesMut::new();
+    proto::ws::encode_frame(proto::ws::OpCode::Text, payload, Some([5, 6, 7, 8]), &mut out);
+    out
+}
