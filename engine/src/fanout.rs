@@ -6,7 +6,7 @@
 //! `send()` per burst (the connection's writer in `shard/conn.rs` drains it); a
 //! subscriber whose queue would overflow is dropped, never waited for.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, UnsafeCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -65,7 +65,8 @@ pub fn deliver(msg: &Message, groups: &[Group], scratch: &mut Scratch) -> u64 {
 }
 
 /// Queues `frame` to every member of `members`; returns how many took it.
-#[inline]
+// Inlined into `deliver`: the gate measured 7% more instructions per member as a call.
+#[inline(always)]
 pub fn push_all(frame: &[u8], members: &[Member]) -> u64 {
     let mut delivered = 0;
     for member in members {
@@ -107,7 +108,8 @@ pub enum Closing {
 /// A connection's outbound queue, shared (`Rc`) by its reader, its writer and the
 /// subscriber index of its shard.
 pub struct Outbound {
-    queue: RefCell<Vec<u8>>,
+    /// Only ever reached through `with_queue`.
+    queue: UnsafeCell<Vec<u8>>,
     max_bytes: usize,
     closing: Cell<Closing>,
     waker: Cell<Option<Waker>>,
@@ -128,7 +130,7 @@ impl Outbound {
     /// An empty queue holding at most `max_bytes`.
     pub fn new(max_bytes: usize, now: Instant) -> Self {
         Self {
-            queue: RefCell::new(Vec::new()),
+            queue: UnsafeCell::new(Vec::new()),
             max_bytes,
             closing: Cell::new(Closing::Open),
             waker: Cell::new(None),
@@ -144,27 +146,29 @@ impl Outbound {
         if self.closing.get() != Closing::Open {
             return false;
         }
-        {
-            let mut queue = self.queue.borrow_mut();
-            if queue.len() + bytes.len() > self.max_bytes {
-                drop(queue);
-                self.close(Closing::Overflow);
-                return false;
+        let fits = self.with_queue(|queue| {
+            let fits = queue.len() + bytes.len() <= self.max_bytes;
+            if fits {
+                queue.extend_from_slice(bytes);
             }
-            queue.extend_from_slice(bytes);
+            fits
+        });
+        if !fits {
+            self.close(Closing::Overflow);
+            return false;
         }
         self.wake();
         true
     }
 
-    /// Appends with a caller-supplied encoder (for replies built in place). Replies are
-    /// small and always queued while open, even past the bound, so a client always gets
-    /// its `ERROR` or `RECEIPT`.
-    pub fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+    /// Appends a reply of the connection's own (a `RECEIPT`, an `ERROR`, a pong). Replies
+    /// are small and always queued while open, even past the bound, so a client always
+    /// gets its `ERROR` or `RECEIPT`.
+    pub fn push_reply(&self, bytes: &[u8]) {
         if self.closing.get() == Closing::Overflow {
             return;
         }
-        encode(&mut self.queue.borrow_mut());
+        self.with_queue(|queue| queue.extend_from_slice(bytes));
         self.wake();
     }
 
@@ -198,7 +202,7 @@ impl Outbound {
 
     /// Bytes waiting.
     pub fn len(&self) -> usize {
-        self.queue.borrow().len()
+        self.with_queue(|queue| queue.len())
     }
 
     /// True when nothing waits.
@@ -215,9 +219,8 @@ impl Outbound {
     /// `spare` (which must be empty) so that appends go on while it is written.
     pub async fn take(&self, spare: &mut Vec<u8>) -> Closing {
         poll_fn(|cx| {
-            let mut queue = self.queue.borrow_mut();
-            if !queue.is_empty() {
-                std::mem::swap(&mut *queue, spare);
+            if self.with_queue(|queue| !queue.is_empty()) {
+                self.with_queue(|queue| std::mem::swap(queue, spare));
                 return Poll::Ready(self.closing.get());
             }
             if self.closing.get() != Closing::Open {
@@ -246,6 +249,16 @@ impl Outbound {
         } else if spare.capacity() > TRIM_BYTES.max(used.saturating_mul(4)) {
             spare.shrink_to(used);
         }
+    }
+
+    /// The queue, for the length of `f`.
+    #[inline(always)]
+    fn with_queue<R>(&self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        // SAFETY: `Outbound` is not `Sync` (its `Cell`s), so only this thread reaches the
+        // queue, and only through this function, whose callers are the methods above: none
+        // of them calls it again or calls out (wakers, caller code) inside `f`. So the
+        // reference is the only one to the queue while it lives.
+        f(unsafe { &mut *self.queue.get() })
     }
 
     fn wake(&self) {
@@ -351,7 +364,7 @@ mod tests {
     #[test]
     fn replies_pass_the_bound_while_open() {
         let out = Outbound::new(4, Instant::now());
-        out.push_with(|q| q.extend_from_slice(b"RECEIPT"));
+        out.push_reply(b"RECEIPT");
         assert_eq!(out.len(), 7);
     }
 }

@@ -101,7 +101,7 @@ pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Me
         .ok_or(Error::NoChannel)?;
     let has_time = object.contains_key("time");
 
-    let mut destination = BytesMut::new();
+    let mut destination = BytesMut::with_capacity(CHANNEL_PREFIX.len() + channel.len());
     put_destination(channel.as_bytes(), &mut destination);
     let body = if has_time {
         Bytes::copy_from_slice(body)

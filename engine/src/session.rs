@@ -123,9 +123,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session that has not seen `CONNECT` yet; SockJS's open frame goes to `out`.
-    pub fn new(conn: ConnId, framing: Framing, settings: &Settings, out: &mut Output) -> Self {
-        server::encode_open(framing, &mut out.wire);
+    /// A session that has not seen `CONNECT` yet. Call [`Session::open`] first.
+    pub fn new(conn: ConnId, framing: Framing, settings: &Settings) -> Self {
         Session {
             conn,
             codec: server::Codec::new(framing, settings.limits),
@@ -134,6 +133,12 @@ impl Session {
             subs: SmallVec::new(),
             closed: false,
         }
+    }
+
+    /// Greets the client where the framing asks for it (SockJS's `o`).
+    pub fn open(&mut self, out: &mut Output) -> Step {
+        server::encode_open(self.framing(), &mut out.wire);
+        Step::Continue
     }
 
     /// The framing of this session's connection.

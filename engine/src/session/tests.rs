@@ -45,7 +45,8 @@ impl Pair {
             },
         };
         let mut out = Output::default();
-        let session = Session::new(ConnId(7), framing, &settings, &mut out);
+        let mut session = Session::new(ConnId(7), framing, &settings);
+        session.open(&mut out);
         let now = Instant::now();
         let mut pair = Pair {
             client: client::Codec::new(framing, 1 << 20, 3),

@@ -53,18 +53,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
         Endpoint::Stomp(framing) => {
             shard.sessions.borrow_mut().insert(conn, (out.clone(), framing));
-            let mut session = None;
-            shard.step(&out, |env, o| {
-                session = Some(Session::new(conn, framing, env.settings, o));
-                Step::Continue
-            });
-            if let Some(mut session) = session {
-                stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
-                let subs = session.take_subscriptions();
-                ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
-                for (sub, destination) in subs {
-                    shard.router.unsubscribe(&destination, &sub, conn);
-                }
+            let mut session = Session::new(conn, framing, &shard.settings);
+            shard.step(&out, |_, o| session.open(o));
+            stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
+            let subs = session.take_subscriptions();
+            ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
+            for (sub, destination) in subs {
+                shard.router.unsubscribe(&destination, &sub, conn);
             }
             shard.sessions.borrow_mut().remove(&conn);
         }
@@ -88,7 +83,7 @@ impl Shard {
         let mut output = self.output.borrow_mut();
         let step = call(&env, &mut output);
         if !output.wire.is_empty() {
-            out.push_with(|q| q.extend_from_slice(&output.wire));
+            out.push_reply(&output.wire);
             out.mark_sent(now);
             output.wire.clear();
         }
@@ -209,7 +204,7 @@ async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut Byt
                     true
                 }
             };
-            out.push_with(|q| q.extend_from_slice(&reply));
+            out.push_reply(&reply);
             if done {
                 return;
             }

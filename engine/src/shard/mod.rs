@@ -284,7 +284,7 @@ impl Shard {
         for (out, framing) in sessions {
             goodbye.clear();
             server::encode_close(framing, 1001, "server shutting down", &mut goodbye);
-            out.push_with(|q| q.extend_from_slice(&goodbye));
+            out.push_reply(&goodbye);
             out.close(crate::fanout::Closing::Graceful);
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(self.node.config.drain_secs);
