@@ -76,6 +76,7 @@ build_if_needed() {
   if [ -n "$CHAT_BINS_GIVEN" ]; then
     [ -x "$CHAT_ENGINE_BIN" ] || die "CHAT_ENGINE_BIN=$CHAT_ENGINE_BIN is not executable"
   elif command -v cargo >/dev/null 2>&1; then
+    ensure_build_deps || die "cannot build without pkg-config and OpenSSL's headers (libssl-dev)"
     # The same command as deploy/test.sh, so that neither rebuilds for the other.
     (cd "$CHAT_ROOT" && cargo build --workspace --release --bins) || die "cargo build failed"
   else

@@ -31,6 +31,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
 
+# ensure_build_deps: what building the engine needs beyond cargo: OpenSSL's headers
+# and pkg-config to find them (librdkafka's TLS and SASL/SCRAM).
+ensure_build_deps() {
+  command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl && return 0
+  apt_install pkg-config libssl-dev
+}
+
 # ensure_nginx: nginx on PATH (sbin included), installed from Debian when missing.
 ensure_nginx() {
   case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin" ;; esac

@@ -59,6 +59,7 @@ main() {
 
   check_tools
   if needs_build "${stages[@]}"; then
+    ensure_build_deps || exit 1
     run_stage build stage_build
     [ ${#failed[@]} -eq 0 ] || exit 1
   fi
