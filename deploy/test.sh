@@ -193,6 +193,15 @@ stage_config() {
   render_nginx_conf "$tmp/generated" "127.0.0.1:$port" 127.0.0.1:18081 127.0.0.1:18082
   nginx_cmd "$tmp/generated" -t
 
+  # cluster.sh up --tls, with a throwaway certificate.
+  ensure_tls_cert "$tmp/tls"
+  port="$(free_port)"
+  render_nginx_conf --tls "$tmp/tls/cert.pem" "$tmp/tls/key.pem" "$tmp/generated-tls" \
+    "127.0.0.1:$port" 127.0.0.1:18081 127.0.0.1:18082
+  grep -qE '^ *listen 127\.0\.0\.1:[0-9]+ ssl ' "$tmp/generated-tls/nginx.conf" ||
+    { log "the TLS config has no ssl listener"; return 1; }
+  nginx_cmd "$tmp/generated-tls" -t
+
   # The shipped config names compose hosts and port 80: point them at loopback
   # and a free port so that nginx -t can resolve and bind them here.
   port="$(free_port)"
@@ -307,6 +316,12 @@ stage_cluster() {
   bash deploy/cluster.sh stop-node 2
   bash deploy/cluster.sh up --nodes 2
   node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "$base"
+
+  # The same clients over TLS (https, wss), trusting only the cluster's own certificate.
+  log "cluster: nginx on TLS"
+  bash deploy/cluster.sh up --nodes 2 --tls
+  NODE_EXTRA_CA_CERTS="$state/tls/cert.pem" \
+    node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "https://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"
 
   pids="$(cat "$state"/node*.pid "$state/nginx/nginx.pid" 2>/dev/null | tr '\n' ' ')"
   bash deploy/cluster.sh down
