@@ -183,7 +183,7 @@ stage_build() {
 }
 
 stage_config() {
-  local tmp py port
+  local tmp py port port2
   ensure_nginx
   tmp="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand tmp now: the trap runs after this function
@@ -209,6 +209,15 @@ stage_config() {
   sed -e 's/\bengine\([0-9]\+\):8080/127.0.0.1:1808\1/' -e "s/listen 80 /listen 127.0.0.1:$port /" \
     deploy/nginx/nginx.conf >"$tmp/shipped/nginx.conf"
   nginx_cmd "$tmp/shipped" -t
+  # Its commented TLS lines, uncommented as its header says, with the throwaway pair.
+  port2="$(free_port)"
+  mkdir -p "$tmp/shipped-tls"
+  sed -e 's/^#tls //' -e "s|/etc/nginx/tls/tls.crt|$tmp/tls/cert.pem|" \
+    -e "s|/etc/nginx/tls/tls.key|$tmp/tls/key.pem|" -e "s/listen 443 /listen 127.0.0.1:$port2 /" \
+    "$tmp/shipped/nginx.conf" >"$tmp/shipped-tls/nginx.conf"
+  grep -q "listen 127.0.0.1:$port2 ssl " "$tmp/shipped-tls/nginx.conf" ||
+    { log "deploy/nginx/nginx.conf has no #tls listener"; return 1; }
+  nginx_cmd "$tmp/shipped-tls" -t
 
   py="$(yaml_python)"
   "$py" - deploy/docker-compose.yml deploy/k8s/*.yaml <<'PYEOF'
@@ -252,6 +261,13 @@ for deployment in kinds["Deployment"]:
         for probe in ("livenessProbe", "readinessProbe"):
             if c.get(probe, {}).get("httpGet", {}).get("path") != "/healthz":
                 fail("deploy/k8s: %s of %s is not GET /healthz" % (probe, c["name"]))
+for ingress in kinds.get("Ingress", []):
+    tls = ingress["spec"].get("tls") or []
+    if not tls or not all(t.get("secretName") for t in tls):
+        fail("deploy/k8s: Ingress %s has no TLS Secret" % ingress["metadata"]["name"])
+    services = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    if services != {s["metadata"]["name"] for s in kinds["Service"]}:
+        fail("deploy/k8s: Ingress %s does not lead to the Service" % ingress["metadata"]["name"])
 print("config: compose file and %d k8s manifests hold together" % sum(map(len, kinds.values())))
 PYEOF
 
