@@ -13,7 +13,9 @@ CHAT_LOADGEN_BIN="${CHAT_LOADGEN_BIN:-$CHAT_TARGET/release/loadgen}"
 CHAT_BASE_PATH="${CHAT_BASE_PATH:-/letters-chat-server}"
 KAFKA_SH="${KAFKA_SH:-$CHAT_ROOT/deploy/kafka/kafka.sh}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
-export KAFKA_PORT
+# kafka.sh's SASL_PLAINTEXT listener (SCRAM test user), for the engine's Kafka security test.
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-9094}"
+export KAFKA_PORT KAFKA_SASL_PORT
 
 log() { printf '%s: %s\n' "${CHAT_LOG_NAME:-deploy}" "$*" >&2; }
 

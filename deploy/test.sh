@@ -4,24 +4,27 @@
 #   bash deploy/test.sh [STAGE...]      (default: all)
 #
 # Stages, in the order `all` runs them:
-#   config    nginx -t on the generated and shipped configs; the compose file and
-#             the k8s manifests parse and hold what they promise; shellcheck
-#   unit      cargo test --workspace --release with Kafka up and
-#             CHAT_REQUIRE_EXTERNAL=1 (tests needing node/Kafka/nginx fail, never
+#   config    nginx -t on the generated and shipped configs (plain and TLS); the
+#             compose file and k8s manifests parse and hold what they promise; lint
+#             with shellcheck
+#   unit      cargo test --workspace --release with Kafka up (its SASL listener too)
+#             and CHAT_REQUIRE_EXTERNAL=1 (tests needing node/Kafka/nginx fail, never
 #             skip); includes the JavaScript client test (engine/tests/compat.rs)
 #   compat    only the JavaScript client test (not part of `all`: unit runs it)
 #   gate      instruction counts of the hot paths (callgrind) against
 #             benches/baseline.json: fails on a regression over 5%
 #   autobahn  Autobahn|Testsuite against the engine's WebSocket echo endpoint
 #   cluster   cluster.sh up --nodes 2 (Kafka, 2 engines, nginx); messages cross
-#             nodes through nginx, also after a node restart; down leaves nothing
+#             nodes through nginx, also after a node restart and with nginx on TLS
+#             (up --tls); down leaves nothing
 #
-# On a fresh Debian machine it installs what is missing (nginx and python3-venv
-# with apt, npm packages, the Autobahn venv), builds release binaries, starts
-# what each stage needs, stops it again (also on failure or Ctrl-C), and exits
-# non-zero if any stage failed. Needs cargo, node/npm and python3 on PATH.
-# Environment: TEST_CLUSTER_PORT (nginx port of the cluster stage; its engines
-# take the next ports; default: a free run of ports), AUTOBAHN_TIMEOUT (600 s).
+# On a fresh Debian machine it installs what is missing (nginx, python3-venv,
+# libssl-dev and pkg-config with apt, npm packages, the Autobahn venv), builds
+# release binaries, starts what each stage needs, stops it again (also on failure
+# or Ctrl-C), and exits non-zero if any stage failed. Needs cargo, node/npm and
+# python3 on PATH. Environment: TEST_CLUSTER_PORT (nginx port of the cluster stage;
+# its engines take the next ports; default: a free run of ports), AUTOBAHN_TIMEOUT
+# (600 s), KAFKA_PORT / KAFKA_SASL_PORT (9092 / 9094, the broker's two listeners).
 set -euo pipefail
 
 # shellcheck source=deploy/lib.sh
@@ -45,7 +48,7 @@ main() {
   for stage in "$@"; do
     case "$stage" in
       all) stages+=("${ALL_STAGES[@]}") ;;
-      -h | --help) sed -n '2,22s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+      -h | --help) sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
       *)
         [[ "$KNOWN_STAGES" == *" $stage "* ]] || { log "unknown stage '$stage'"; exit 2; }
         stages+=("$stage")
@@ -163,6 +166,9 @@ KAFKA_STARTED=0
 start_kafka() {
   if port_open "$KAFKA_PORT"; then
     log "using the Kafka already listening on 127.0.0.1:$KAFKA_PORT"
+    port_open "$KAFKA_SASL_PORT" ||
+      log "it has no SASL listener on 127.0.0.1:$KAFKA_SASL_PORT, so the SASL test will fail" \
+        "(restart it with kafka.sh, or set KAFKA_SASL_PORT)"
     return 0
   fi
   [ -f "$KAFKA_SH" ] || { log "$KAFKA_SH not found"; return 1; }
@@ -284,6 +290,7 @@ stage_unit() {
   trap stop_kafka EXIT
   start_kafka
   export CHAT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  export CHAT_KAFKA_SASL_BROKERS="127.0.0.1:$KAFKA_SASL_PORT"
   CHAT_REQUIRE_EXTERNAL=1 cargo test --workspace --release --no-fail-fast
 }
 
