@@ -435,7 +435,13 @@ fn apply_properties(config: &mut ClientConfig, cfg: &Config) {
 fn kafka(op: &'static str) -> impl Fn(KafkaError) -> Error {
     move |error| Error::Kafka {
         op,
-        reason: error.to_string(),
+        reason: match error {
+            // Its Display form ends with the value, which may be a password (a key
+            // misspelt as `sasl.pasword`). librdkafka's own text names the key, and
+            // a value only when it is not one of the allowed ones of an enum or number.
+            KafkaError::ClientConfig(_, description, key, _) => format!("property `{key}`: {description}"),
+            error => error.to_string(),
+        },
     }
 }
 
@@ -474,6 +480,19 @@ mod tests {
         }
         let shown = format!("{cfg:?}");
         assert!(shown.contains("sasl.password") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn a_refused_property_is_reported_without_its_value() {
+        let cfg = Config {
+            properties: vec![("sasl.pasword".into(), "s3cret".into())],
+            ..Config::default()
+        };
+        let error = match admin_config(&cfg).create::<rdkafka::admin::AdminClient<_>>() {
+            Err(error) => kafka("create admin client")(error).to_string(),
+            Ok(_) => panic!("librdkafka took an unknown property"),
+        };
+        assert!(error.contains("sasl.pasword") && !error.contains("s3cret"), "{error}");
     }
 
     #[test]
