@@ -2,6 +2,7 @@
 # A local chat-engine cluster as plain processes: Kafka, N engines, nginx in front.
 #
 #   cluster.sh up [--nodes N]     start (or complete) a cluster of N engines (default 2)
+#            [--tls]              with nginx on TLS, kept until down (see below)
 #   cluster.sh down               stop everything `up` started; safe to repeat
 #   cluster.sh status             what runs and whether /healthz answers 200
 #   cluster.sh logs [-f] [NAME]   engine and nginx logs (NAME: node1, node2, ..., nginx)
@@ -13,6 +14,9 @@
 # (8081, 8082, ...) with --node-id nodeK, one shard pinned to CPU (K-1) mod ncores.
 # Kafka comes from deploy/kafka/kafka.sh, stopped by `down` only if `up` started it.
 # Pid files, logs and the nginx run dir live in $CLUSTER_STATE (deploy/.cache/cluster).
+# With --tls nginx serves https/wss on the same port with a self-signed certificate
+# for 127.0.0.1 and localhost, made once in $CLUSTER_STATE/tls (cert.pem is the CA
+# to trust) and kept across runs; engines stay plain HTTP behind it.
 # Environment: CLUSTER_PORT, CLUSTER_STATE, CLUSTER_SHARDS (shards per engine, 1),
 # CHAT_ENGINE_BIN / CHAT_LOADGEN_BIN (default target/release; set to skip the build),
 # CHAT_ENGINE_ARGS (extra engine flags), CHAT_BASE_PATH, KAFKA_PORT, KAFKA_SH.
@@ -25,6 +29,9 @@ CHAT_LOG_NAME=cluster
 
 STATE="${CLUSTER_STATE:-$CHAT_ROOT/deploy/.cache/cluster}"
 NGINX_DIR="$STATE/nginx"
+TLS_DIR="$STATE/tls"
+# Present while the cluster runs with --tls, so a later `up` keeps TLS on.
+TLS_MARKER="$STATE/tls.on"
 PORT="${CLUSTER_PORT:-8080}"
 SHARDS="${CLUSTER_SHARDS:-1}"
 READY_SECS=60
@@ -35,7 +42,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -47,11 +54,15 @@ cmd_up() {
     case "$1" in
       --nodes) nodes="${2:-}"; shift 2 || usage ;;
       --nodes=*) nodes="${1#--nodes=}"; shift ;;
+      --tls) mkdir -p "$STATE" && touch "$TLS_MARKER"; shift ;;
       *) usage ;;
     esac
   done
   [[ "$nodes" =~ ^[1-9][0-9]?$ ]] || die "--nodes wants a number from 1 to 99, not '$nodes'"
   mkdir -p "$STATE"
+  if tls_on; then
+    ensure_tls_cert "$TLS_DIR" || die "no TLS certificate"
+  fi
   # Every client socket is a descriptor: use the whole hard limit.
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -68,14 +79,20 @@ cmd_up() {
   done
   start_nginx "$nodes"
   wait_nginx "$nodes"
-  log "up: $nodes node(s) behind nginx: http://127.0.0.1:$PORT$CHAT_BASE_PATH (SockJS)," \
-    "ws://127.0.0.1:$PORT/ws (STOMP)"
+  if tls_on; then
+    log "up: $nodes node(s) behind nginx: https://127.0.0.1:$PORT$CHAT_BASE_PATH (SockJS)," \
+      "wss://127.0.0.1:$PORT/ws (STOMP); self-signed, trust $TLS_DIR/cert.pem"
+  else
+    log "up: $nodes node(s) behind nginx: http://127.0.0.1:$PORT$CHAT_BASE_PATH (SockJS)," \
+      "ws://127.0.0.1:$PORT/ws (STOMP)"
+  fi
 }
 
 build_if_needed() {
   if [ -n "$CHAT_BINS_GIVEN" ]; then
     [ -x "$CHAT_ENGINE_BIN" ] || die "CHAT_ENGINE_BIN=$CHAT_ENGINE_BIN is not executable"
   elif command -v cargo >/dev/null 2>&1; then
+    ensure_build_deps || die "cannot build without pkg-config and OpenSSL's headers (libssl-dev)"
     # The same command as deploy/test.sh, so that neither rebuilds for the other.
     (cd "$CHAT_ROOT" && cargo build --workspace --release --bins) || die "cargo build failed"
   else
@@ -117,8 +134,10 @@ start_node() {
 start_nginx() {
   local nodes="$1" k pid
   local -a addrs=()
+  local -a tls=()
   for ((k = 1; k <= nodes; k++)); do addrs+=("127.0.0.1:$((PORT + k))"); done
-  render_nginx_conf "$NGINX_DIR" "127.0.0.1:$PORT" "${addrs[@]}"
+  tls_on && tls=(--tls "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem")
+  render_nginx_conf "${tls[@]}" "$NGINX_DIR" "127.0.0.1:$PORT" "${addrs[@]}"
   nginx_cmd "$NGINX_DIR" -t -q || die "nginx rejects $NGINX_DIR/nginx.conf"
   pid="$(cat "$NGINX_DIR/nginx.pid" 2>/dev/null || true)"
   if pid_matches "$pid" "$NGINX_DIR/nginx.conf"; then
@@ -138,7 +157,7 @@ wait_nginx() {
   local -A seen=()
   deadline=$(($(date +%s) + READY_SECS))
   while :; do
-    head="$(http_head 127.0.0.1 "$PORT" /healthz || true)"
+    head="$(nginx_head /healthz || true)"
     if [ "$(printf '%s\n' "$head" | head -n 1 | cut -d' ' -f2)" = 200 ]; then
       upstream="$(printf '%s\n' "$head" | sed -n 's/^[Xx]-[Cc]hat-[Uu]pstream: *//p' | tr -d ' ')"
       seen["${upstream##*,}"]=1
@@ -164,6 +183,7 @@ cmd_down() {
   stop_pid "$(cat "$NGINX_DIR/nginx.pid" 2>/dev/null || true)" "$NGINX_DIR/nginx.conf" 10
   rm -f "$NGINX_DIR/nginx.pid"
   for k in $(node_numbers); do cmd_stop_node "$k"; done
+  rm -f "$TLS_MARKER"
   if [ -f "$STATE/kafka.ours" ]; then
     bash "$KAFKA_SH" stop || die "kafka.sh stop failed"
     rm -f "$STATE/kafka.ours"
@@ -195,8 +215,14 @@ cmd_status() {
   pid="$(cat "$NGINX_DIR/nginx.pid" 2>/dev/null || true)"
   if pid_matches "$pid" "$NGINX_DIR/nginx.conf"; then
     running=1
-    code="$(http_status 127.0.0.1 "$PORT" /healthz)"
-    printf 'nginx   pid %-8s 127.0.0.1:%-6s healthz %s\n' "$pid" "$PORT" "$code"
+    code="$(nginx_head /healthz | head -n 1 | cut -d' ' -f2 || true)"
+    code="${code:-000}"
+    if nginx_speaks_tls; then
+      printf 'nginx   pid %-8s https://127.0.0.1:%-6s healthz %s (TLS; trust %s)\n' \
+        "$pid" "$PORT" "$code" "$TLS_DIR/cert.pem"
+    else
+      printf 'nginx   pid %-8s http://127.0.0.1:%-6s healthz %s\n' "$pid" "$PORT" "$code"
+    fi
     [ "$code" = 200 ] || bad=1
   else
     printf 'nginx   not running\n'
@@ -240,6 +266,9 @@ cmd_logs() {
 BENCH_OUT=""
 
 cmd_bench() {
+  if nginx_speaks_tls; then
+    die "nginx speaks TLS and loadgen does not: bench a plain cluster (down, then up without --tls)"
+  fi
   [ "$(http_status 127.0.0.1 "$PORT" /healthz)" = 200 ] ||
     die "nothing healthy behind 127.0.0.1:$PORT (run: deploy/cluster.sh up)"
   [ -x "$CHAT_LOADGEN_BIN" ] || die "$CHAT_LOADGEN_BIN not built (cargo build --workspace --release --bins)"
@@ -303,6 +332,26 @@ opt_value() {
     shift
   done
   printf '%s' "$value"
+}
+
+# tls_on: whether this cluster runs (or is to run) nginx with TLS.
+tls_on() {
+  [ -f "$TLS_MARKER" ]
+}
+
+# nginx_speaks_tls: whether the nginx config in use has a TLS listener.
+nginx_speaks_tls() {
+  grep -qE '^ *listen .* ssl' "$NGINX_DIR/nginx.conf" 2>/dev/null
+}
+
+# nginx_head PATH: the status line and headers of GET PATH through nginx, over TLS
+# (checking the certificate) when nginx speaks it.
+nginx_head() {
+  if nginx_speaks_tls; then
+    https_head 127.0.0.1 "$PORT" "$1" "$TLS_DIR/cert.pem"
+  else
+    http_head 127.0.0.1 "$PORT" "$1"
+  fi
 }
 
 # node_numbers: K for every nodeK.pid in the state dir, ascending.

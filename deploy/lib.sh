@@ -13,7 +13,9 @@ CHAT_LOADGEN_BIN="${CHAT_LOADGEN_BIN:-$CHAT_TARGET/release/loadgen}"
 CHAT_BASE_PATH="${CHAT_BASE_PATH:-/letters-chat-server}"
 KAFKA_SH="${KAFKA_SH:-$CHAT_ROOT/deploy/kafka/kafka.sh}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
-export KAFKA_PORT
+# kafka.sh's SASL_PLAINTEXT listener (SCRAM test user), for the engine's Kafka security test.
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-9094}"
+export KAFKA_PORT KAFKA_SASL_PORT
 
 log() { printf '%s: %s\n' "${CHAT_LOG_NAME:-deploy}" "$*" >&2; }
 
@@ -29,6 +31,13 @@ apt_install() {
   fi
   log "installing $* with apt-get"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+# ensure_build_deps: what building the engine needs beyond cargo: OpenSSL's headers
+# and pkg-config to find them (librdkafka's TLS and SASL/SCRAM).
+ensure_build_deps() {
+  command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl && return 0
+  apt_install pkg-config libssl-dev
 }
 
 # ensure_nginx: nginx on PATH (sbin included), installed from Debian when missing.
@@ -89,6 +98,43 @@ http_status() {
   printf '%s\n' "${code:-000}"
 }
 
+# https_head HOST PORT PATH CAFILE: http_head over TLS, trusting only CAFILE; the
+# certificate must name HOST (an IP address) among its subject alternative names.
+https_head() {
+  local host="$1" port="$2" path="$3" ca="$4"
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$host" |
+    timeout 5 openssl s_client -quiet -connect "$host:$port" -CAfile "$ca" \
+      -verify_return_error -verify_ip "$host" 2>/dev/null |
+    sed -e 's/\r$//' -e '/^$/q'
+}
+
+# https_status HOST PORT PATH CAFILE: the status code over TLS (000: no answer).
+https_status() {
+  local code
+  code="$(https_head "$@" | head -n 1 | cut -d' ' -f2)"
+  printf '%s\n' "${code:-000}"
+}
+
+# ensure_tls_cert DIR: DIR/cert.pem and DIR/key.pem, a self-signed ECDSA P-256
+# certificate for 127.0.0.1 and localhost (for tests and local clusters only). An
+# existing pair is kept, so clients that trust it keep working across runs.
+ensure_tls_cert() {
+  local dir="$1"
+  [ -s "$dir/cert.pem" ] && [ -s "$dir/key.pem" ] && return 0
+  command -v openssl >/dev/null 2>&1 || apt_install openssl || return 1
+  mkdir -p "$dir"
+  log "making a self-signed certificate for 127.0.0.1 and localhost in $dir"
+  (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -days 825 -subj "/CN=chat-engine local cluster" \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$dir/key.pem.partial" -out "$dir/cert.pem.partial" 2>/dev/null) || {
+    log "openssl could not make a certificate in $dir"
+    return 1
+  }
+  mv "$dir/key.pem.partial" "$dir/key.pem"
+  mv "$dir/cert.pem.partial" "$dir/cert.pem"
+}
+
 # wait_healthz PORT SECS [PID] [LOGFILE]: wait until GET /healthz on PORT answers
 # 200. Fails early when PID dies, and shows the tail of LOGFILE on failure.
 wait_healthz() {
@@ -140,17 +186,30 @@ stop_pid() {
   sleep 0.2
 }
 
-# render_nginx_conf RUNDIR LISTEN UPSTREAM_ADDR...: write RUNDIR/nginx.conf from
-# deploy/nginx/nginx.conf.tmpl, with every path inside RUNDIR. A template line
-# holding @UPSTREAM@ is repeated once per upstream address.
+# render_nginx_conf [--tls CERT KEY] RUNDIR LISTEN UPSTREAM_ADDR...: write
+# RUNDIR/nginx.conf from deploy/nginx/nginx.conf.tmpl, with every path inside RUNDIR.
+# A template line holding @UPSTREAM@ is repeated once per upstream address; lines
+# marked @TLS@ are kept with --tls (the listener speaks TLS), @PLAIN@ ones without.
 render_nginx_conf() {
-  local rundir="$1" listen="$2" user="" line addr
+  local cert="" key="" keep=@PLAIN@ drop=@TLS@ user="" line addr indent
+  if [ "${1:-}" = --tls ]; then
+    cert="$2" key="$3" keep=@TLS@ drop=@PLAIN@
+    shift 3
+  fi
+  local rundir="$1" listen="$2"
   shift 2
   mkdir -p "$rundir/tmp"
   # `user` only means something to a master started as root; without it, root's
   # workers would run as nobody and could not use the temp dirs made here.
   [ "$(id -u)" -eq 0 ] && user="user root;"
   while IFS= read -r line || [ -n "$line" ]; do
+    indent="${line%%[! ]*}"
+    case "${line#"$indent"}" in
+      "$drop"*) continue ;;
+      "$keep"*) line="$indent${line#"$indent$keep"}" ;;
+    esac
+    line="${line//@TLS_CERT@/$cert}"
+    line="${line//@TLS_KEY@/$key}"
     line="${line//@USER_DIRECTIVE@/$user}"
     line="${line//@RUNDIR@/$rundir}"
     line="${line//@LISTEN@/$listen}"

@@ -4,24 +4,27 @@
 #   bash deploy/test.sh [STAGE...]      (default: all)
 #
 # Stages, in the order `all` runs them:
-#   config    nginx -t on the generated and shipped configs; the compose file and
-#             the k8s manifests parse and hold what they promise; shellcheck
-#   unit      cargo test --workspace --release with Kafka up and
-#             CHAT_REQUIRE_EXTERNAL=1 (tests needing node/Kafka/nginx fail, never
+#   config    nginx -t on the generated and shipped configs (plain and TLS); the
+#             compose file and k8s manifests parse and hold what they promise; lint
+#             with shellcheck
+#   unit      cargo test --workspace --release with Kafka up (its SASL listener too)
+#             and CHAT_REQUIRE_EXTERNAL=1 (tests needing node/Kafka/nginx fail, never
 #             skip); includes the JavaScript client test (engine/tests/compat.rs)
 #   compat    only the JavaScript client test (not part of `all`: unit runs it)
 #   gate      instruction counts of the hot paths (callgrind) against
 #             benches/baseline.json: fails on a regression over 5%
 #   autobahn  Autobahn|Testsuite against the engine's WebSocket echo endpoint
 #   cluster   cluster.sh up --nodes 2 (Kafka, 2 engines, nginx); messages cross
-#             nodes through nginx, also after a node restart; down leaves nothing
+#             nodes through nginx, also after a node restart and with nginx on TLS
+#             (up --tls); down leaves nothing
 #
-# On a fresh Debian machine it installs what is missing (nginx and python3-venv
-# with apt, npm packages, the Autobahn venv), builds release binaries, starts
-# what each stage needs, stops it again (also on failure or Ctrl-C), and exits
-# non-zero if any stage failed. Needs cargo, node/npm and python3 on PATH.
-# Environment: TEST_CLUSTER_PORT (nginx port of the cluster stage; its engines
-# take the next ports; default: a free run of ports), AUTOBAHN_TIMEOUT (600 s).
+# On a fresh Debian machine it installs what is missing (nginx, python3-venv,
+# libssl-dev and pkg-config with apt, npm packages, the Autobahn venv), builds
+# release binaries, starts what each stage needs, stops it again (also on failure
+# or Ctrl-C), and exits non-zero if any stage failed. Needs cargo, node/npm and
+# python3 on PATH. Environment: TEST_CLUSTER_PORT (nginx port of the cluster stage;
+# its engines take the next ports; default: a free run of ports), AUTOBAHN_TIMEOUT
+# (600 s), KAFKA_PORT / KAFKA_SASL_PORT (9092 / 9094, the broker's two listeners).
 set -euo pipefail
 
 # shellcheck source=deploy/lib.sh
@@ -45,7 +48,7 @@ main() {
   for stage in "$@"; do
     case "$stage" in
       all) stages+=("${ALL_STAGES[@]}") ;;
-      -h | --help) sed -n '2,22s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+      -h | --help) sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
       *)
         [[ "$KNOWN_STAGES" == *" $stage "* ]] || { log "unknown stage '$stage'"; exit 2; }
         stages+=("$stage")
@@ -59,6 +62,7 @@ main() {
 
   check_tools
   if needs_build "${stages[@]}"; then
+    ensure_build_deps || exit 1
     run_stage build stage_build
     [ ${#failed[@]} -eq 0 ] || exit 1
   fi
@@ -162,6 +166,9 @@ KAFKA_STARTED=0
 start_kafka() {
   if port_open "$KAFKA_PORT"; then
     log "using the Kafka already listening on 127.0.0.1:$KAFKA_PORT"
+    port_open "$KAFKA_SASL_PORT" ||
+      log "it has no SASL listener on 127.0.0.1:$KAFKA_SASL_PORT, so the SASL test will fail" \
+        "(restart it with kafka.sh, or set KAFKA_SASL_PORT)"
     return 0
   fi
   [ -f "$KAFKA_SH" ] || { log "$KAFKA_SH not found"; return 1; }
@@ -182,7 +189,7 @@ stage_build() {
 }
 
 stage_config() {
-  local tmp py port
+  local tmp py port port2
   ensure_nginx
   tmp="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand tmp now: the trap runs after this function
@@ -192,6 +199,15 @@ stage_config() {
   render_nginx_conf "$tmp/generated" "127.0.0.1:$port" 127.0.0.1:18081 127.0.0.1:18082
   nginx_cmd "$tmp/generated" -t
 
+  # cluster.sh up --tls, with a throwaway certificate.
+  ensure_tls_cert "$tmp/tls"
+  port="$(free_port)"
+  render_nginx_conf --tls "$tmp/tls/cert.pem" "$tmp/tls/key.pem" "$tmp/generated-tls" \
+    "127.0.0.1:$port" 127.0.0.1:18081 127.0.0.1:18082
+  grep -qE '^ *listen 127\.0\.0\.1:[0-9]+ ssl ' "$tmp/generated-tls/nginx.conf" ||
+    { log "the TLS config has no ssl listener"; return 1; }
+  nginx_cmd "$tmp/generated-tls" -t
+
   # The shipped config names compose hosts and port 80: point them at loopback
   # and a free port so that nginx -t can resolve and bind them here.
   port="$(free_port)"
@@ -199,6 +215,15 @@ stage_config() {
   sed -e 's/\bengine\([0-9]\+\):8080/127.0.0.1:1808\1/' -e "s/listen 80 /listen 127.0.0.1:$port /" \
     deploy/nginx/nginx.conf >"$tmp/shipped/nginx.conf"
   nginx_cmd "$tmp/shipped" -t
+  # Its commented TLS lines, uncommented as its header says, with the throwaway pair.
+  port2="$(free_port)"
+  mkdir -p "$tmp/shipped-tls"
+  sed -e 's/^#tls //' -e "s|/etc/nginx/tls/tls.crt|$tmp/tls/cert.pem|" \
+    -e "s|/etc/nginx/tls/tls.key|$tmp/tls/key.pem|" -e "s/listen 443 /listen 127.0.0.1:$port2 /" \
+    "$tmp/shipped/nginx.conf" >"$tmp/shipped-tls/nginx.conf"
+  grep -q "listen 127.0.0.1:$port2 ssl " "$tmp/shipped-tls/nginx.conf" ||
+    { log "deploy/nginx/nginx.conf has no #tls listener"; return 1; }
+  nginx_cmd "$tmp/shipped-tls" -t
 
   py="$(yaml_python)"
   "$py" - deploy/docker-compose.yml deploy/k8s/*.yaml <<'PYEOF'
@@ -242,6 +267,13 @@ for deployment in kinds["Deployment"]:
         for probe in ("livenessProbe", "readinessProbe"):
             if c.get(probe, {}).get("httpGet", {}).get("path") != "/healthz":
                 fail("deploy/k8s: %s of %s is not GET /healthz" % (probe, c["name"]))
+for ingress in kinds.get("Ingress", []):
+    tls = ingress["spec"].get("tls") or []
+    if not tls or not all(t.get("secretName") for t in tls):
+        fail("deploy/k8s: Ingress %s has no TLS Secret" % ingress["metadata"]["name"])
+    services = {p["backend"]["service"]["name"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]}
+    if services != {s["metadata"]["name"] for s in kinds["Service"]}:
+        fail("deploy/k8s: Ingress %s does not lead to the Service" % ingress["metadata"]["name"])
 print("config: compose file and %d k8s manifests hold together" % sum(map(len, kinds.values())))
 PYEOF
 
@@ -258,6 +290,7 @@ stage_unit() {
   trap stop_kafka EXIT
   start_kafka
   export CHAT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+  export CHAT_KAFKA_SASL_BROKERS="127.0.0.1:$KAFKA_SASL_PORT"
   CHAT_REQUIRE_EXTERNAL=1 cargo test --workspace --release --no-fail-fast
 }
 
@@ -306,6 +339,12 @@ stage_cluster() {
   bash deploy/cluster.sh stop-node 2
   bash deploy/cluster.sh up --nodes 2
   node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "$base"
+
+  # The same clients over TLS (https, wss), trusting only the cluster's own certificate.
+  log "cluster: nginx on TLS"
+  bash deploy/cluster.sh up --nodes 2 --tls
+  NODE_EXTRA_CA_CERTS="$state/tls/cert.pem" \
+    node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "https://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"
 
   pids="$(cat "$state"/node*.pid "$state/nginx/nginx.pid" 2>/dev/null | tr '\n' ' ')"
   bash deploy/cluster.sh down

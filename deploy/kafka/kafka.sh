@@ -10,10 +10,13 @@
 #   kafka.sh perf [TOPIC]       Kafka's own ProducerPerformance (see perf_usage below)
 #   kafka.sh pauses             the broker JVM's stop-the-world pauses since it started
 #
-# Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_DIR (run
-# directory, default deploy/.cache/kafka/run), KAFKA_HEAP (512m), KAFKA_GC_OPTS
-# (ZGC, see below; GC and safepoint log: logs/gc.log in the run directory). Every
-# subcommand is safe to repeat.
+# Listeners: PLAINTEXT on KAFKA_PORT (9092) for everything, and SASL_PLAINTEXT on
+# KAFKA_SASL_PORT (9094; `off` leaves it out) for tests of Kafka client security:
+# SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN, one TEST-ONLY user chat-test, password
+# chat-test-secret (KAFKA_SASL_USER, KAFKA_SASL_PASSWORD; made when storage is formatted).
+# Environment: KAFKA_CONTROLLER_PORT (9093), KAFKA_DIR (run directory, default
+# deploy/.cache/kafka/run), KAFKA_HEAP (512m), KAFKA_GC_OPTS (ZGC, see below; GC and
+# safepoint log: logs/gc.log in the run directory). Every subcommand is safe to repeat.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +28,10 @@ FETCH_MARKER="$LIBS/.fetched-$KAFKA_VERSION"
 
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-9094}"
+# Test credentials only: the listener is on loopback and guards nothing of value.
+KAFKA_SASL_USER="${KAFKA_SASL_USER:-chat-test}"
+KAFKA_SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-chat-test-secret}"
 KAFKA_DIR="${KAFKA_DIR:-$CACHE/run}"
 KAFKA_HEAP="${KAFKA_HEAP:-512m}"
 # ZGC: on a small, busy machine G1's young pauses ran 10-200 ms and set the bridge's
@@ -41,6 +48,7 @@ LOG_DIR="$KAFKA_DIR/logs"
 GC_LOG="$LOG_DIR/gc.log"
 DATA_DIR="$KAFKA_DIR/data"
 PORTS_MARKER="$DATA_DIR/.chat-ports"
+SCRAM_MARKER="$DATA_DIR/.chat-scram-user"
 
 READY_TIMEOUT_S=60
 STOP_TIMEOUT_S=20
@@ -107,15 +115,17 @@ metadata_ok() {
 }
 
 write_props() {
+  local sasl_listener=""
+  sasl_enabled && sasl_listener=",SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT"
   mkdir -p "$KAFKA_DIR" "$LOG_DIR" "$DATA_DIR"
   cat >"$PROPS" <<EOF
 # Written by deploy/kafka/kafka.sh start; edits are overwritten.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT$sasl_listener
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT$sasl_listener
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$DATA_DIR
@@ -137,6 +147,42 @@ log.segment.bytes=268435456
 # the small compacted internal topics use it here.
 log.cleaner.dedupe.buffer.size=16777216
 EOF
+  if sasl_enabled; then
+    # SCRAM users live in the cluster metadata (added at format time); PLAIN's are
+    # listed here. Brokers talk over PLAINTEXT, so the broker itself needs no login.
+    cat >>"$PROPS" <<EOF
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
+EOF
+  fi
+}
+
+sasl_enabled() {
+  [[ "$KAFKA_SASL_PORT" != off ]]
+}
+
+sasl_note() {
+  sasl_enabled && printf ', SASL_PLAINTEXT at %s:%s' "$HOST" "$KAFKA_SASL_PORT"
+  return 0
+}
+
+# Storage formatted without the test user (before the SASL listener existed, or for
+# another KAFKA_SASL_USER) gets its SCRAM credentials through the running broker.
+ensure_scram_user() {
+  sasl_enabled || return 0
+  [[ -f "$SCRAM_MARKER" && "$(<"$SCRAM_MARKER")" == "$KAFKA_SASL_USER" ]] && return 0
+  log "adding the SCRAM test user $KAFKA_SASL_USER"
+  local mechanism
+  # One mechanism per request: Kafka 4 refuses two credentials of a user in one.
+  for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+    TOOL_TIMEOUT_S=60 run_tool org.apache.kafka.tools.ConfigCommand --bootstrap-server "$BOOTSTRAP" \
+      --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
+      --add-config "$mechanism=[password=$KAFKA_SASL_PASSWORD]" \
+      >/dev/null || die "could not add the $mechanism credential of $KAFKA_SASL_USER"
+  done
+  echo "$KAFKA_SASL_USER" >"$SCRAM_MARKER"
 }
 
 format_storage() {
@@ -151,8 +197,16 @@ format_storage() {
   local cluster_id
   cluster_id=$(run_tool kafka.tools.StorageTool random-uuid)
   log "formatting $DATA_DIR (cluster id $cluster_id)"
-  run_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$PROPS" >/dev/null
+  local -a scram=()
+  if sasl_enabled; then
+    local mechanism
+    for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+      scram+=(--add-scram "$mechanism=[name=$KAFKA_SASL_USER,password=$KAFKA_SASL_PASSWORD]")
+    done
+  fi
+  run_tool kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$PROPS" "${scram[@]}" >/dev/null
   echo "$KAFKA_PORT/$KAFKA_CONTROLLER_PORT" >"$PORTS_MARKER"
+  if sasl_enabled; then echo "$KAFKA_SASL_USER" >"$SCRAM_MARKER"; fi
 }
 
 # Waits until the broker answers a metadata request; fails early if the process dies.
@@ -167,7 +221,7 @@ wait_ready() {
       return 1
     fi
     if port_open "$KAFKA_PORT" && metadata_ok; then
-      echo "kafka ready at $BOOTSTRAP"
+      echo "kafka ready at $BOOTSTRAP$(sasl_note)"
       return 0
     fi
     sleep 0.5
@@ -181,12 +235,14 @@ cmd_start() {
   pid=$(broker_pid)
   if [[ -n "$pid" ]]; then
     # Already started (by us): report ready once it answers, without a second JVM.
-    wait_ready "$pid"
+    wait_ready "$pid" && ensure_scram_user
     return
   fi
-  if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT"; then
-    die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by a process this script did not start"
-  fi
+  local port
+  for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT"; do
+    [[ "$port" == off ]] && continue
+    port_open "$port" && die "port $port is taken by a process this script did not start"
+  done
   cmd_fetch
   write_props
   format_storage
@@ -200,7 +256,7 @@ cmd_start() {
     -cp "$LIBS/*" kafka.Kafka "$PROPS" >"$OUT_LOG" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$PID_FILE"
-  wait_ready "$pid"
+  wait_ready "$pid" && ensure_scram_user
 }
 
 cmd_stop() {
@@ -236,7 +292,7 @@ cmd_status() {
   local pid
   pid=$(broker_pid)
   if [[ -n "$pid" ]] && port_open "$KAFKA_PORT"; then
-    echo "kafka running (pid $pid) at $BOOTSTRAP"
+    echo "kafka running (pid $pid) at $BOOTSTRAP$(sasl_note)"
     return 0
   fi
   if [[ -n "$pid" ]]; then
@@ -314,7 +370,7 @@ main() {
     perf) cmd_perf "$@" ;;
     pauses) cmd_pauses ;;
     *)
-      sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
       exit 2
       ;;
   esac

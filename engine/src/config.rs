@@ -79,6 +79,12 @@ pub struct Config {
     /// Messages a shard may have waiting for Kafka before publishers get an ERROR.
     #[arg(long, env = "CHAT_KAFKA_BUFFER", default_value_t = 100_000)]
     pub kafka_buffer: usize,
+    /// A librdkafka setting for every Kafka client, applied after the engine's own
+    /// (repeatable), e.g. `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-256`,
+    /// `sasl.username=..`, `sasl.password=..`, `ssl.ca.location=..`. Env
+    /// CHAT_KAFKA_PROPERTIES: comma-separated, used when no flag or file gives any.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = KafkaProperty::parse)]
+    pub kafka_property: Vec<KafkaProperty>,
     /// Delivery order in cluster mode.
     #[arg(long, env = "CHAT_ORDERING", value_enum, default_value_t = Ordering::Kafka)]
     pub ordering: Ordering,
@@ -88,6 +94,33 @@ pub struct Config {
     /// A TOML file with any of the flags above as keys.
     #[arg(long, env = "CHAT_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// One `--kafka-property` entry as given, `key=value`; checked by [`Config::load`].
+/// Its `Debug` form hides the value, which may be a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KafkaProperty(String);
+
+impl KafkaProperty {
+    fn parse(entry: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(Self(entry.to_owned()))
+    }
+
+    /// The key (trimmed) and the value (as given), or `None` without a `=` or a key.
+    pub fn split(&self) -> Option<(&str, &str)> {
+        let (key, value) = self.0.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty()).then_some((key, value))
+    }
+}
+
+impl std::fmt::Debug for KafkaProperty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.split() {
+            Some((key, _)) => write!(f, "{key}=<hidden>"),
+            None => f.write_str("<malformed>"),
+        }
+    }
 }
 
 /// How a clustered node orders deliveries.
@@ -133,7 +166,7 @@ impl Config {
     pub fn load<I: IntoIterator<Item = String>>(args: I) -> Result<Self, Error> {
         let args: Vec<String> = args.into_iter().collect();
         let first = Self::try_parse_from(&args)?;
-        let config = match &first.config {
+        let mut config = match &first.config {
             None => first,
             Some(path) => {
                 let mut merged = vec![args.first().cloned().unwrap_or_default()];
@@ -142,6 +175,13 @@ impl Config {
                 Self::try_parse_from(merged)?
             }
         };
+        // Read here, not by clap: clap would split flag values at commas too, and
+        // show the values (passwords) in `--help`.
+        if config.kafka_property.is_empty() {
+            if let Ok(list) = std::env::var(KAFKA_PROPERTIES_ENV) {
+                config.kafka_property = env_properties(&list);
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -184,6 +224,12 @@ impl Config {
             acks: self.kafka_acks.clone(),
             buffer_messages: self.kafka_buffer,
             skip_own: self.ordering == Ordering::Local,
+            properties: self
+                .kafka_property
+                .iter()
+                .filter_map(KafkaProperty::split)
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect(),
         })
     }
 
@@ -231,6 +277,13 @@ impl Config {
         if !matches!(self.kafka_acks.as_str(), "all" | "1" | "0" | "-1") {
             return invalid("kafka-acks", "must be all, 1 or 0");
         }
+        // The entry is not shown: it may hold a password.
+        if let Some(n) = self.kafka_property.iter().position(|p| p.split().is_none()) {
+            return Err(Error::Invalid {
+                key: "kafka-property",
+                reason: format!("entry {} is not key=value with a non-empty key", n + 1),
+            });
+        }
         Ok(())
     }
 }
@@ -245,6 +298,18 @@ fn file_args(path: &PathBuf) -> Result<Vec<String>, Error> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
     let mut args = Vec::with_capacity(table.len() * 2);
     for (key, value) in table {
+        // A repeatable flag (`kafka-property`) takes an array as one flag per item,
+        // so items may hold commas.
+        if let (toml::Value::Array(items), true) = (&value, repeatable(&key)) {
+            for item in items {
+                args.push(format!("--{key}"));
+                args.push(match item {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+            }
+            continue;
+        }
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
@@ -256,6 +321,22 @@ fn file_args(path: &PathBuf) -> Result<Vec<String>, Error> {
         args.push(value);
     }
     Ok(args)
+}
+
+/// `CHAT_KAFKA_PROPERTIES`: entries separated by commas, blank ones skipped.
+fn env_properties(list: &str) -> Vec<KafkaProperty> {
+    list.split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| KafkaProperty(entry.to_owned()))
+        .collect()
+}
+
+/// Whether flag `--key` may be given more than once (its values add up).
+fn repeatable(key: &str) -> bool {
+    use clap::CommandFactory;
+    Config::command()
+        .get_arguments()
+        .any(|arg| arg.get_long() == Some(key) && matches!(arg.get_action(), clap::ArgAction::Append))
 }
 
 /// Parses a core list such as `0,2-4` into `[0, 2, 3, 4]`; `None` when malformed.
@@ -279,6 +360,9 @@ pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
 fn available_cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
+
+/// Environment variable with comma-separated `--kafka-property` entries.
+const KAFKA_PROPERTIES_ENV: &str = "CHAT_KAFKA_PROPERTIES";
 
 #[cfg(test)]
 mod tests {
@@ -318,6 +402,77 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("`base-path`"), "{err}");
+    }
+
+    #[test]
+    fn kafka_properties_add_up_in_order_and_keep_commas() {
+        let c = load(&[
+            "--kafka-brokers",
+            "127.0.0.1:9092",
+            "--kafka-property",
+            "security.protocol=SASL_PLAINTEXT",
+            "--kafka-property",
+            " sasl.password=a,b=c",
+        ])
+        .expect("load");
+        let bridge = c.bridge().expect("cluster mode");
+        assert_eq!(
+            bridge.properties,
+            [
+                ("security.protocol".to_owned(), "SASL_PLAINTEXT".to_owned()),
+                ("sasl.password".to_owned(), "a,b=c".to_owned()),
+            ]
+        );
+        let shown = format!("{c:?} {bridge:?}");
+        assert!(!shown.contains("a,b=c"), "a secret in Debug output: {shown}");
+    }
+
+    #[test]
+    fn malformed_kafka_properties_are_refused_without_echo() {
+        for entry in ["sasl.password", "=x", " =x", ""] {
+            let err = load(&["--kafka-property", "a=1", "--kafka-property", entry])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("`kafka-property`") && err.contains("entry 2"),
+                "{entry:?}: {err}"
+            );
+            assert!(entry.is_empty() || !err.contains(entry), "{err}");
+        }
+    }
+
+    #[test]
+    fn kafka_properties_from_env_split_at_commas() {
+        let got = env_properties("security.protocol=SSL, ssl.ca.location=/ca.pem,,");
+        let split: Vec<_> = got.iter().map(KafkaProperty::split).collect();
+        assert_eq!(
+            split,
+            [Some(("security.protocol", "SSL")), Some(("ssl.ca.location", "/ca.pem"))]
+        );
+    }
+
+    #[test]
+    fn file_kafka_properties_are_one_flag_each_before_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("chat-config-props-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("engine.toml");
+        std::fs::write(
+            &path,
+            "kafka-brokers = \"b:9092\"\nkafka-property = [\"sasl.mechanism=PLAIN\", \"sasl.password=x,y\"]\n",
+        )
+        .expect("write");
+        let path = path.to_str().unwrap_or_default();
+        let c = load(&["--config", path, "--kafka-property", "sasl.mechanism=SCRAM-SHA-512"]).expect("load");
+        let keys: Vec<_> = c.kafka_property.iter().filter_map(KafkaProperty::split).collect();
+        assert_eq!(
+            keys,
+            [
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.password", "x,y"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+            ]
+        );
     }
 
     #[test]

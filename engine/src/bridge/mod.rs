@@ -35,7 +35,8 @@ use stats::Role;
 pub use stats::Stats;
 
 /// How the bridge reaches Kafka; filled from the command line by the config module.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Its `Debug` form shows the keys of [`Config::properties`] but not their values.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// Bootstrap brokers, `host:port[,host:port..]`.
     pub brokers: String,
@@ -59,6 +60,28 @@ pub struct Config {
     /// Skip records this node published (it delivered them itself when it published:
     /// `--ordering local`).
     pub skip_own: bool,
+    /// librdkafka settings `(key, value)` for every client (admin, producer,
+    /// consumer), set after the bridge's own so they win: security (`security.protocol`,
+    /// `sasl.*`, `ssl.*`) and tuning. Values may be secrets; they are never logged.
+    pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.properties.iter().map(|(key, _)| key.as_str()).collect();
+        f.debug_struct("Config")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .field("node_id", &self.node_id)
+            .field("linger_ms", &self.linger_ms)
+            .field("fetch_wait_ms", &self.fetch_wait_ms)
+            .field("acks", &self.acks)
+            .field("buffer_messages", &self.buffer_messages)
+            .field("skip_own", &self.skip_own)
+            .field("property_keys", &keys)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -73,6 +96,7 @@ impl Default for Config {
             acks: "all".to_owned(),
             buffer_messages: 100_000,
             skip_own: false,
+            properties: Vec::new(),
         }
     }
 }
@@ -146,7 +170,7 @@ impl Bridge {
         check(cfg, shards)?;
         let stats = Arc::new(Stats::new());
         let setup = setup::Setup {
-            admin: common_config(cfg, "admin")
+            admin: admin_config(cfg)
                 .create_with_context(Context::new(Role::Admin, &cfg.topic, Arc::clone(&stats)))
                 .map_err(kafka("create admin client"))?,
             topic: cfg.topic.clone(),
@@ -317,6 +341,8 @@ fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
         Err(Error::Config("linger_ms must be at most 900000"))
     } else if cfg.fetch_wait_ms > 300_000 {
         Err(Error::Config("fetch_wait_ms must be at most 300000"))
+    } else if cfg.properties.iter().any(|(key, _)| key.trim().is_empty()) {
+        Err(Error::Config("properties must not have an empty key"))
     } else {
         Ok(())
     }
@@ -337,6 +363,12 @@ fn common_config(cfg: &Config, role: &str) -> ClientConfig {
     config
 }
 
+fn admin_config(cfg: &Config) -> ClientConfig {
+    let mut config = common_config(cfg, "admin");
+    apply_properties(&mut config, cfg);
+    config
+}
+
 fn producer_config(cfg: &Config, shards: usize) -> ClientConfig {
     let idempotent = matches!(cfg.acks.as_str(), "all" | "-1");
     // librdkafka's own queue holds up to as many records as all shard queues together.
@@ -351,6 +383,7 @@ fn producer_config(cfg: &Config, shards: usize) -> ClientConfig {
         .set("queue.buffering.max.messages", queue_messages.to_string())
         .set("queue.buffering.max.kbytes", "1048576")
         .set("statistics.interval.ms", STATS_INTERVAL_MS);
+    apply_properties(&mut config, cfg);
     config
 }
 
@@ -368,13 +401,27 @@ fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", cfg.fetch_wait_ms.to_string())
         .set("statistics.interval.ms", STATS_INTERVAL_MS);
+    apply_properties(&mut config, cfg);
     config
+}
+
+/// The user's settings go last, so they replace the bridge's own of the same key.
+fn apply_properties(config: &mut ClientConfig, cfg: &Config) {
+    for (key, value) in &cfg.properties {
+        config.set(key, value);
+    }
 }
 
 fn kafka(op: &'static str) -> impl Fn(KafkaError) -> Error {
     move |error| Error::Kafka {
         op,
-        reason: error.to_string(),
+        reason: match error {
+            // Its Display form ends with the value, which may be a password (a key
+            // misspelt as `sasl.pasword`). librdkafka's own text names the key, and
+            // a value only when it is not one of the allowed ones of an enum or number.
+            KafkaError::ClientConfig(_, description, key, _) => format!("property `{key}`: {description}"),
+            error => error.to_string(),
+        },
     }
 }
 
@@ -395,6 +442,38 @@ const STATS_INTERVAL_MS: &str = "1000";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn properties_reach_every_client_last_and_stay_out_of_debug() {
+        let cfg = Config {
+            properties: vec![
+                ("security.protocol".into(), "SASL_PLAINTEXT".into()),
+                ("sasl.password".into(), "s3cret".into()),
+                ("linger.ms".into(), "7".into()),
+            ],
+            ..Config::default()
+        };
+        for config in [admin_config(&cfg), producer_config(&cfg, 2), consumer_config(&cfg)] {
+            assert_eq!(config.get("security.protocol"), Some("SASL_PLAINTEXT"));
+            assert_eq!(config.get("sasl.password"), Some("s3cret"));
+            assert_eq!(config.get("linger.ms"), Some("7"), "the user's value wins");
+        }
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("sasl.password") && !shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
+    fn a_refused_property_is_reported_without_its_value() {
+        let cfg = Config {
+            properties: vec![("sasl.pasword".into(), "s3cret".into())],
+            ..Config::default()
+        };
+        let error = match admin_config(&cfg).create::<rdkafka::admin::AdminClient<_>>() {
+            Err(error) => kafka("create admin client")(error).to_string(),
+            Ok(_) => panic!("librdkafka took an unknown property"),
+        };
+        assert!(error.contains("sasl.pasword") && !error.contains("s3cret"), "{error}");
+    }
 
     #[test]
     fn default_config_passes_the_check() {
@@ -418,6 +497,7 @@ mod tests {
         assert!(bad(|c| c.brokers = " ".into()).starts_with("brokers"));
         assert!(bad(|c| c.buffer_messages = 0).starts_with("buffer_messages"));
         assert!(bad(|c| c.node_id = String::new()).starts_with("node_id"));
+        assert!(bad(|c| c.properties = vec![(" ".into(), "x".into())]).starts_with("properties"));
         assert!(matches!(check(&Config::default(), 0), Err(Error::Config(_))));
         assert!(matches!(check(&Config::default(), 65), Err(Error::Config(_))));
     }
