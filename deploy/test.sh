@@ -21,9 +21,9 @@
 #
 # On a fresh Debian machine it installs what is missing (nginx, shellcheck and
 # python3-venv with apt, npm packages, the Autobahn venv, helm built with go into
-# deploy/.cache), builds release binaries, starts
-# what each stage needs, stops it again (also on failure or Ctrl-C), and exits
-# non-zero if any stage failed. Needs cargo, node/npm and python3 on PATH.
+# deploy/.cache), builds release binaries, starts what each stage needs, stops it
+# again (also on failure or Ctrl-C), and exits non-zero if any stage failed.
+# Needs cargo, go, node/npm and python3 on PATH.
 # Environment: TEST_CLUSTER_PORT (nginx port of the cluster stage; its engines
 # take the next ports; default: a free run of ports), AUTOBAHN_TIMEOUT (600 s).
 set -euo pipefail
@@ -49,7 +49,7 @@ main() {
   for stage in "$@"; do
     case "$stage" in
       all) stages+=("${ALL_STAGES[@]}") ;;
-      -h | --help) sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+      -h | --help) sed -n '2,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
       *)
         [[ "$KNOWN_STAGES" == *" $stage "* ]] || { log "unknown stage '$stage'"; exit 2; }
         stages+=("$stage")
