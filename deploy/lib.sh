@@ -228,3 +228,32 @@ nginx_cmd() {
   shift
   nginx -p "$rundir" -c "$rundir/nginx.conf" -e "$rundir/error.log" "$@"
 }
+
+# ensure_shellcheck: shellcheck on PATH, installed from Debian when missing.
+ensure_shellcheck() {
+  command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
+}
+
+# ensure_helm: print the path of a helm $CHAT_HELM_VERSION binary, built once from
+# the Go module proxy into deploy/.cache/bin (no download site needed, as Kafka
+# comes from Maven Central). The ldflags are those of helm's own Makefile: the
+# version it reports, and the Kubernetes version that `lint` and `template`
+# assume (1.36: helm v3.21 builds on client-go v0.36).
+CHAT_HELM_VERSION="${CHAT_HELM_VERSION:-v3.21.4}"
+ensure_helm() {
+  local bin_dir="$CHAT_ROOT/deploy/.cache/bin" pkg=helm.sh/helm/v3
+  local helm="$bin_dir/helm" k8s_minor="${CHAT_HELM_K8S_MINOR:-36}"
+  if [ -x "$helm" ] && [ "$("$helm" version --template '{{.Version}}' 2>/dev/null)" = "$CHAT_HELM_VERSION" ]; then
+    printf '%s\n' "$helm"
+    return 0
+  fi
+  command -v go >/dev/null 2>&1 || { log "need go to build helm $CHAT_HELM_VERSION"; return 1; }
+  log "building helm $CHAT_HELM_VERSION from the Go module proxy into $bin_dir (a few minutes, once)"
+  mkdir -p "$bin_dir"
+  GOBIN="$bin_dir" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w \
+    -X $pkg/internal/version.version=$CHAT_HELM_VERSION \
+    -X $pkg/pkg/lint/rules.k8sVersionMajor=1 -X $pkg/pkg/lint/rules.k8sVersionMinor=$k8s_minor \
+    -X $pkg/pkg/chartutil.k8sVersionMajor=1 -X $pkg/pkg/chartutil.k8sVersionMinor=$k8s_minor" \
+    "$pkg/cmd/helm@$CHAT_HELM_VERSION" >&2 || return 1
+  printf '%s\n' "$helm"
+}

@@ -5,8 +5,9 @@
 #
 # Stages, in the order `all` runs them:
 #   config    nginx -t on the generated and shipped configs (plain and TLS); the
-#             compose file and k8s manifests parse and hold what they promise; lint
-#             with shellcheck
+#             compose file, the k8s manifests and the Helm chart (helm lint, helm
+#             template) hold what they promise, with pinned image tags; the Grafana
+#             dashboard's metrics (check-metrics.py, offline); shellcheck
 #   unit      cargo test --workspace --release with Kafka up (its SASL listener too)
 #             and CHAT_REQUIRE_EXTERNAL=1 (tests needing node/Kafka/nginx fail, never
 #             skip); includes the JavaScript client test (engine/tests/compat.rs)
@@ -16,15 +17,17 @@
 #   autobahn  Autobahn|Testsuite against the engine's WebSocket echo endpoint
 #   cluster   cluster.sh up --nodes 2 (Kafka, 2 engines, nginx); messages cross
 #             nodes through nginx, also after a node restart and with nginx on TLS
-#             (up --tls); down leaves nothing
+#             (up --tls); the dashboard's metrics exist on both nodes; down leaves
+#             nothing
 #
-# On a fresh Debian machine it installs what is missing (nginx, python3-venv,
-# libssl-dev and pkg-config with apt, npm packages, the Autobahn venv), builds
-# release binaries, starts what each stage needs, stops it again (also on failure
-# or Ctrl-C), and exits non-zero if any stage failed. Needs cargo, node/npm and
-# python3 on PATH. Environment: TEST_CLUSTER_PORT (nginx port of the cluster stage;
-# its engines take the next ports; default: a free run of ports), AUTOBAHN_TIMEOUT
-# (600 s), KAFKA_PORT / KAFKA_SASL_PORT (9092 / 9094, the broker's two listeners).
+# On a fresh Debian machine it installs what is missing (nginx, shellcheck,
+# python3-venv, libssl-dev and pkg-config with apt, npm packages, the Autobahn venv,
+# helm built with go into deploy/.cache), builds release binaries, starts what each
+# stage needs, stops it again (also on failure or Ctrl-C), and exits non-zero if any
+# stage failed. Needs cargo, go, node/npm and python3 on PATH. Environment:
+# TEST_CLUSTER_PORT (nginx port of the cluster stage; its engines take the next
+# ports; default: a free run of ports), AUTOBAHN_TIMEOUT (600 s), KAFKA_PORT /
+# KAFKA_SASL_PORT (9092 / 9094, the broker's two listeners).
 set -euo pipefail
 
 # shellcheck source=deploy/lib.sh
@@ -48,7 +51,7 @@ main() {
   for stage in "$@"; do
     case "$stage" in
       all) stages+=("${ALL_STAGES[@]}") ;;
-      -h | --help) sed -n '2,27s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+      -h | --help) sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
       *)
         [[ "$KNOWN_STAGES" == *" $stage "* ]] || { log "unknown stage '$stage'"; exit 2; }
         stages+=("$stage")
@@ -189,8 +192,10 @@ stage_build() {
 }
 
 stage_config() {
-  local tmp py port port2
+  local tmp py port port2 helm chart=deploy/helm/chat-engine
   ensure_nginx
+  ensure_shellcheck
+  helm="$(ensure_helm)"
   tmp="$(mktemp -d)"
   # shellcheck disable=SC2064 # expand tmp now: the trap runs after this function
   trap "rm -rf '$tmp'" EXIT
@@ -225,6 +230,18 @@ stage_config() {
     { log "deploy/nginx/nginx.conf has no #tls listener"; return 1; }
   nginx_cmd "$tmp/shipped-tls" -t
 
+  # The chart as installed by default, and with every optional part switched on.
+  "$helm" lint --strict "$chart"
+  "$helm" template chat "$chart" >"$tmp/helm-default.yaml"
+  "$helm" template chat "$chart" --set secrets.jwtSecret.secretName=jwt \
+    --set secrets.jwtPublicKey.secretName=jwt-pub --set secrets.apiKeys.secretName=api-keys \
+    --set tls.secretName=tls --set config.kafka-linger-ms=1 --set podAntiAffinity=hard \
+    >"$tmp/helm-full.yaml"
+  if "$helm" template chat "$chart" --set image.tag=latest >/dev/null 2>&1; then
+    log "$chart renders with image.tag=latest; it must refuse a floating tag"
+    return 1
+  fi
+
   py="$(yaml_python)"
   "$py" - deploy/docker-compose.yml deploy/k8s/*.yaml <<'PYEOF'
 import os, sys, yaml
@@ -233,14 +250,26 @@ def fail(msg):
     sys.exit("config: " + msg)
 
 compose_path, k8s_paths = sys.argv[1], sys.argv[2:]
+compose_dir = os.path.dirname(compose_path)
 compose = yaml.safe_load(open(compose_path))
 services = compose["services"]
-for name in ("kafka", "kafka-init", "engine1", "engine2", "nginx"):
+for name in ("kafka", "kafka-init", "engine1", "engine2", "nginx", "prometheus", "grafana"):
     if name not in services:
         fail("%s: no service %s" % (compose_path, name))
-published = sorted(n for n, s in services.items() if s.get("ports"))
-if published != ["nginx"]:
-    fail("%s: only nginx may publish ports, not %s" % (compose_path, published))
+# Only nginx faces clients. The monitoring profile (off by default) may publish its
+# UIs, but on loopback only: Grafana and Prometheus have no business on a public port.
+for name, s in services.items():
+    ports = s.get("ports", [])
+    if not ports or name == "nginx":
+        continue
+    if "monitoring" not in s.get("profiles", []):
+        fail("%s: only nginx may publish ports by default, not %s" % (compose_path, name))
+    for p in ports:
+        if not str(p).startswith("127.0.0.1:"):
+            fail("%s: %s publishes %s beyond 127.0.0.1" % (compose_path, name, p))
+for name in ("prometheus", "grafana"):
+    if services[name].get("profiles") != ["monitoring"]:
+        fail("%s: %s is not in the monitoring profile only" % (compose_path, name))
 for name in ("engine1", "engine2"):
     s = services[name]
     if not any("seccomp" in o for o in s.get("security_opt", [])):
@@ -249,10 +278,37 @@ for name in ("engine1", "engine2"):
         fail("%s: %s has no memlock ulimit" % (compose_path, name))
     if "--kafka-brokers" not in s.get("command", []):
         fail("%s: %s runs without --kafka-brokers" % (compose_path, name))
-for volume in services["nginx"].get("volumes", []):
-    source = volume.split(":")[0]
-    if source.startswith(".") and not os.path.exists(os.path.join(os.path.dirname(compose_path), source)):
-        fail("%s: nginx mounts missing %s" % (compose_path, source))
+for name, s in services.items():
+    for volume in s.get("volumes", []):
+        source = volume.split(":")[0]
+        if source.startswith(".") and not os.path.exists(os.path.join(compose_dir, source)):
+            fail("%s: %s mounts missing %s" % (compose_path, name, source))
+
+# Prometheus scrapes exactly the compose file's engines.
+prom = yaml.safe_load(open(os.path.join(compose_dir, "prometheus/prometheus.yml")))
+job = next((j for j in prom["scrape_configs"] if j["job_name"] == "chat-engine"), None)
+if job is None or job.get("metrics_path", "/metrics") != "/metrics":
+    fail("prometheus.yml: no chat-engine job on /metrics")
+targets = sorted(t for c in job["static_configs"] for t in c["targets"])
+engines = sorted(n + ":8080" for n in services if n.startswith("engine"))
+if targets != engines:
+    fail("prometheus.yml scrapes %s, the compose file runs %s" % (targets, engines))
+
+# Grafana: every query goes through the Prometheus data source variable, so the
+# dashboard imports into any Grafana, not only the provisioned one.
+import json
+dash = json.load(open(os.path.join(compose_dir, "grafana/chat-engine.json")))
+variables = {v["name"]: v for v in dash["templating"]["list"]}
+if variables.get("datasource", {}).get("type") != "datasource" or variables["datasource"].get("query") != "prometheus":
+    fail("chat-engine.json: no Prometheus data source variable")
+def panels(ps):
+    for p in ps:
+        yield p
+        yield from panels(p.get("panels", []))
+for p in panels(dash["panels"]):
+    for t in p.get("targets", []):
+        if t.get("datasource", p.get("datasource", {})).get("uid") != "${datasource}":
+            fail("chat-engine.json: panel %r does not query ${datasource}" % p.get("title"))
 
 kinds = {}
 for path in k8s_paths:
@@ -277,11 +333,120 @@ for ingress in kinds.get("Ingress", []):
 print("config: compose file and %d k8s manifests hold together" % sum(map(len, kinds.values())))
 PYEOF
 
-  if command -v shellcheck >/dev/null 2>&1; then
-    shellcheck -x -S warning deploy/test.sh deploy/cluster.sh deploy/lib.sh .ci/run
-  else
-    log "shellcheck not installed; skipping the shell lint (apt-get install shellcheck)"
+  "$py" - "$tmp/helm-default.yaml" "$tmp/helm-full.yaml" <<'PYEOF'
+import sys, yaml
+
+def fail(msg):
+    sys.exit("config: helm template: " + msg)
+
+def rendered(path):
+    kinds = {}
+    for doc in yaml.safe_load_all(open(path)):
+        if doc:
+            kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+default, full = rendered(sys.argv[1]), rendered(sys.argv[2])
+for kind in ("Deployment", "Service", "PodDisruptionBudget"):
+    if len(default.get(kind, [])) != 1:
+        fail("default values render %d %s, want 1" % (len(default.get(kind, [])), kind))
+pod = default["Deployment"][0]["spec"]["template"]
+spec = pod["spec"]
+annotations = pod["metadata"].get("annotations", {})
+want = {"prometheus.io/scrape": "true", "prometheus.io/port": "8080", "prometheus.io/path": "/metrics"}
+for key, value in want.items():
+    if annotations.get(key) != value:
+        fail("pod annotation %s is %r, want %r" % (key, annotations.get(key), value))
+(c,) = spec["containers"]
+for probe in ("livenessProbe", "readinessProbe"):
+    if c.get(probe, {}).get("httpGet", {}).get("path") != "/healthz":
+        fail("%s is not GET /healthz" % probe)
+if "--node-id=$(POD_NAME)" not in c["args"]:
+    fail("the node id is not the pod name")
+drain = next(int(a.split("=")[1]) for a in c["args"] if a.startswith("--drain-secs="))
+if spec.get("terminationGracePeriodSeconds", 0) <= drain:
+    fail("terminationGracePeriodSeconds does not cover --drain-secs=%d" % drain)
+if "seccompProfile" not in c.get("securityContext", {}):
+    fail("no seccompProfile for io_uring")
+if "podAntiAffinity" not in spec.get("affinity", {}):
+    fail("no pod anti-affinity")
+(c,) = full["Deployment"][0]["spec"]["template"]["spec"]["containers"]
+for flag in ("--auth-jwt-secret-file=", "--auth-jwt-public-key-file=", "--api-key-file=", "--config="):
+    if not any(a.startswith(flag) for a in c["args"]):
+        fail("with every option set, no %s argument" % flag)
+if not all(m.get("readOnly") for m in c.get("volumeMounts", [])):
+    fail("a secret or config mount is not read-only")
+if "ConfigMap" not in full:
+    fail("values.config renders no ConfigMap")
+print("config: the Helm chart renders %d objects (%d with every option)"
+      % (sum(map(len, default.values())), sum(map(len, full.values()))))
+PYEOF
+
+  # Pinned images everywhere: no `latest`, no missing tag; the engine at the
+  # workspace version, Kafka at the version the tests run (kafka.sh).
+  "$py" - "$tmp/helm-default.yaml" <<'PYEOF'
+import glob, re, sys, tomllib, yaml
+
+def fail(msg):
+    sys.exit("config: images: " + msg)
+
+def tag(image):
+    if "@sha256:" in image:
+        return "digest"
+    last = image.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else ""
+
+images = []  # (where, image)
+compose = yaml.safe_load(open("deploy/docker-compose.yml"))
+for name, s in compose["services"].items():
+    images.append(("docker-compose.yml %s" % name, s["image"]))
+
+def pod_images(doc, where):
+    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        images.append((where, c["image"]))
+
+for path in sorted(glob.glob("deploy/k8s/*.yaml")) + [sys.argv[1]]:
+    for doc in yaml.safe_load_all(open(path)):
+        if doc:
+            pod_images(doc, path if path.startswith("deploy/") else "helm template")
+for path in sorted(glob.glob("deploy/**/Dockerfile*", recursive=True)):
+    for line in open(path):
+        m = re.match(r"\s*FROM\s+(?:--\S+\s+)*(\S+)", line, re.I)
+        if m:
+            images.append((path, m.group(1)))
+for where, image in images:
+    if tag(image) in ("", "latest"):
+        fail("%s: %s is not pinned to a version" % (where, image))
+
+version = tomllib.load(open("Cargo.toml", "rb"))["workspace"]["package"]["version"]
+chart = yaml.safe_load(open("deploy/helm/chat-engine/Chart.yaml"))
+if chart["appVersion"] != version:
+    fail("Chart.yaml appVersion %s, workspace version %s" % (chart["appVersion"], version))
+for where, image in images:
+    if image.startswith("chat-engine:") and tag(image) != version:
+        fail("%s: %s, workspace version %s" % (where, image, version))
+kafka_version = re.search(r'^KAFKA_VERSION="([^"]+)"', open("deploy/kafka/kafka.sh").read(), re.M).group(1)
+for where, image in images:
+    if image.startswith("apache/kafka:") and tag(image) != kafka_version:
+        fail("%s: %s, but deploy/kafka/kafka.sh runs Kafka %s" % (where, image, kafka_version))
+print("config: %d images pinned; engine %s, Kafka %s" % (len(images), version, kafka_version))
+PYEOF
+
+  # The dashboard's PromQL names only metrics the engine exposes (the fixture
+  # lists them); the extractor's own tests; and a missing family is reported.
+  local check=deploy/grafana/check-metrics.py dash=deploy/grafana/chat-engine.json out
+  python3 "$check" --self-test
+  python3 "$check" "$dash" deploy/grafana/testdata/metrics.txt
+  grep -v 'chat_fanout_size' deploy/grafana/testdata/metrics.txt >"$tmp/metrics-partial.txt"
+  if out="$(python3 "$check" "$dash" "$tmp/metrics-partial.txt")" ||
+    ! grep -q '^  missing chat_fanout_size ' <<<"$out"; then
+    log "check-metrics.py did not report the missing chat_fanout_size: $out"
+    return 1
   fi
+
+  shellcheck -x -S warning deploy/test.sh deploy/cluster.sh deploy/lib.sh .ci/run \
+    deploy/kafka/kafka.sh deploy/kafka/perf.sh benches/gate.sh
 }
 
 stage_unit() {
@@ -323,7 +488,7 @@ stage_autobahn() {
 }
 
 stage_cluster() {
-  local state="$WORK/cluster" base pids pid left=() kafka_before=0
+  local state="$WORK/cluster" base pids pid left=() kafka_before=0 metrics_ok=1
   ensure_nginx
   ensure_node_modules
   export CLUSTER_STATE="$state" CLUSTER_PORT="${TEST_CLUSTER_PORT:-$(free_port_run 3)}"
@@ -333,6 +498,14 @@ stage_cluster() {
 
   bash deploy/cluster.sh up --nodes 2
   node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "$base"
+
+  # Every metric the Grafana dashboard queries must exist on each node (node K
+  # listens on CLUSTER_PORT+K). Checked after traffic, so that the node has seen
+  # messages; a failure fails the stage, but only after the rest of it has run.
+  log "cluster: checking the dashboard's metrics on node1 and node2 (check-metrics.py)"
+  python3 deploy/grafana/check-metrics.py deploy/grafana/chat-engine.json \
+    "http://127.0.0.1:$((CLUSTER_PORT + 1))/metrics" "http://127.0.0.1:$((CLUSTER_PORT + 2))/metrics" ||
+    metrics_ok=0
 
   # A restarted node must get clients again through nginx (max_fails/fail_timeout).
   log "cluster: restarting node2"
@@ -362,6 +535,10 @@ stage_cluster() {
     return 1
   fi
   log "cluster: down left nothing running"
+  if [ "$metrics_ok" = 0 ]; then
+    log "cluster: the Grafana dashboard queries metrics the nodes do not expose (see above)"
+    return 1
+  fi
 }
 
 main "$@"

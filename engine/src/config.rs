@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
 
 /// Everything the engine can be told at startup.
 #[derive(Debug, Clone, Parser)]
@@ -91,6 +92,9 @@ pub struct Config {
     /// Log filter (`tracing` env-filter syntax).
     #[arg(long, env = "CHAT_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format: `text` for people, `json` (one object per line) for log collectors.
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// A TOML file with any of the flags above as keys.
     #[arg(long, env = "CHAT_CONFIG")]
     pub config: Option<PathBuf>,
@@ -132,6 +136,15 @@ pub enum Ordering {
     /// Local subscribers get a message at once, other nodes through Kafka: lower latency,
     /// but two nodes may see two messages of one channel in different orders.
     Local,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `tracing`'s human-readable lines.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields`, `target`, ...).
+    Json,
 }
 
 /// A configuration problem, naming the key.
@@ -233,6 +246,22 @@ impl Config {
         })
     }
 
+    /// The `tracing` subscriber that `--log` and `--log-format` ask for, writing to `writer`.
+    ///
+    /// # Panics
+    /// Never for a `Config` from `load`: `validate` has parsed the filter.
+    pub fn log_subscriber<W>(&self, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+    where
+        W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    {
+        let filter = EnvFilter::try_new(&self.log).expect("validate() accepted the log filter");
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+        match self.log_format {
+            LogFormat::Text => Box::new(builder.finish()),
+            LogFormat::Json => Box::new(builder.json().finish()),
+        }
+    }
+
     fn validate(&self) -> Result<(), Error> {
         let invalid = |key, reason: &str| {
             Err(Error::Invalid {
@@ -283,6 +312,13 @@ impl Config {
                 key: "kafka-property",
                 reason: format!("entry {} is not key=value with a non-empty key", n + 1),
             });
+        }
+        // Refused here rather than quietly replaced by `info`: a typo would hide every log.
+        if let Err(e) = EnvFilter::try_new(&self.log) {
+            return invalid(
+                "log",
+                &format!("`{}` is not a tracing filter (e.g. info,engine=debug): {e}", self.log),
+            );
         }
         Ok(())
     }
@@ -473,6 +509,50 @@ mod tests {
                 ("sasl.mechanism", "SCRAM-SHA-512"),
             ]
         );
+    }
+
+    #[test]
+    fn bad_log_filters_are_refused() {
+        let err = load(&["--log", "info,engine=loud"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("`log`"), "{err}");
+        assert!(load(&["--log", "warn,engine::shard=debug"]).is_ok());
+    }
+
+    #[test]
+    fn json_logs_are_one_object_per_line() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("not poisoned").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let c = load(&["--log-format", "json", "--log", "debug"]).expect("load");
+        assert_eq!(c.log_format, LogFormat::Json);
+        let lines = Lines::default();
+        let writer = lines.clone();
+        tracing::subscriber::with_default(c.log_subscriber(move || writer.clone()), || {
+            tracing::info!(shard = 1, node = "n1", "shard ready");
+            tracing::debug!(error = "a \"quoted\"\nline", "accept failed");
+        });
+        let text = String::from_utf8(lines.0.lock().expect("not poisoned").clone()).expect("utf-8");
+        let parsed: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(parsed.len(), 2, "{text}");
+        assert_eq!(parsed[0]["level"], "INFO");
+        assert_eq!(parsed[0]["fields"]["message"], "shard ready");
+        assert_eq!(parsed[0]["fields"]["shard"], 1);
+        assert_eq!(parsed[1]["fields"]["error"], "a \"quoted\"\nline");
+        assert_eq!(load(&[]).expect("defaults").log_format, LogFormat::Text);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use engine::bridge::Bridge;
 use engine::config::Config;
 use engine::interest::Interest;
 use engine::shard::{self, Cluster};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> Result<(), shard::Error> {
     let config = match Config::load(std::env::args()) {
@@ -15,10 +16,7 @@ fn main() -> Result<(), shard::Error> {
         Err(engine::config::Error::Cli(e)) => e.exit(),
         Err(e) => return Err(e.into()),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    config.log_subscriber(std::io::stderr).init();
     let draining = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(e) = signal_hook::flag::register(signal, draining.clone()) {
