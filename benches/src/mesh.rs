@@ -295,12 +295,12 @@ impl Rounds {
         let watched: Vec<usize> = (1..self.layout.len()).filter(|&p| self.layout[p] > 0).collect();
         let start = Instant::now();
         for _ in 0..self.messages {
-            self.router.publish_local(self.msg.clone()).await;
+            self.router.publish_local(self.msg.clone(), Instant::now()).await;
         }
         // Local deliveries happen inside `publish`: this shard is done.
         let mut last = Instant::now();
         if !watched.is_empty() {
-            self.router.publish_local(self.sentinel.clone()).await;
+            self.router.publish_local(self.sentinel.clone(), Instant::now()).await;
         }
         for &peer in &watched {
             match self.from.recv_from(peer).await {

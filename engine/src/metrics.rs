@@ -1,6 +1,9 @@
-//! Per-shard counters and gauges. Each shard writes only its own `ShardStats` (relaxed
-//! atomics on a cache line no other core writes); `/metrics` on any shard reads them all
-//! and renders Prometheus text, so the message path never takes a lock.
+//! Per-shard counters, gauges and histograms. Each shard writes only its own `ShardStats`
+//! (relaxed atomics on cache lines no other core writes); `/metrics` on any shard reads
+//! them all and renders Prometheus text (format 0.0.4: `# HELP`, `# TYPE`, histograms as
+//! cumulative `_bucket{le}` series with `_sum` and `_count`, label values escaped), so the
+//! message path never takes a lock. Hand-written: a histogram observation is a few
+//! relaxed adds, and the text is tested against the format below.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -68,6 +71,132 @@ pub struct ShardStats {
     pub queued_bytes: AtomicI64,
     /// Errors by kind, indexed by `ErrorKind as usize`.
     pub errors: [AtomicU64; 10],
+    /// Time from a message reaching this shard (its `SEND` decoded, or its arrival from
+    /// another shard or Kafka) to its last local subscriber's queue, ns.
+    pub fanout_latency: Histogram<Latency>,
+    /// Subscribers of this shard reached per fan-out.
+    pub fanout_size: Histogram<Size>,
+    /// Bytes in an outbound queue at each write to its socket.
+    pub outbound_queue: Histogram<Bytes>,
+}
+
+/// The upper bounds of a histogram's buckets, in its integer unit (at most 15).
+pub trait Buckets {
+    /// The bounds, increasing.
+    const BOUNDS: &'static [u64];
+}
+
+/// Latency buckets, ns (100 µs .. 10 s).
+#[derive(Debug)]
+pub struct Latency;
+/// Fan-out size buckets, subscribers.
+#[derive(Debug)]
+pub struct Size;
+/// Byte-count buckets.
+#[derive(Debug)]
+pub struct Bytes;
+
+impl Buckets for Latency {
+    const BOUNDS: &'static [u64] = LATENCY_BUCKETS;
+}
+impl Buckets for Size {
+    const BOUNDS: &'static [u64] = SIZE_BUCKETS;
+}
+impl Buckets for Bytes {
+    const BOUNDS: &'static [u64] = BYTES_BUCKETS;
+}
+
+const LATENCY_BUCKETS: &[u64] = &[
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    10_000_000_000,
+];
+const SIZE_BUCKETS: &[u64] = &[1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000];
+const BYTES_BUCKETS: &[u64] = &[
+    256, 1_024, 4_096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216,
+];
+
+/// A Prometheus histogram with fixed upper bounds `B` (in integer units: ns, bytes,
+/// subscribers), written by one thread and read by any.
+#[derive(Debug)]
+pub struct Histogram<B> {
+    /// Observations per bucket (not cumulative); the last counts those above every bound.
+    counts: [AtomicU64; 16],
+    sum: AtomicU64,
+    buckets: std::marker::PhantomData<B>,
+}
+
+impl<B> Default for Histogram<B> {
+    fn default() -> Self {
+        Histogram {
+            counts: Default::default(),
+            sum: AtomicU64::new(0),
+            buckets: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<B: Buckets> Histogram<B> {
+    /// Counts one observation of `value`.
+    #[inline]
+    pub fn observe(&self, value: u64) {
+        let bucket = B::BOUNDS
+            .iter()
+            .position(|&bound| value <= bound)
+            .unwrap_or(B::BOUNDS.len());
+        self.counts[bucket.min(15)].fetch_add(1, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+    }
+
+    /// Counts one duration.
+    #[inline]
+    pub fn observe_since(&self, start: std::time::Instant) {
+        self.observe(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Appends the series of this histogram as `name` with `labels` (already rendered,
+    /// e.g. `node="n1",shard="0"`); values are divided by `scale` (1e9 for ns → s).
+    pub fn render(&self, name: &str, labels: &str, scale: f64, out: &mut String) {
+        let mut cumulative = 0;
+        for (i, bound) in B::BOUNDS.iter().enumerate() {
+            cumulative += self.counts[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{}\"}} {cumulative}",
+                *bound as f64 / scale
+            );
+        }
+        cumulative += self.counts[B::BOUNDS.len().min(15)].load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum.load(Relaxed) as f64 / scale);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// `value` escaped for a Prometheus label value (backslash, double quote, newline).
+pub fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl ShardStats {
@@ -92,6 +221,7 @@ impl ShardStats {
 
 /// Appends the Prometheus text for all shards (`node` labels every series).
 pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut String) {
+    let node = &escape_label(node);
     type Read = fn(&ShardStats) -> i64;
     let series: [(&str, &str, &str, Read); 9] = [
         ("chat_connections", "gauge", "Open WebSocket sessions.", |s| {
@@ -143,6 +273,28 @@ pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut Strin
         let _ = writeln!(out, "# HELP process_resident_memory_bytes Resident memory of the engine process.\n# TYPE process_resident_memory_bytes gauge");
         let _ = writeln!(out, "process_resident_memory_bytes{{node=\"{node}\"}} {rss_bytes}");
     }
+    type Render = fn(&ShardStats, &str, &mut String);
+    let histograms: [(&str, &str, Render); 3] = [
+        (
+            "chat_fanout_latency_seconds",
+            "From a message reaching the shard (SEND decoded, or arrived from another shard or Kafka) to its last local subscriber's queue.",
+            |s, labels, out| s.fanout_latency.render("chat_fanout_latency_seconds", labels, 1e9, out),
+        ),
+        ("chat_fanout_size", "Subscribers of the shard reached per fan-out.", |s, labels, out| {
+            s.fanout_size.render("chat_fanout_size", labels, 1.0, out)
+        }),
+        (
+            "chat_outbound_queue_bytes",
+            "Bytes in an outbound queue at each write to its socket.",
+            |s, labels, out| s.outbound_queue.render("chat_outbound_queue_bytes", labels, 1.0, out),
+        ),
+    ];
+    for (name, help, render) in histograms {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (shard, stats) in shards.iter().enumerate() {
+            render(stats, &format!("node=\"{node}\",shard=\"{shard}\""), out);
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP chat_errors_total Errors by kind.\n# TYPE chat_errors_total counter"
@@ -190,5 +342,55 @@ mod tests {
         assert!(out.contains("chat_connections{node=\"n1\",shard=\"0\"} 3"));
         assert!(out.contains("chat_errors_total{node=\"n1\",shard=\"1\",kind=\"slow_consumer\"} 1"));
         assert!(out.contains("process_cpu_seconds_total{node=\"n1\"}"));
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_sum_and_count() {
+        let h = Histogram::<Latency>::default();
+        h.observe(50_000); // 50 µs: first bucket
+        h.observe(2_000_000); // 2 ms
+        h.observe(20_000_000_000); // 20 s: above every bound
+        let mut out = String::new();
+        h.render("x_seconds", "node=\"n\"", 1e9, &mut out);
+        assert!(out.contains("x_seconds_bucket{node=\"n\",le=\"0.0001\"} 1\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{node=\"n\",le=\"0.0025\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{node=\"n\",le=\"10\"} 2\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{node=\"n\",le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_seconds_sum{node=\"n\"} 20.00205\n"), "{out}");
+        assert!(out.contains("x_seconds_count{node=\"n\"} 3\n"), "{out}");
+    }
+
+    #[test]
+    fn text_follows_the_exposition_format() {
+        let a = Arc::new(ShardStats::default());
+        a.fanout_size.observe(3);
+        let mut out = String::new();
+        render("we\"ird\\node\n", &[a], &mut out);
+        assert!(out.contains("node=\"we\\\"ird\\\\node\\n\""), "{out}");
+        // Every line is a comment or `name{labels} value`, and every sample's family was
+        // declared with # TYPE before it.
+        let mut declared = std::collections::HashSet::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                declared.insert(parts.next().unwrap_or_default().to_owned());
+                assert!(
+                    matches!(parts.next(), Some("gauge" | "counter" | "histogram")),
+                    "{line}"
+                );
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().unwrap_or_default();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
+                .unwrap_or(name);
+            assert!(declared.contains(family), "undeclared {name}: {line}");
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use glommio::channels::channel_mesh::Senders;
@@ -141,7 +142,8 @@ impl Router {
     ///
     /// # Errors
     /// `KafkaFull` when the Kafka queue is full: nothing was delivered anywhere.
-    pub async fn publish(&self, mut msg: Message) -> Result<(), PublishError> {
+    /// `started` is when its `SEND` was decoded (for the fan-out latency histogram).
+    pub async fn publish(&self, mut msg: Message, started: Instant) -> Result<(), PublishError> {
         msg.id = self.next_message_id();
         ShardStats::add(&self.stats.published, 1);
         if let (Some(kafka), Some(_)) = (&self.links.kafka, msg.channel()) {
@@ -150,16 +152,16 @@ impl Router {
                 return Ok(());
             }
         }
-        self.publish_local(Arc::new(msg)).await;
+        self.publish_local(Arc::new(msg), started).await;
         Ok(())
     }
 
     /// Sends `msg` to every shard of this node with subscribers of its destination,
     /// this one included. Waits only when a peer shard's mesh queue is full.
-    pub async fn publish_local(&self, msg: Arc<Message>) {
+    pub async fn publish_local(&self, msg: Arc<Message>, started: Instant) {
         let mask = self.interest.shards_for(&msg.destination);
         if mask & (1 << self.shard.0) != 0 {
-            self.deliver(msg.clone()).await;
+            self.deliver(msg.clone(), started).await;
         }
         let Some(peers) = &self.links.peers else { return };
         for peer in 0..peers.nr_consumers() {
@@ -174,7 +176,7 @@ impl Router {
     /// end (at shutdown). The shard runs one such task per peer.
     pub async fn deliver_from_peer(&self, receiver: ConnectedReceiver<Arc<Message>>) {
         while let Some(msg) = receiver.recv().await {
-            self.deliver(msg).await;
+            self.deliver(msg, Instant::now()).await;
             glommio::yield_if_needed().await;
         }
     }
@@ -182,18 +184,21 @@ impl Router {
     /// Delivers a batch read from Kafka (the bridge sends each shard only records it
     /// has interest in), yielding between records when other work waits.
     pub async fn deliver_from_kafka(&self, batch: Vec<Arc<Message>>) {
+        let arrived = Instant::now();
         for msg in batch {
-            self.deliver(msg).await;
+            self.deliver(msg, arrived).await;
             glommio::yield_if_needed().await;
         }
     }
 
     /// Delivers `msg` to this shard's subscribers of its destination: at once for a room
-    /// of up to [`CHUNK`] members, else chunk by chunk, yielding between chunks.
-    pub async fn deliver(&self, msg: Arc<Message>) {
+    /// of up to [`CHUNK`] members, else chunk by chunk, yielding between chunks. The time
+    /// since `started` is counted in the fan-out latency histogram.
+    pub async fn deliver(&self, msg: Arc<Message>, started: Instant) {
         if self.deliver_now(&msg) == Delivered::TooBig {
             self.deliver_in_chunks(msg).await;
         }
+        self.stats.fanout_latency.observe_since(started);
     }
 
     /// Delivers `msg` without waiting when its room has at most [`CHUNK`] members, or
@@ -212,6 +217,7 @@ impl Router {
         }
         let delivered = fanout::deliver(msg, groups, &mut self.scratch.borrow_mut());
         ShardStats::add(&self.stats.messages_out, delivered);
+        self.stats.fanout_size.observe(delivered);
         Delivered::Done
     }
 
@@ -237,12 +243,15 @@ impl Router {
                         .collect()
                 })
             };
+            let mut delivered = 0;
             for (frame, members) in groups {
                 for chunk in members.chunks(CHUNK) {
-                    ShardStats::add(&self.stats.messages_out, fanout::push_all(&frame, chunk));
+                    delivered += fanout::push_all(&frame, chunk);
                     glommio::yield_if_needed().await;
                 }
             }
+            ShardStats::add(&self.stats.messages_out, delivered);
+            self.stats.fanout_size.observe(delivered);
             let mut busy = self.busy.borrow_mut();
             if let Some(queue) = busy.get_mut(&destination) {
                 queue.pop_front();

@@ -81,11 +81,17 @@ fn delivers_to_interested_shards_of_every_node_once() {
     assert_eq!(b_stats.routed(), 6);
     assert!(a_stats.healthy() && b_stats.healthy());
     let mut text = String::new();
-    a_stats.render_prometheus(&mut text);
-    assert!(text.contains("chat_kafka_produced_total 4\n"), "{text}");
+    a_stats.render_prometheus("a", &mut text);
+    assert!(text.contains("chat_kafka_produced_total{node=\"a\"} 4\n"), "{text}");
     assert!(
-        text.contains("# TYPE chat_kafka_connected gauge\nchat_kafka_connected 1\n"),
+        text.contains("# TYPE chat_kafka_connected gauge\nchat_kafka_connected{node=\"a\"} 1\n"),
         "{text}"
+    );
+    let mut text = String::new();
+    b_stats.render_prometheus("b", &mut text);
+    assert!(
+        !text.contains("chat_kafka_lag_seconds_count{node=\"b\"} 0\n"),
+        "records read are timed: {text}"
     );
     a.shutdown();
     b.shutdown();

@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::future;
@@ -227,6 +227,9 @@ impl Batch {
                     let destination = start..self.arena.len();
                     let body = push(&mut self.arena, message.payload().unwrap_or_default());
                     let id = push(&mut self.arena, id.unwrap_or_default());
+                    if let Some(lag_ns) = lag_ns(message.timestamp().to_millis()) {
+                        consumer.context().stats().observe_lag(lag_ns);
+                    }
                     let position = Position {
                         stream: u64::try_from(message.partition()).unwrap_or_default(),
                         seq: u64::try_from(message.offset()).unwrap_or_default(),
@@ -259,6 +262,16 @@ impl Batch {
             })
             .collect()
     }
+}
+
+/// How long ago, in ns, a record with timestamp `produced_ms` (ms since the epoch) was
+/// produced; `None` without a timestamp or with one from the future (clock skew).
+fn lag_ns(produced_ms: Option<i64>) -> Option<u64> {
+    let produced_ms = u64::try_from(produced_ms?).ok()?;
+    let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    u64::try_from(now_ns)
+        .ok()?
+        .checked_sub(produced_ms.checked_mul(1_000_000)?)
 }
 
 /// Appends `bytes` to the arena and returns where they went.

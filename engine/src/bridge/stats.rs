@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::time::Instant;
 
+use crate::metrics::{escape_label, Histogram, Latency};
+
 /// Live figures of a [`Bridge`](super::Bridge); get them with `Bridge::stats`.
 #[derive(Debug)]
 pub struct Stats {
@@ -23,6 +25,8 @@ pub struct Stats {
     consumer_lag: AtomicI64,
     last_error_kind: AtomicU8,
     errors: AtomicU64,
+    /// Produce → consume time of each record read, from its timestamp, ns.
+    lag: Histogram<Latency>,
 }
 
 impl Stats {
@@ -88,8 +92,10 @@ impl Stats {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// Appends the figures in the Prometheus text format, as `chat_kafka_*` metrics.
-    pub fn render_prometheus(&self, out: &mut String) {
+    /// Appends the figures in the Prometheus text format, as `chat_kafka_*` metrics
+    /// labelled with `node`.
+    pub fn render_prometheus(&self, node: &str, out: &mut String) {
+        let node = escape_label(node);
         let gauges: [(&str, &str, i64); 6] = [
             (
                 "connected",
@@ -125,7 +131,7 @@ impl Stats {
         for (name, help, value) in gauges {
             let _ = writeln!(
                 out,
-                "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} gauge\nchat_kafka_{name} {value}"
+                "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} gauge\nchat_kafka_{name}{{node=\"{node}\"}} {value}"
             );
         }
         let counters: [(&str, &str, u64); 6] = [
@@ -151,15 +157,27 @@ impl Stats {
         for (name, help, value) in counters {
             let _ = writeln!(
                 out,
-                "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} counter\nchat_kafka_{name} {value}"
+                "# HELP chat_kafka_{name} {help}\n# TYPE chat_kafka_{name} counter\nchat_kafka_{name}{{node=\"{node}\"}} {value}"
             );
         }
         let _ = writeln!(
             out,
             "# HELP chat_kafka_last_error_info The kind of the latest error seen from Kafka.\n\
-             # TYPE chat_kafka_last_error_info gauge\nchat_kafka_last_error_info{{kind=\"{}\"}} 1",
+             # TYPE chat_kafka_last_error_info gauge\nchat_kafka_last_error_info{{node=\"{node}\",kind=\"{}\"}} 1",
             self.last_error_kind()
         );
+        let _ = writeln!(
+            out,
+            "# HELP chat_kafka_lag_seconds Produce-to-consume time of the records read, from their timestamps.\n\
+             # TYPE chat_kafka_lag_seconds histogram"
+        );
+        self.lag
+            .render("chat_kafka_lag_seconds", &format!("node=\"{node}\""), 1e9, out);
+    }
+
+    /// Counts one record read `lag_ns` after it was produced.
+    pub(super) fn observe_lag(&self, lag_ns: u64) {
+        self.lag.observe(lag_ns);
     }
 
     pub(super) fn new() -> Self {
@@ -177,6 +195,7 @@ impl Stats {
             consumer_lag: AtomicI64::new(-1),
             last_error_kind: AtomicU8::new(ErrorKind::None as u8),
             errors: AtomicU64::new(0),
+            lag: Histogram::default(),
         }
     }
 
@@ -346,14 +365,23 @@ mod tests {
         stats.record_error(ErrorKind::BrokersDown);
         stats.set_connected(Role::Consumer, false);
         let mut out = String::new();
-        stats.render_prometheus(&mut out);
-        assert!(out.contains("chat_kafka_produced_total 3\n"));
-        assert!(out.contains("chat_kafka_connected 0\n"));
-        assert!(out.contains("chat_kafka_consumer_lag -1\n"));
-        assert!(out.contains("chat_kafka_last_error_info{kind=\"brokers_down\"} 1\n"));
-        let samples = out.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(out.matches("# HELP ").count(), samples);
-        assert_eq!(out.matches("# TYPE ").count(), samples);
+        stats.observe_lag(3_000_000);
+        stats.render_prometheus("n1", &mut out);
+        assert!(out.contains("chat_kafka_produced_total{node=\"n1\"} 3\n"));
+        assert!(out.contains("chat_kafka_connected{node=\"n1\"} 0\n"));
+        assert!(out.contains("chat_kafka_consumer_lag{node=\"n1\"} -1\n"));
+        assert!(out.contains("chat_kafka_last_error_info{node=\"n1\",kind=\"brokers_down\"} 1\n"));
+        assert!(
+            out.contains("chat_kafka_lag_seconds_bucket{node=\"n1\",le=\"0.005\"} 1\n"),
+            "{out}"
+        );
+        let families = out
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("_lag_seconds"))
+            .count()
+            + 1;
+        assert_eq!(out.matches("# HELP ").count(), families);
+        assert_eq!(out.matches("# TYPE ").count(), families);
         assert!(!stats.healthy());
         stats.set_connected(Role::Consumer, true);
         assert!(stats.healthy());

@@ -136,6 +136,7 @@ async fn drive(shard: &Shard, session: &mut Session, out: &Rc<Outbound>, conn: C
         if out.closing() != Closing::Open {
             return Flow::Close;
         }
+        let decoded = Instant::now();
         let effect = match shard.step(out, |env, o| session.on_bytes(env, buf, o)) {
             Step::Continue => return Flow::Continue,
             Step::Close => return Flow::Close,
@@ -150,7 +151,7 @@ async fn drive(shard: &Shard, session: &mut Session, out: &Rc<Outbound>, conn: C
                 shard.router.unsubscribe(&destination, &sub, conn);
                 Outcome::Done
             }
-            Action::Publish(message) => match shard.router.publish(message).await {
+            Action::Publish(message) => match shard.router.publish(message, decoded).await {
                 Ok(()) => Outcome::Done,
                 Err(PublishError::KafkaFull) => {
                     shard.stats.error(ErrorKind::KafkaBackpressure);
@@ -303,6 +304,7 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoin
         }
         let queued = spare.len();
         ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
+        shard.stats.outbound_queue.observe(queued as u64);
         let written = if closing == Closing::Open {
             // A subscriber whose socket stays full overflows its queue meanwhile: drop it
             // then, without waiting for the socket.

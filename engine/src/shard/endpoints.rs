@@ -76,7 +76,7 @@ pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
             let mut body = String::with_capacity(8 * 1024);
             metrics::render(&config.node_id, &shard.node.stats, &mut body);
             if let Some(kafka) = &shard.node.kafka {
-                kafka.render_prometheus(&mut body);
+                kafka.render_prometheus(&config.node_id, &mut body);
             }
             let headers = vec![("Content-Type", "text/plain; version=0.0.4".to_string())];
             Action::Respond {
