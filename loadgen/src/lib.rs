@@ -10,6 +10,8 @@
 //!   is `proto::client`, shared with the bench drivers; [`net`] opens the sockets.
 //! - [`shard`]: the glommio executors: connections, the publish clock, measurements.
 //! - [`track`] and [`stats`]: sequence tracking, message tables, histograms, CPU.
+//! - [`reconnect`]: the sans-IO part of `--reconnect`/`--resume`: backoff, positions,
+//!   the resuming `SUBSCRIBE` and what its `RECEIPT` says.
 //! - [`run`], [`sweep`], [`merge`]: the subcommands; [`server`] samples the servers.
 //! - [`report`] and [`output`]: the report (table, JSON), the interval log and SVG plots.
 #![warn(missing_docs)]
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod merge;
 pub mod net;
 pub mod output;
+pub mod reconnect;
 pub mod report;
 pub mod run;
 pub mod scenario;
