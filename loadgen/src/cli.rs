@@ -102,6 +102,27 @@ pub struct ScenarioArgs {
     /// Seconds a connection may take from TCP connect to its subscription receipt.
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Reconnect a connection dropped during the run (close, EOF, reset, error) with a
+    /// jittered exponential backoff, handshake and resubscribe again; publishers keep
+    /// their schedule (what falls due while disconnected is counted as unsent).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Resubscribe from the last `x-offset` seen (`x-since`) with a receipt, and read
+    /// `x-recovered` from it. Implies `--reconnect`.
+    #[arg(long)]
+    pub resume: bool,
+    /// Wait before the first reconnect attempt, ms.
+    #[arg(long, default_value_t = 100)]
+    pub reconnect_initial_ms: u64,
+    /// Each failed attempt multiplies the wait by this.
+    #[arg(long, default_value_t = 2.0)]
+    pub reconnect_factor: f64,
+    /// Longest wait between attempts, ms (jitter included).
+    #[arg(long, default_value_t = 5000)]
+    pub reconnect_max_ms: u64,
+    /// Spread of each wait, as a share of it (0.5: ±50 %).
+    #[arg(long, default_value_t = 0.5)]
+    pub reconnect_jitter: f64,
     /// Local source addresses, round-robin: `127.0.0.1-127.0.0.8` or `a,b,c`.
     #[arg(long)]
     pub source_ips: Option<String>,

@@ -238,6 +238,8 @@ struct Live {
     timeline: Vec<TimelinePoint>,
     log: IntervalLog,
     errors: u64,
+    disconnects: u64,
+    reconnects: u64,
 }
 
 impl Live {
@@ -252,6 +254,8 @@ impl Live {
             timeline: Vec::new(),
             log: IntervalLog::new(),
             errors: 0,
+            disconnects: 0,
+            reconnects: 0,
         }
     }
 
@@ -265,6 +269,8 @@ impl Live {
                 sum.sent += i.sent;
                 sum.delivered += i.delivered;
                 sum.errors += i.errors;
+                sum.disconnects += i.disconnects;
+                sum.reconnects += i.reconnects;
                 hist::add(&mut sum.hist, &i.hist);
             }
             None => {
@@ -296,12 +302,16 @@ impl Live {
         }
         hist::add(&mut self.cumulative, &i.hist);
         self.errors += i.errors;
+        self.disconnects += i.disconnects;
+        self.reconnects += i.reconnects;
         let secs = (i.end_ns.saturating_sub(i.start_ns) as f64 / 1e9).max(1e-3);
         let point = TimelinePoint {
             t_s: i.start_ns.saturating_sub(self.publish_start_ns) as f64 / 1e9,
             sent: i.sent,
             delivered: i.delivered,
             errors: i.errors,
+            disconnects: i.disconnects,
+            reconnects: i.reconnects,
             latency: Percentiles::of(&i.hist),
         };
         self.timeline.push(point);
@@ -315,8 +325,14 @@ impl Live {
                 "draining"
             };
             let so_far = Percentiles::of(&self.cumulative);
+            // Drops so far and how many came back, once there were any.
+            let drops = if self.disconnects > 0 {
+                format!(" dropped {} back {}", self.disconnects, self.reconnects)
+            } else {
+                String::new()
+            };
             eprintln!(
-                "[{:5.1}s] sent {:>8.0}/s delivered {:>9.0}/s p99 {:>8} ms (so far {} ms) max {:>8} ms errors {} | {stage}",
+                "[{:5.1}s] sent {:>8.0}/s delivered {:>9.0}/s p99 {:>8} ms (so far {} ms) max {:>8} ms errors {}{drops} | {stage}",
                 point.t_s + secs,
                 i.sent as f64 / secs,
                 i.delivered as f64 / secs,

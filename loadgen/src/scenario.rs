@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::{ScenarioArgs, Spread};
+use crate::reconnect::Policy;
 use crate::target::{self, Target};
 
 /// A scenario value that cannot be used.
@@ -72,6 +73,12 @@ pub struct Summary {
     pub warmup_s: f64,
     /// Load generator shards.
     pub shards: usize,
+    /// Dropped connections reconnect (`--reconnect`).
+    #[serde(default)]
+    pub reconnect: bool,
+    /// Reconnects resume from the last position (`--resume`).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// A checked scenario.
@@ -125,6 +132,10 @@ pub struct Scenario {
     pub inject_dup: u32,
     /// Swapped pairs publisher 0 injects.
     pub inject_reorder: u32,
+    /// How dropped connections come back; `None`: they stay down (`--reconnect`).
+    pub reconnect: Option<Policy>,
+    /// Resubscribe from the last `x-offset` (`--resume`).
+    pub resume: bool,
     /// For the report.
     pub summary: Summary,
 }
@@ -180,6 +191,7 @@ impl Scenario {
         if !(args.ramp >= 0.0 && args.ramp.is_finite()) {
             return Err(invalid("ramp", "must be 0 (unlimited) or connections per second"));
         }
+        let reconnect = reconnect_policy(args)?;
         if args.connect_concurrency == 0 {
             return Err(invalid("connect-concurrency", "must be at least 1"));
         }
@@ -275,6 +287,8 @@ impl Scenario {
             duration_s: args.duration,
             warmup_s: args.warmup,
             shards,
+            reconnect: reconnect.is_some(),
+            resume: args.resume,
         };
         Ok(Scenario {
             targets,
@@ -307,6 +321,8 @@ impl Scenario {
             stall_at: Duration::from_secs_f64(args.stall_at),
             inject_dup: args.inject_dup,
             inject_reorder: args.inject_reorder,
+            reconnect,
+            resume: args.resume,
             summary,
         })
     }
@@ -324,6 +340,38 @@ impl Scenario {
         }
         counts
     }
+}
+
+/// The backoff of `--reconnect` (implied by `--resume`), checked; `None` without it.
+fn reconnect_policy(args: &ScenarioArgs) -> Result<Option<Policy>, Error> {
+    let invalid = |flag, reason: &str| Error::Invalid {
+        flag,
+        reason: reason.to_string(),
+    };
+    if !(args.reconnect || args.resume) {
+        return Ok(None);
+    }
+    if !(1..=3_600_000).contains(&args.reconnect_initial_ms) {
+        return Err(invalid("reconnect-initial-ms", "must be between 1 and 3600000"));
+    }
+    if !(args.reconnect_initial_ms..=3_600_000).contains(&args.reconnect_max_ms) {
+        return Err(invalid(
+            "reconnect-max-ms",
+            "must be between --reconnect-initial-ms and 3600000",
+        ));
+    }
+    if !(1.0..=100.0).contains(&args.reconnect_factor) {
+        return Err(invalid("reconnect-factor", "must be between 1 and 100"));
+    }
+    if !(0.0..1.0).contains(&args.reconnect_jitter) {
+        return Err(invalid("reconnect-jitter", "must be at least 0 and below 1"));
+    }
+    Ok(Some(Policy {
+        initial: Duration::from_millis(args.reconnect_initial_ms),
+        factor: args.reconnect_factor,
+        max: Duration::from_millis(args.reconnect_max_ms),
+        jitter: args.reconnect_jitter,
+    }))
 }
 
 /// The channel of each connection. Channel quotas follow the spread; connections are then
@@ -526,6 +574,28 @@ mod tests {
             "1"
         ])
         .contains("--stall"));
+    }
+
+    #[test]
+    fn reconnect_flags_make_a_policy() {
+        let s = scenario(&[]).expect("valid");
+        assert_eq!((s.reconnect, s.resume), (None, false));
+        let s = scenario(&["--reconnect"]).expect("valid");
+        assert_eq!(s.reconnect, Some(Policy::default()));
+        assert!(s.summary.reconnect && !s.summary.resume);
+        // --resume implies --reconnect.
+        let s = scenario(&["--resume", "--reconnect-initial-ms", "50", "--reconnect-max-ms", "800"]).expect("valid");
+        let p = s.reconnect.expect("a policy");
+        assert_eq!(
+            (p.initial, p.max),
+            (Duration::from_millis(50), Duration::from_millis(800))
+        );
+        assert!(s.resume && s.summary.resume);
+        let err = |args: &[&str]| scenario(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&["--reconnect", "--reconnect-jitter", "1"]).contains("--reconnect-jitter"));
+        assert!(err(&["--reconnect", "--reconnect-factor", "0.5"]).contains("--reconnect-factor"));
+        assert!(err(&["--resume", "--reconnect-initial-ms", "0"]).contains("--reconnect-initial-ms"));
+        assert!(err(&["--reconnect", "--reconnect-max-ms", "10"]).contains("--reconnect-max-ms"));
     }
 
     #[test]

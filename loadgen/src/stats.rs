@@ -54,6 +54,23 @@ pub struct KeyStats {
     pub connect: Hist,
     /// Intended send to receipt of measured messages, µs.
     pub delivery: Hist,
+    /// Ready connections that dropped while on this server.
+    pub disconnects: u64,
+    /// Dropped connections that came back subscribed on this server.
+    pub reconnects: u64,
+    /// Of them, resubscribed with `x-since`.
+    pub resumed: u64,
+    /// Drop to subscribed again, µs, for the reconnects that landed here.
+    pub reconnect: Hist,
+    /// Measured messages this server delivered to a resubscribed connection that were
+    /// meant to be sent before the resubscribe (so they came by replay).
+    pub recovered: u64,
+    /// Resuming receipts with `x-recovered:true`.
+    pub recoveries_true: u64,
+    /// Resuming receipts with `x-recovered:false`.
+    pub recoveries_false: u64,
+    /// Resuming receipts without a readable `x-recovered`.
+    pub recoveries_missing: u64,
 }
 
 impl KeyStats {
@@ -66,12 +83,20 @@ impl KeyStats {
             subscribers: 0,
             connect: new_hist(),
             delivery: new_hist(),
+            disconnects: 0,
+            reconnects: 0,
+            resumed: 0,
+            reconnect: new_hist(),
+            recovered: 0,
+            recoveries_true: 0,
+            recoveries_false: 0,
+            recoveries_missing: 0,
         }
     }
 }
 
 /// One subscriber at the end of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubResult {
     /// Index into `ShardResult::keys`.
     pub key: usize,
@@ -83,10 +108,18 @@ pub struct SubResult {
     pub duplicates: u64,
     /// Measured messages received after a later one of the same publisher.
     pub reorders: u64,
+    /// Times it came back after a drop.
+    pub reconnects: u64,
+    /// Of them, with `x-since`.
+    pub resumed: u64,
+    /// Times its connection dropped.
+    pub drops: u64,
+    /// Dropped and not back when the run ended.
+    pub down: bool,
 }
 
 /// One publisher at the end of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PubResult {
     /// Its id.
     pub publisher: u32,
@@ -96,6 +129,14 @@ pub struct PubResult {
     pub sent_measured: u64,
     /// All messages sent, warm-up included.
     pub sent_total: u64,
+    /// Measured messages that fell due while its connection was down (or its backlog
+    /// full): never sent, no sequence number, expected by nobody, so not lost either.
+    pub unsent_measured: u64,
+    /// All such messages, warm-up included.
+    pub unsent_total: u64,
+    /// Messages queued for its socket but not written when its connection dropped
+    /// (counted as sent; subscribers that never got them count them lost).
+    pub unflushed: u64,
 }
 
 /// CPU time, seconds.
@@ -171,6 +212,8 @@ pub struct ShardResult {
     pub attempted: u64,
     /// Connections subscribed when publishing began.
     pub ready: u64,
+    /// Reconnect attempts that failed (each also counted in `errors` as `reconnect_<kind>`).
+    pub reconnect_failures: u64,
     /// Frames sent as injected duplicates.
     pub injected: u64,
     /// Messages of this run received, warm-up and duplicates included.
@@ -207,6 +250,10 @@ pub struct Interval {
     pub delivered: u64,
     /// Errors.
     pub errors: u64,
+    /// Ready connections that dropped.
+    pub disconnects: u64,
+    /// Dropped connections subscribed again.
+    pub reconnects: u64,
 }
 
 /// What shards tell the main thread.

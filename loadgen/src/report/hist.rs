@@ -48,8 +48,8 @@ impl Percentiles {
     }
 }
 
-/// A histogram in the report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A histogram in the report (the default reads back as an empty histogram).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HistReport {
     /// Its percentiles.
     #[serde(flatten)]

@@ -27,6 +27,8 @@ pub fn merge(reports: &[Report]) -> Option<Report> {
         let (m, o) = (&mut out.messages, &r.messages);
         m.sent_total += o.sent_total;
         m.sent += o.sent;
+        m.unsent += o.unsent;
+        m.unsent_total += o.unsent_total;
         m.expected += o.expected;
         m.delivered += o.delivered;
         m.lost += o.lost;
@@ -51,6 +53,7 @@ pub fn merge(reports: &[Report]) -> Option<Report> {
         out.latency.broadcast_complete += r.latency.broadcast_complete;
         out.latency.broadcast_incomplete += r.latency.broadcast_incomplete;
         merge_nodes(&mut out.nodes, &r.nodes);
+        super::reconnect::merge(&mut out.reconnect, &r.reconnect);
         for (kind, n) in &r.errors {
             *out.errors.entry(kind.clone()).or_default() += n;
         }
@@ -94,14 +97,16 @@ fn merge_nodes(into: &mut Vec<NodeReport>, from: &[NodeReport]) {
                 Some(m) => {
                     let mut counts = m.counts;
                     counts.add(&s.counts);
-                    let (mut d, mut c) = (m.delivery.hist(), m.connect.hist());
+                    let (mut d, mut c, mut rc) = (m.delivery.hist(), m.connect.hist(), m.reconnect.hist());
                     hist::add(&mut d, &s.delivery.hist());
                     hist::add(&mut c, &s.connect.hist());
+                    hist::add(&mut rc, &s.reconnect.hist());
                     *m = ShardReport {
                         shard: m.shard.clone(),
                         counts,
                         delivery: HistReport::of(&d),
                         connect: HistReport::of(&c),
+                        reconnect: HistReport::of(&rc),
                     };
                 }
                 None => node.shards.push(s.clone()),
@@ -121,6 +126,8 @@ fn merge_timeline(into: &mut Vec<TimelinePoint>, from: &[TimelinePoint]) {
                 m.sent += p.sent;
                 m.delivered += p.delivered;
                 m.errors += p.errors;
+                m.disconnects += p.disconnects;
+                m.reconnects += p.reconnects;
                 let (a, b) = (&mut m.latency, &p.latency);
                 a.count += b.count;
                 a.p50_us = a.p50_us.max(b.p50_us);

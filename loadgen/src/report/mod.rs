@@ -6,6 +6,7 @@
 
 pub mod hist;
 mod merge;
+pub mod reconnect;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use crate::stats::{self, Cpu, Errors, Hist, ShardResult};
 use crate::track::MessageTable;
 use hist::{HistReport, Percentiles};
 pub use merge::merge;
+pub use reconnect::ReconnectReport;
 
 /// Everything one run (or several merged) measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +46,9 @@ pub struct Report {
     pub latency: Latencies,
     /// Per node, with per server shard inside.
     pub nodes: Vec<NodeReport>,
+    /// Dropped connections, reconnects and resumes.
+    #[serde(default)]
+    pub reconnect: ReconnectReport,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
     /// CPU of the load generator and the servers.
@@ -87,6 +92,13 @@ pub struct Messages {
     pub sent_total: u64,
     /// Measured messages sent.
     pub sent: u64,
+    /// Measured messages that fell due while their publisher was disconnected (or its
+    /// backlog full): never sent, so neither expected nor lost.
+    #[serde(default)]
+    pub unsent: u64,
+    /// All such messages, warm-up included.
+    #[serde(default)]
+    pub unsent_total: u64,
     /// Deliveries the measured messages called for (one per subscriber of the channel).
     pub expected: u64,
     /// Distinct measured deliveries.
@@ -146,6 +158,9 @@ pub struct NodeReport {
     pub delivery: Percentiles,
     /// Connect latency over its shards.
     pub connect: Percentiles,
+    /// Reconnect time (drop to subscribed again) of the reconnects that landed on it.
+    #[serde(default)]
+    pub reconnect: Percentiles,
     /// Per server shard.
     pub shards: Vec<ShardReport>,
 }
@@ -162,6 +177,9 @@ pub struct ShardReport {
     pub delivery: HistReport,
     /// Connect latency of its connections.
     pub connect: HistReport,
+    /// Reconnect time of the reconnects that landed on it.
+    #[serde(default)]
+    pub reconnect: HistReport,
 }
 
 /// Counts of one node or shard.
@@ -183,6 +201,21 @@ pub struct Counts {
     pub reorders: u64,
     /// `delivered / expected`.
     pub reach: Option<f64>,
+    /// Connections that dropped while on it.
+    #[serde(default)]
+    pub disconnects: u64,
+    /// Dropped connections that came back subscribed on it.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Measured messages it delivered by replay to resubscribed connections.
+    #[serde(default)]
+    pub recovered: u64,
+    /// Its resuming receipts with `x-recovered:false`.
+    #[serde(default)]
+    pub recoveries_false: u64,
+    /// What its subscribers that had dropped at least once never received.
+    #[serde(default)]
+    pub lost_after_drop: u64,
 }
 
 impl Counts {
@@ -194,6 +227,11 @@ impl Counts {
         self.lost += o.lost;
         self.duplicates += o.duplicates;
         self.reorders += o.reorders;
+        self.disconnects += o.disconnects;
+        self.reconnects += o.reconnects;
+        self.recovered += o.recovered;
+        self.recoveries_false += o.recoveries_false;
+        self.lost_after_drop += o.lost_after_drop;
         self.reach = reach(self.delivered, self.expected);
     }
 }
@@ -274,6 +312,12 @@ pub struct TimelinePoint {
     pub delivered: u64,
     /// Errors in it.
     pub errors: u64,
+    /// Connections that dropped in it.
+    #[serde(default)]
+    pub disconnects: u64,
+    /// Connections subscribed again in it.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Delivery latency percentiles in it.
     pub latency: Percentiles,
 }
@@ -309,6 +353,7 @@ struct Agg {
     counts: Counts,
     delivery: Hist,
     connect: Hist,
+    reconnect: Hist,
 }
 
 /// Turns the shards' results into a report.
@@ -328,6 +373,8 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
             channel_of_publisher.insert(p.publisher, p.channel as usize);
             messages.sent += p.sent_measured;
             messages.sent_total += p.sent_total;
+            messages.unsent += p.unsent_measured;
+            messages.unsent_total += p.unsent_total;
         }
         for s in &r.subs {
             if let Some(n) = subscribers_per_channel.get_mut(s.channel as usize) {
@@ -354,10 +401,16 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
                 counts: Counts::default(),
                 delivery: stats::new_hist(),
                 connect: stats::new_hist(),
+                reconnect: stats::new_hist(),
             });
             agg.counts.connections += k.connections;
+            agg.counts.disconnects += k.disconnects;
+            agg.counts.reconnects += k.reconnects;
+            agg.counts.recovered += k.recovered;
+            agg.counts.recoveries_false += k.recoveries_false;
             hist::add(&mut agg.delivery, &k.delivery);
             hist::add(&mut agg.connect, &k.connect);
+            hist::add(&mut agg.reconnect, &k.reconnect);
         }
         for s in &r.subs {
             let Some(k) = r.keys.get(s.key) else { continue };
@@ -372,6 +425,9 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
             c.lost += expected.saturating_sub(s.received);
             c.duplicates += s.duplicates;
             c.reorders += s.reorders;
+            if s.drops > 0 {
+                c.lost_after_drop += expected.saturating_sub(s.received);
+            }
         }
     }
     let mut delivery = stats::new_hist();
@@ -386,6 +442,7 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
             counts: agg.counts,
             delivery: HistReport::of(&agg.delivery),
             connect: HistReport::of(&agg.connect),
+            reconnect: HistReport::of(&agg.reconnect),
         };
         match nodes.iter_mut().find(|n| &n.node == node) {
             Some(n) => n.shards.push(shard_report),
@@ -394,6 +451,7 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
                 counts: Counts::default(),
                 delivery: Percentiles::default(),
                 connect: Percentiles::default(),
+                reconnect: Percentiles::default(),
                 shards: vec![shard_report],
             }),
         }
@@ -441,6 +499,7 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
         sent_per_s: per_s(messages.sent),
         delivered_per_s: per_s(messages.delivered),
     };
+    let reconnect = reconnect::build(scenario, results, &sent_per_channel);
     let cpu = cpu_report(results, info, &messages);
     let memory = memory_report(info, &nodes, connections.ready);
     Report {
@@ -466,6 +525,7 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
             broadcast_incomplete: messages.sent.saturating_sub(complete),
         },
         nodes,
+        reconnect,
         errors,
         cpu,
         memory,
@@ -476,15 +536,17 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
 /// Recomputes a node's counts and percentiles from its shards.
 pub(crate) fn summarise_node(n: &mut NodeReport) {
     let mut counts = Counts::default();
-    let (mut delivery, mut connect) = (stats::new_hist(), stats::new_hist());
+    let (mut delivery, mut connect, mut reconnect) = (stats::new_hist(), stats::new_hist(), stats::new_hist());
     for s in &n.shards {
         counts.add(&s.counts);
         hist::add(&mut delivery, &s.delivery.hist());
         hist::add(&mut connect, &s.connect.hist());
+        hist::add(&mut reconnect, &s.reconnect.hist());
     }
     n.counts = counts;
     n.delivery = Percentiles::of(&delivery);
     n.connect = Percentiles::of(&connect);
+    n.reconnect = Percentiles::of(&reconnect);
 }
 
 fn cpu_report(results: &[ShardResult], info: &RunInfo, messages: &Messages) -> CpuReport {

@@ -1,5 +1,6 @@
 //! The report as a table for people: latency percentiles, throughput, losses, per-node
-//! reach, errors and CPU of both sides, in plain text that fits 100 columns.
+//! reach, drops and reconnects (when there were any, or `--reconnect` was on), errors and
+//! CPU of both sides, in plain text that fits 100 columns.
 
 use std::fmt::Write as _;
 
@@ -60,6 +61,10 @@ pub fn render(report: &Report) -> String {
     row(w, "broadcast completion", &l.broadcast.percentiles);
     row(w, "connect (TCP→CONNECTED)", &l.connect.percentiles);
     row(w, "publish lag (loadgen)", &l.send_lag.percentiles);
+    let rc = &report.reconnect;
+    if rc.reconnect_time.percentiles.count > 0 {
+        row(w, "reconnect (drop→subscribed)", &rc.reconnect_time.percentiles);
+    }
     let _ = writeln!(w);
     let m = &report.messages;
     let _ = writeln!(
@@ -67,9 +72,18 @@ pub fn render(report: &Report) -> String {
         "throughput: sent {:.1} msg/s, delivered {:.1} msg/s",
         report.throughput.sent_per_s, report.throughput.delivered_per_s
     );
+    let unsent = if m.unsent_total > 0 {
+        format!(
+            ", unsent {} (+{} warm-up) while the publisher was down",
+            m.unsent,
+            m.unsent_total.saturating_sub(m.unsent)
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         w,
-        "messages: sent {} (+{} warm-up), expected {}, delivered {}, lost {}, duplicated {}, reordered {}, reach {}",
+        "messages: sent {} (+{} warm-up){unsent}, expected {}, delivered {}, lost {}, duplicated {}, reordered {}, reach {}",
         m.sent,
         m.sent_total.saturating_sub(m.sent),
         m.expected,
@@ -138,6 +152,9 @@ pub fn render(report: &Report) -> String {
             );
         }
     }
+    if rc.enabled || rc.disconnects > 0 {
+        reconnects(w, report);
+    }
     let _ = writeln!(w);
     if report.errors.is_empty() {
         let _ = writeln!(w, "errors: none");
@@ -196,6 +213,71 @@ pub fn render(report: &Report) -> String {
         );
     }
     out
+}
+
+/// Drops, reconnects and resumes: totals, then one line per server shard that had any.
+fn reconnects(w: &mut String, report: &Report) {
+    let rc = &report.reconnect;
+    let mode = match (rc.enabled, rc.resume) {
+        (false, _) => "off (--reconnect)",
+        (true, false) => "on, plain resubscribe",
+        (true, true) => "on, resume from x-offset",
+    };
+    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "reconnect {mode}: {} disconnects, {} reconnected, {} still down, {} failed attempts",
+        rc.disconnects, rc.reconnects, rc.still_down, rc.failed_attempts
+    );
+    if rc.resume {
+        let _ = writeln!(
+            w,
+            "resume: {} with x-since, {} plain (no position yet); x-recovered true {}, false {}, missing {}",
+            rc.resumed, rc.resubscribed_plain, rc.recoveries_true, rc.recoveries_false, rc.recoveries_missing
+        );
+    }
+    let after = if rc.resume { "after resume" } else { "after the drop" };
+    let _ = writeln!(
+        w,
+        "recovered by replay {}; {} subscribers that dropped: lost {} {after}, duplicated {}, reordered {}; unflushed at drop {}",
+        rc.recovered,
+        rc.dropped_subscribers,
+        rc.lost_after_drop,
+        rc.duplicates_after_drop,
+        rc.reorders_after_drop,
+        rc.unflushed
+    );
+    if rc.disconnects == 0 {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "{:<16}{:>6}{:>7}{:>7}{:>10}{:>10}{:>10}{:>10}{:>11}{:>10}",
+        "node", "shard", "drops", "back", "recovered", "rec-false", "lost-drop", "p50 ms", "p99 ms", "max ms"
+    );
+    for n in &report.nodes {
+        for s in &n.shards {
+            let c = &s.counts;
+            if c.disconnects + c.reconnects + c.lost_after_drop == 0 {
+                continue;
+            }
+            let p = &s.reconnect.percentiles;
+            let _ = writeln!(
+                w,
+                "{:<16}{:>6}{:>7}{:>7}{:>10}{:>10}{:>10}{:>10}{:>11}{:>10}",
+                clip(&n.node, 15),
+                clip(&s.shard, 5),
+                c.disconnects,
+                c.reconnects,
+                c.recovered,
+                c.recoveries_false,
+                c.lost_after_drop,
+                ms(p.p50_us),
+                ms(p.p99_us),
+                ms(p.max_us)
+            );
+        }
+    }
 }
 
 /// The one-line progress summary used by the live line's tail and sweeps.

@@ -48,6 +48,7 @@ fn shard_result(shard: usize) -> ShardResult {
         errors: Errors::new(),
         attempted: 0,
         ready: 0,
+        reconnect_failures: 0,
         injected: 0,
         delivered_total: 0,
         foreign: 0,
@@ -79,6 +80,7 @@ fn results() -> Vec<ShardResult> {
             received: 10,
             duplicates: 0,
             reorders: 0,
+            ..SubResult::default()
         },
         SubResult {
             key: 1,
@@ -86,6 +88,7 @@ fn results() -> Vec<ShardResult> {
             received: 8,
             duplicates: 0,
             reorders: 0,
+            ..SubResult::default()
         },
     ];
     a.pubs = vec![PubResult {
@@ -93,6 +96,7 @@ fn results() -> Vec<ShardResult> {
         channel: 0,
         sent_measured: 10,
         sent_total: 13,
+        ..PubResult::default()
     }];
     for seq in 0..10 {
         a.table.record(0, seq, 100);
@@ -112,12 +116,14 @@ fn results() -> Vec<ShardResult> {
         received: 5,
         duplicates: 1,
         reorders: 1,
+        ..SubResult::default()
     }];
     b.pubs = vec![PubResult {
         publisher: 1,
         channel: 1,
         sent_measured: 5,
         sent_total: 6,
+        ..PubResult::default()
     }];
     for seq in 0..5 {
         b.table.record(1, seq, 300);
@@ -279,4 +285,125 @@ fn the_table_names_every_figure() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+}
+
+/// `results()` where n1/1's subscriber dropped twice and came back twice on n2/0, resumed
+/// (one receipt said true, one false), with 3 messages recovered; publisher 0 could not
+/// send 4 measured messages (and 2 in warm-up) and left one unwritten.
+fn results_with_drops() -> Vec<ShardResult> {
+    let mut r = results();
+    r[0].reconnect_failures = 3;
+    r[0].subs[1].key = 2;
+    r[0].subs[1].drops = 2;
+    r[0].subs[1].reconnects = 2;
+    r[0].subs[1].resumed = 2;
+    r[0].subs[1].duplicates = 1;
+    r[0].keys[1].disconnects = 2;
+    r[0].pubs[0].unsent_measured = 4;
+    r[0].pubs[0].unsent_total = 6;
+    r[0].pubs[0].unflushed = 1;
+    let mut landed = key("n2", "0", &[]);
+    landed.connect = stats::new_hist();
+    landed.reconnects = 2;
+    landed.resumed = 2;
+    landed.recovered = 3;
+    landed.recoveries_true = 1;
+    landed.recoveries_false = 1;
+    record(&mut landed.reconnect, 150_000);
+    record(&mut landed.reconnect, 450_000);
+    r[0].keys.push(landed);
+    r
+}
+
+#[test]
+fn drops_and_reconnects_are_counted_where_they_happened() {
+    let mut s = scenario();
+    s.reconnect = Some(crate::reconnect::Policy::default());
+    s.resume = true;
+    let r = build(&s, &results_with_drops(), &info());
+    let rc = &r.reconnect;
+    assert!(rc.enabled && rc.resume);
+    assert_eq!(
+        (rc.disconnects, rc.reconnects, rc.still_down, rc.failed_attempts),
+        (2, 2, 0, 3)
+    );
+    assert_eq!((rc.resumed, rc.resubscribed_plain, rc.recovered), (2, 0, 3));
+    assert_eq!(
+        (rc.recoveries_true, rc.recoveries_false, rc.recoveries_missing),
+        (1, 1, 0)
+    );
+    // The subscriber that dropped expected 10 and got 8.
+    assert_eq!(
+        (rc.dropped_subscribers, rc.lost_after_drop, rc.duplicates_after_drop),
+        (1, 2, 1)
+    );
+    assert_eq!(rc.unflushed, 1);
+    assert_eq!(rc.reconnect_time.percentiles.count, 2);
+    assert!(rc.reconnect_time.percentiles.max_us >= 450_000);
+    // Unsent messages are neither sent nor expected.
+    assert_eq!(
+        (r.messages.sent, r.messages.unsent, r.messages.unsent_total),
+        (15, 4, 6)
+    );
+    assert_eq!(r.messages.expected, 25);
+    // Drops count where they happened, reconnects where they landed.
+    let n1 = &r.nodes[0];
+    assert_eq!(
+        (n1.counts.disconnects, n1.counts.reconnects, n1.counts.lost_after_drop),
+        (2, 0, 0)
+    );
+    // The subscriber counts on the node it ended on.
+    let n2 = &r.nodes[1];
+    assert_eq!(
+        (n2.counts.disconnects, n2.counts.reconnects, n2.counts.recovered),
+        (0, 2, 3)
+    );
+    assert_eq!((n2.counts.subscribers, n2.counts.lost_after_drop), (2, 2));
+    assert_eq!(n2.counts.recoveries_false, 1);
+    assert_eq!(n2.reconnect.count, 2);
+    let text = table::render(&r);
+    for needle in [
+        "reconnect (drop→subscribed)",
+        "reconnect on, resume from x-offset: 2 disconnects, 2 reconnected",
+        "x-recovered true 1, false 1, missing 0",
+        "recovered by replay 3",
+        "lost 2 after resume",
+        "unsent 4 (+2 warm-up)",
+        "rec-false",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}
+
+#[test]
+fn without_drops_the_table_stays_as_it_was() {
+    let text = table::render(&build(&scenario(), &results(), &info()));
+    assert!(!text.contains("reconnect"), "{text}");
+    assert!(!text.contains("unsent"), "{text}");
+}
+
+#[test]
+fn merged_reconnects_add_up_and_old_reports_still_read() {
+    let mut s = scenario();
+    s.reconnect = Some(crate::reconnect::Policy::default());
+    let a = build(&s, &results_with_drops(), &info());
+    let m = merge(&[a.clone(), a.clone()]).expect("two reports");
+    assert_eq!(m.reconnect.disconnects, 4);
+    assert_eq!(m.reconnect.reconnect_time.percentiles.count, 4);
+    assert_eq!(m.messages.unsent, 8);
+    assert_eq!(m.nodes[1].reconnect.count, 4);
+    assert_eq!(m.timeline.len(), a.timeline.len());
+    // A report written before reconnects existed has none of these fields.
+    let mut json = serde_json::to_value(&a).expect("serialises");
+    let obj = json.as_object_mut().expect("an object");
+    obj.remove("reconnect");
+    let messages = obj
+        .get_mut("messages")
+        .and_then(|m| m.as_object_mut())
+        .expect("messages");
+    messages.remove("unsent");
+    messages.remove("unsent_total");
+    let old: Report = serde_json::from_value(json).expect("an old report reads");
+    assert_eq!(old.reconnect, ReconnectReport::default());
+    assert_eq!(old.messages.unsent, 0);
 }

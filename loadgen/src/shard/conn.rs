@@ -1,8 +1,11 @@
 //! One simulated user: the only file that touches a socket. It waits for its ramp slot,
 //! connects (from its source address), upgrades, CONNECTs and SUBSCRIBEs with a receipt,
 //! then reads until the run ends, handing `MESSAGE` bodies to the shard; a writer task
-//! drains what the publisher clock queues. Every way a connection can fail is counted
-//! by kind, never unwrapped.
+//! drains what the publisher clock queues. With `--reconnect`, a connection that drops
+//! waits out its backoff, handshakes and subscribes again (with `--resume`, from the last
+//! `x-offset` it saw) and carries on in the same subscriber slot; the schedule, positions
+//! and receipts are `reconnect.rs`'s. Every way a connection can fail is counted by kind,
+//! never unwrapped.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -22,16 +25,20 @@ use smallvec::SmallVec;
 
 use super::{Link, Shard};
 use crate::net::{self, write_all, Stream};
+use crate::reconnect::{self, Backoff, Positions, Recovery};
+use crate::scenario::ConnPlan;
 use crate::stats::now_ns;
 
-/// Runs connection `index` of the scenario until the run ends or the connection fails.
+/// Runs connection `index` of the scenario until the run ends, or until the connection
+/// fails and does not (or may not) come back.
 pub async fn run(shard: Rc<Shard>, index: u32) {
     let Some(plan) = shard.scenario.conns.get(index as usize) else {
         return;
     };
     let start_at = shard.control.start_ns.load(Relaxed) + plan.start_after.as_nanos() as u64;
     sleep_until_ns(start_at).await;
-    let ready = {
+    let mut user = User::new(&shard, plan);
+    let first = {
         let Ok(_permit) = shard.permits.acquire_permit(1).await else {
             return;
         };
@@ -39,14 +46,14 @@ pub async fn run(shard: Rc<Shard>, index: u32) {
             Err("not_started".to_string())
         } else {
             let deadline = Instant::now() + shard.scenario.connect_timeout;
-            match with_deadline(deadline, handshake(&shard, index)).await {
+            match with_deadline(deadline, handshake(&shard, plan, &mut user, None)).await {
                 Some(result) => result,
                 None => Err("timeout".to_string()),
             }
         }
     };
-    let (stream, link, mut buf, slot) = match ready {
-        Ok(ready) => ready,
+    let session = match first {
+        Ok(session) => session,
         Err(kind) => {
             shard.error(&kind);
             shard.control.failed.fetch_add(1, Relaxed);
@@ -55,33 +62,138 @@ pub async fn run(shard: Rc<Shard>, index: u32) {
         }
     };
     shard.control.finished.fetch_add(1, Relaxed);
-    let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), link.clone()));
-    let end = read_loop(&shard, &stream, &link, &mut buf, slot, plan.stalls).await;
-    if let Err(kind) = end {
-        shard.error(&kind);
+    let link = Rc::new(Link::new(session.codec));
+    let slot = shard.ready(session.key, plan.channel, plan.publisher, &link);
+    let (mut stream, mut buf) = (session.stream, session.buf);
+    loop {
+        let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), link.clone()));
+        let ended = read_loop(&shard, &stream, &link, &mut buf, slot, &mut user).await;
+        let dropped_ns = now_ns();
+        link.kill();
+        // A writer stuck on a peer that stopped reading is cancelled rather than waited for.
+        let _ = with_deadline(Instant::now() + WRITER_WAIT, writer).await;
+        if shard.control.stop.load(Relaxed) {
+            return;
+        }
+        shard.error(&ended);
+        shard.disconnected(slot, plan.publisher, link.take_unflushed());
+        // Close the old socket now, not when the next one replaces it.
+        drop(stream);
+        let Some(session) = come_back(&shard, plan, slot, &mut user).await else {
+            return;
+        };
+        link.revive(session.codec);
+        user.recover_before_ns = session.subscribed_ns;
+        let reconnect_us = now_ns().saturating_sub(dropped_ns) / 1000;
+        shard.reconnected(slot, reconnect_us, session.resumed, session.recovery);
+        (stream, buf) = (session.stream, session.buf);
     }
-    link.kill();
-    writer.await;
 }
 
-/// Connected, upgraded, CONNECTED and subscribed: the socket, its link, unread bytes and
-/// the subscriber slot.
-type Ready = (Stream, Rc<Link>, BytesMut, usize);
+/// What one simulated user keeps across its connections.
+struct User {
+    /// The last `x-offset` of its subscription (tracked with `--resume` only).
+    positions: Positions,
+    /// Waits between reconnect attempts (`None`: no `--reconnect`).
+    backoff: Option<Backoff>,
+    /// When the current subscription was (re)subscribed, if it is not the first one:
+    /// messages meant to be sent before then that arrive now came by replay.
+    recover_before_ns: u64,
+    /// Connections opened so far (varies the SockJS session and the masks).
+    generation: u64,
+    /// Whether its read stall (test aid) is behind it, or never was planned.
+    stalled: bool,
+}
 
-async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
+impl User {
+    fn new(shard: &Shard, plan: &ConnPlan) -> Self {
+        let mut positions = Positions::new();
+        if shard.scenario.resume {
+            positions.track(SUB_ID);
+        }
+        let seed = u64::from(plan.index).wrapping_mul(0x9E37_79B9) ^ shard.scenario.run_id;
+        User {
+            positions,
+            backoff: shard.scenario.reconnect.map(|policy| Backoff::new(policy, seed)),
+            recover_before_ns: 0,
+            generation: 0,
+            stalled: !plan.stalls,
+        }
+    }
+}
+
+/// Connected, upgraded, CONNECTED and subscribed.
+struct Session {
+    stream: Stream,
+    codec: Codec,
+    /// Bytes read past the receipt.
+    buf: BytesMut,
+    /// The server (node, shard) key of a first connection.
+    key: usize,
+    /// When the SUBSCRIBE went out, CLOCK_REALTIME ns.
+    subscribed_ns: u64,
+    /// Whether the SUBSCRIBE carried `x-since`.
+    resumed: bool,
+    /// What its receipt said about the range.
+    recovery: Recovery,
+}
+
+/// Waits out the backoff and tries again until a connection is subscribed; `None` when
+/// the user does not reconnect or the run is stopping.
+async fn come_back(shard: &Rc<Shard>, plan: &ConnPlan, slot: usize, user: &mut User) -> Option<Session> {
+    loop {
+        let wait = user.backoff.as_mut()?.next_delay();
+        glommio::timer::sleep(wait).await;
+        if shard.control.stop.load(Relaxed) {
+            return None;
+        }
+        let attempt = {
+            let Ok(_permit) = shard.permits.acquire_permit(1).await else {
+                return None;
+            };
+            let deadline = Instant::now() + shard.scenario.connect_timeout;
+            with_deadline(deadline, handshake(shard, plan, user, Some(slot))).await
+        };
+        match attempt {
+            Some(Ok(session)) => {
+                if let Some(b) = user.backoff.as_mut() {
+                    b.reset();
+                }
+                return Some(session);
+            }
+            Some(Err(kind)) => shard.reconnect_failed(&kind),
+            None => shard.reconnect_failed("timeout"),
+        }
+    }
+}
+
+/// Connects, upgrades, CONNECTs and SUBSCRIBEs. `again`: the subscriber slot of a user
+/// coming back, whose messages before the receipt (a replay) count, and whose SUBSCRIBE
+/// resumes from its last position with `--resume`.
+async fn handshake(
+    shard: &Rc<Shard>,
+    plan: &ConnPlan,
+    user: &mut User,
+    again: Option<usize>,
+) -> Result<Session, String> {
     let scenario = &shard.scenario;
-    let plan = &scenario.conns[index as usize];
-    let target = &scenario.targets[plan.target];
+    let index = u64::from(plan.index);
+    let target = scenario
+        .targets
+        .get(plan.target)
+        .ok_or_else(|| "no_target".to_string())?;
     let started_ns = now_ns();
+    user.generation += 1;
+    let conn_id = index | ((user.generation - 1) << 32);
     let socket = net::open_socket(target.addr, plan.source_ip).map_err(|e| io_kind(&e))?;
     let stream: Stream = Rc::new(RefCell::new(socket));
-    let mut codec = Codec::new(target.framing, MAX_FRAME_BYTES, u64::from(index) ^ scenario.run_id);
-    let mut rng = wire::Rng::new(u64::from(index).wrapping_mul(31) ^ started_ns);
+    let mut codec = Codec::new(target.framing, MAX_FRAME_BYTES, conn_id ^ scenario.run_id);
+    let mut rng = wire::Rng::new(index.wrapping_mul(31) ^ started_ns);
     let key = wire::new_key(&mut rng);
     let mut out = BytesMut::new();
     wire::upgrade_request(
         &target.host,
-        &target.upgrade_path(u64::from(index)),
+        &target.upgrade_path(conn_id),
         &key,
         target.framing,
         &mut out,
@@ -106,7 +218,10 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
         }
     }
     out.clear();
-    let channel = &scenario.channel_names[plan.channel as usize];
+    let channel = scenario
+        .channel_names
+        .get(plan.channel as usize)
+        .ok_or_else(|| "no_channel".to_string())?;
     let destination = format!("/sub/chat/{channel}");
     let connect: [(&str, &[u8]); 3] = [
         ("accept-version", b"1.2,1.1,1.0"),
@@ -114,12 +229,16 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
         ("heart-beat", b"0,0"),
     ];
     codec.encode(Command::Connect, &connect, b"", &mut out);
-    let subscribe: [(&str, &[u8]); 3] = [
-        ("id", b"sub-0"),
-        ("destination", destination.as_bytes()),
-        ("receipt", b"sub-0"),
-    ];
-    codec.encode(Command::Subscribe, &subscribe, b"", &mut out);
+    let resumed = {
+        let since = match again {
+            Some(_) if scenario.resume => user.positions.since(SUB_ID),
+            _ => None,
+        };
+        let subscribe = reconnect::subscribe_headers(SUB_ID, destination.as_bytes(), SUB_ID, since);
+        codec.encode(Command::Subscribe, &subscribe, b"", &mut out);
+        since.is_some()
+    };
+    let subscribed_ns = now_ns();
     write_all(&stream, &out).await.map_err(|e| io_kind(&e))?;
 
     let mut key_index = None;
@@ -138,16 +257,40 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
                 };
                 codec.set_version(version);
                 let (node, server_shard) = wire::server_identity(frame.header(b"server"));
-                let connect_us = now_ns().saturating_sub(started_ns) / 1000;
-                key_index = Some(shard.connected(node, server_shard, connect_us));
+                key_index = Some(match again {
+                    None => {
+                        let connect_us = now_ns().saturating_sub(started_ns) / 1000;
+                        shard.connected(node, server_shard, connect_us)
+                    }
+                    Some(slot) => {
+                        shard.landed(slot, node, server_shard);
+                        0
+                    }
+                });
+            }
+            (Command::Message, Some(_)) => {
+                // Before the receipt: a replay when resuming; before the first receipt
+                // nothing of this run is published yet.
+                if let Some(slot) = again {
+                    if scenario.resume {
+                        user.positions.observe(&frame);
+                    }
+                    shard.on_messages(slot, std::iter::once(&frame.body[..]), now_ns(), subscribed_ns);
+                }
             }
             (Command::Receipt, Some(key)) => {
-                if shard.control.publish_start_ns.load(Relaxed) != 0 {
+                if again.is_none() && shard.control.publish_start_ns.load(Relaxed) != 0 {
                     return Err("late".into());
                 }
-                let link = Rc::new(Link::new(codec));
-                let slot = shard.ready(key, plan.channel, plan.publisher, &link);
-                return Ok((stream, link, buf, slot));
+                return Ok(Session {
+                    stream,
+                    codec,
+                    buf,
+                    key,
+                    subscribed_ns,
+                    resumed,
+                    recovery: Recovery::of(&frame),
+                });
             }
             (Command::Error, _) => return Err("stomp_error".into()),
             _ => return Err("stomp_unexpected".into()),
@@ -155,37 +298,43 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
     }
 }
 
-/// Reads and handles frames until the connection ends; `Err` names why it ended early.
+/// Reads and handles frames until the connection ends; returns why it ended.
 async fn read_loop(
     shard: &Shard,
     stream: &Stream,
     link: &Link,
     buf: &mut BytesMut,
     slot: usize,
-    stalls: bool,
-) -> Result<(), String> {
-    let mut stalled = !stalls;
+    user: &mut User,
+) -> String {
+    let track_positions = shard.scenario.resume;
     let mut bodies: SmallVec<[bytes::Bytes; 16]> = SmallVec::new();
     loop {
-        if !stalled {
+        if !user.stalled {
             let at = shard
                 .control
                 .measure_start_ns
                 .load(Relaxed)
                 .saturating_add(shard.scenario.stall_at.as_nanos() as u64);
             if at != u64::MAX && now_ns() >= at {
-                stalled = true;
+                user.stalled = true;
                 glommio::timer::sleep(shard.scenario.stall).await;
             }
         }
         let received_ns = now_ns();
+        let recover_before = user.recover_before_ns;
         let mut ended = None;
         {
             let mut codec = link.codec.borrow_mut();
             loop {
                 match codec.decode(buf) {
                     Ok(Some(Event::Frame(frame))) => match frame.command {
-                        Command::Message => bodies.push(frame.body),
+                        Command::Message => {
+                            if track_positions {
+                                user.positions.observe(&frame);
+                            }
+                            bodies.push(frame.body);
+                        }
                         Command::Error => shard.error("stomp_error"),
                         _ => {}
                     },
@@ -205,20 +354,22 @@ async fn read_loop(
                     }
                 }
                 if bodies.len() == bodies.inline_size() {
-                    shard.on_messages(slot, bodies.iter().map(|b| &b[..]), received_ns);
+                    shard.on_messages(slot, bodies.iter().map(|b| &b[..]), received_ns, recover_before);
                     bodies.clear();
                 }
             }
         }
         if !bodies.is_empty() {
-            shard.on_messages(slot, bodies.iter().map(|b| &b[..]), received_ns);
+            shard.on_messages(slot, bodies.iter().map(|b| &b[..]), received_ns, recover_before);
             bodies.clear();
         }
         if let Some(kind) = ended {
-            return Err(kind);
+            return kind;
         }
         release_if_empty(buf);
-        read_some(shard, stream, buf).await.map_err(|e| io_kind(&e))?;
+        if let Err(e) = read_some(shard, stream, buf).await {
+            return io_kind(&e);
+        }
     }
 }
 
@@ -239,7 +390,9 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, link: Rc<Link>) {
             return;
         }
         std::mem::swap(&mut spare, &mut *link.out.borrow_mut());
+        let writing = link.take_queued();
         if let Err(e) = write_all(&stream, &spare).await {
+            link.note_failed(writing);
             shard.error(&io_kind(&e));
             link.kill();
             return;
@@ -331,6 +484,10 @@ fn release_if_empty(buf: &mut BytesMut) {
     }
 }
 
+/// The one subscription of each connection: its id, and the id of its receipt.
+const SUB_ID: &[u8] = b"sub-0";
+/// How long a dropped connection waits for its writer to notice.
+const WRITER_WAIT: Duration = Duration::from_secs(1);
 /// Read buffer capacity a connection keeps between reads.
 const KEEP_READ_BYTES: usize = 16 * 1024;
 /// Largest frame accepted from the server.

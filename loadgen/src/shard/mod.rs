@@ -2,7 +2,8 @@
 //! the connections (one reader task and one writer task each, see `conn.rs`) and one clock
 //! task that publishes on the open-loop schedule, sends the main thread an `Interval` each
 //! second and, when told to stop, a `Done` with everything it measured. The main thread
-//! steers every shard through the atomics of `Control`.
+//! steers every shard through the atomics of `Control`. A connection that drops and comes
+//! back (`--reconnect`) keeps its subscriber slot, its sequence trackers and its `Link`.
 
 pub mod conn;
 mod publish;
@@ -21,6 +22,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use smallvec::SmallVec;
 
 use crate::body;
+use crate::reconnect::Recovery;
 use crate::scenario::Scenario;
 use crate::stats::{self, count_error, Cpu, Errors, Event, Hist, KeyStats, PubResult, ShardResult, SubResult};
 use crate::track::{MessageTable, Seen, SeqTracker};
@@ -117,6 +119,10 @@ pub struct Link {
     pub codec: RefCell<Codec>,
     waker: Cell<Option<Waker>>,
     alive: Cell<bool>,
+    /// Messages in `out` (publishes; pongs are not counted).
+    queued: Cell<u64>,
+    /// Messages the writer took but could not write.
+    failed: Cell<u64>,
 }
 
 impl std::fmt::Debug for Link {
@@ -136,7 +142,39 @@ impl Link {
             codec: RefCell::new(codec),
             waker: Cell::new(None),
             alive: Cell::new(true),
+            queued: Cell::new(0),
+            failed: Cell::new(0),
         }
+    }
+
+    /// Brings a dead link back on a new connection, with that connection's codec and
+    /// nothing queued.
+    pub fn revive(&self, codec: Codec) {
+        *self.codec.borrow_mut() = codec;
+        self.out.borrow_mut().clear();
+        self.queued.set(0);
+        self.failed.set(0);
+        self.alive.set(true);
+    }
+
+    /// Counts `n` messages appended to `out`.
+    pub fn note_queued(&self, n: u64) {
+        self.queued.set(self.queued.get() + n);
+    }
+
+    /// The writer takes what is queued: how many messages that is.
+    fn take_queued(&self) -> u64 {
+        self.queued.take()
+    }
+
+    /// The writer could not write `n` messages it took.
+    fn note_failed(&self, n: u64) {
+        self.failed.set(self.failed.get() + n);
+    }
+
+    /// Messages queued but never written, once the link is dead (and resets the count).
+    pub fn take_unflushed(&self) -> u64 {
+        self.queued.take() + self.failed.take()
     }
 
     /// Wakes the writer when bytes are queued.
@@ -166,6 +204,10 @@ struct Sub {
     received: u64,
     duplicates: u64,
     reorders: u64,
+    reconnects: u64,
+    resumed: u64,
+    drops: u64,
+    down: bool,
     trackers: SmallVec<[(u32, SeqTracker); 2]>,
 }
 
@@ -179,6 +221,9 @@ struct Pub {
     next_ns: u64,
     sent_measured: u64,
     sent_total: u64,
+    unsent_measured: u64,
+    unsent_total: u64,
+    unflushed: u64,
     /// A frame held back to be sent after the next one (injected reorder).
     held: Option<BytesMut>,
     injected_dups: u32,
@@ -198,6 +243,9 @@ struct State {
     interval_sent: u64,
     interval_delivered: u64,
     interval_errors: u64,
+    interval_disconnects: u64,
+    interval_reconnects: u64,
+    reconnect_failures: u64,
     attempted: u64,
     ready: u64,
     injected: u64,
@@ -242,6 +290,9 @@ impl Shard {
                 interval_sent: 0,
                 interval_delivered: 0,
                 interval_errors: 0,
+                interval_disconnects: 0,
+                interval_reconnects: 0,
+                reconnect_failures: 0,
                 attempted: 0,
                 ready: 0,
                 injected: 0,
@@ -285,18 +336,76 @@ impl Shard {
     /// its key index.
     pub fn connected(&self, node: String, server_shard: String, connect_us: u64) -> usize {
         let mut state = self.state.borrow_mut();
-        let state = &mut *state;
-        let next = state.keys.len();
-        let key = *state
-            .key_index
-            .entry((node.clone(), server_shard.clone()))
-            .or_insert(next);
-        if key == next {
-            state.keys.push(KeyStats::new(node, server_shard));
-        }
+        let key = state.key(node, server_shard);
         state.keys[key].connections += 1;
         stats::record(&mut state.keys[key].connect, connect_us);
         key
+    }
+
+    /// A reconnecting subscriber got `CONNECTED` from `node`/`server_shard`: what it
+    /// receives from now on counts there.
+    pub fn landed(&self, slot: usize, node: String, server_shard: String) {
+        let mut state = self.state.borrow_mut();
+        let key = state.key(node, server_shard);
+        if let Some(sub) = state.subs.get_mut(slot) {
+            sub.key = key;
+        }
+    }
+
+    /// Subscriber `slot` (publisher `publisher`, if it publishes) lost its connection;
+    /// `unflushed` messages were queued for it and never written.
+    pub fn disconnected(&self, slot: usize, publisher: Option<u32>, unflushed: u64) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        state.interval_disconnects += 1;
+        if let Some(sub) = state.subs.get_mut(slot) {
+            sub.down = true;
+            sub.drops += 1;
+            if let Some(k) = state.keys.get_mut(sub.key) {
+                k.disconnects += 1;
+            }
+        }
+        if let Some(p) = publisher.and_then(|id| state.pubs.iter_mut().find(|p| p.publisher == id)) {
+            p.unflushed += unflushed;
+        }
+    }
+
+    /// Subscriber `slot` is subscribed again, `reconnect_us` after its drop; `resumed`:
+    /// with `x-since`, whose receipt said `recovery`.
+    pub fn reconnected(&self, slot: usize, reconnect_us: u64, resumed: bool, recovery: Recovery) {
+        let mut state = self.state.borrow_mut();
+        let state = &mut *state;
+        state.interval_reconnects += 1;
+        let Some(sub) = state.subs.get_mut(slot) else {
+            return;
+        };
+        sub.down = false;
+        sub.reconnects += 1;
+        sub.resumed += u64::from(resumed);
+        let Some(k) = state.keys.get_mut(sub.key) else {
+            return;
+        };
+        k.reconnects += 1;
+        stats::record(&mut k.reconnect, reconnect_us);
+        if resumed {
+            k.resumed += 1;
+            match recovery {
+                Recovery::Complete => k.recoveries_true += 1,
+                Recovery::Partial => k.recoveries_false += 1,
+                Recovery::Unknown => k.recoveries_missing += 1,
+            }
+        }
+    }
+
+    /// A reconnect attempt failed with `kind` (counted as `reconnect_<kind>`).
+    pub fn reconnect_failed(&self, kind: &str) {
+        let mut state = self.state.borrow_mut();
+        state.reconnect_failures += 1;
+        let mut name = String::with_capacity(RECONNECT_PREFIX.len() + kind.len());
+        name.push_str(RECONNECT_PREFIX);
+        name.push_str(kind);
+        count_error(&mut state.errors, &name);
+        state.interval_errors += 1;
     }
 
     /// Registers a ready subscriber (and publisher, when `publisher` is set); returns its
@@ -312,6 +421,10 @@ impl Shard {
             received: 0,
             duplicates: 0,
             reorders: 0,
+            reconnects: 0,
+            resumed: 0,
+            drops: 0,
+            down: false,
             trackers: SmallVec::new(),
         });
         if let Some(publisher) = publisher {
@@ -323,6 +436,9 @@ impl Shard {
                 next_ns: 0,
                 sent_measured: 0,
                 sent_total: 0,
+                unsent_measured: 0,
+                unsent_total: 0,
+                unflushed: 0,
                 held: None,
                 injected_dups: 0,
                 injected_reorders: 0,
@@ -343,7 +459,15 @@ impl Shard {
     }
 
     /// Handles the bodies of `MESSAGE` frames that subscriber `slot` received at `now_ns`.
-    pub fn on_messages<'a>(&self, slot: usize, bodies: impl Iterator<Item = &'a [u8]>, now_ns: u64) {
+    /// First receipts of measured messages meant to be sent before `recover_before_ns`
+    /// (when the subscriber last resubscribed; 0 before any drop) count as recovered.
+    pub fn on_messages<'a>(
+        &self,
+        slot: usize,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        now_ns: u64,
+        recover_before_ns: u64,
+    ) {
         let (measure_start, publish_end) = self.control.window();
         let run_id = self.scenario.run_id;
         let mut state = self.state.borrow_mut();
@@ -381,9 +505,13 @@ impl Shard {
             }
             sub.received += 1;
             fresh += 1;
-            let key = sub.key;
-            stats::record(&mut state.keys[key].delivery, latency_us);
             state.table.record(stamp.publisher, stamp.seq, latency_us);
+            if let Some(k) = state.keys.get_mut(sub.key) {
+                stats::record(&mut k.delivery, latency_us);
+                if stamp.intended_ns < recover_before_ns {
+                    k.recovered += 1;
+                }
+            }
         }
         if fresh > 0 {
             self.control.received.fetch_add(fresh, Relaxed);
@@ -406,6 +534,10 @@ impl Shard {
                     received: s.received,
                     duplicates: s.duplicates,
                     reorders: s.reorders,
+                    reconnects: s.reconnects,
+                    resumed: s.resumed,
+                    drops: s.drops,
+                    down: s.down,
                 })
                 .collect(),
             pubs: state
@@ -416,6 +548,9 @@ impl Shard {
                     channel: p.channel,
                     sent_measured: p.sent_measured,
                     sent_total: p.sent_total,
+                    unsent_measured: p.unsent_measured,
+                    unsent_total: p.unsent_total,
+                    unflushed: p.unflushed,
                 })
                 .collect(),
             table: std::mem::take(&mut state.table),
@@ -423,6 +558,7 @@ impl Shard {
             errors: std::mem::take(&mut state.errors),
             attempted: state.attempted,
             ready: state.ready,
+            reconnect_failures: state.reconnect_failures,
             injected: state.injected,
             delivered_total: state.delivered_total,
             foreign: state.foreign,
@@ -431,6 +567,21 @@ impl Shard {
             cpu_window_s,
             cpu_total,
         }
+    }
+}
+
+impl State {
+    /// The index of `node`/`server_shard` in `keys` (added on first sight).
+    fn key(&mut self, node: String, server_shard: String) -> usize {
+        let next = self.keys.len();
+        let key = *self
+            .key_index
+            .entry((node.clone(), server_shard.clone()))
+            .or_insert(next);
+        if key == next {
+            self.keys.push(KeyStats::new(node, server_shard));
+        }
+        key
     }
 }
 
@@ -446,6 +597,8 @@ fn tracker(trackers: &mut SmallVec<[(u32, SeqTracker); 2]>, publisher: u32) -> &
     &mut trackers[at].1
 }
 
+/// Errors of reconnect attempts are counted under their kind with this prefix.
+const RECONNECT_PREFIX: &str = "reconnect_";
 /// 5 ms sleeps a new executor takes before connecting.
 const WARM_UP_TICKS: usize = 10;
 /// Size of the per-shard read buffer.

@@ -1,6 +1,7 @@
 //! The clock task of a shard: it sleeps until the next intended send time, queues every
 //! message whose time has passed (catching up when late, never skipping: latency counts
-//! from the intended time, and the lateness is recorded as send lag), wakes the writers,
+//! from the intended time, and the lateness is recorded as send lag; what falls due while a
+//! publisher's connection is down is counted as unsent, not queued), wakes the writers,
 //! sends an `Interval` each second, and notes the shard's CPU time from the start of the
 //! measured window to the stop. Ends when `Control::stop` is set.
 
@@ -94,6 +95,7 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
         while p.next_ns <= now && p.next_ns < end {
             let intended = p.next_ns;
             p.next_ns += scenario.publish_interval_ns;
+            let measured = intended >= measure_start;
             if !p.link.alive() || p.link.out.borrow().len() > MAX_BACKLOG_BYTES {
                 let kind = if p.link.alive() {
                     "publish_backlog_full"
@@ -101,9 +103,11 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
                     "publish_on_closed"
                 };
                 stats::count_error(errors, kind);
+                // Never sent, so it gets no sequence number and nobody expects it.
+                p.unsent_total += 1;
+                p.unsent_measured += u64::from(measured);
                 continue;
             }
-            let measured = intended >= measure_start;
             let stamp = Stamp {
                 run: scenario.run_id,
                 publisher: p.publisher,
@@ -143,6 +147,7 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
                 p.injected_dups += 1;
                 *injected += 1;
             }
+            p.link.note_queued(1);
             p.seq += 1;
             p.sent_total += 1;
             *interval_sent += 1;
@@ -191,6 +196,8 @@ fn send_interval(shard: &Shard, index: u64, start_ns: u64, end_ns: u64) {
         sent: std::mem::take(&mut state.interval_sent),
         delivered: std::mem::take(&mut state.interval_delivered),
         errors: std::mem::take(&mut state.interval_errors),
+        disconnects: std::mem::take(&mut state.interval_disconnects),
+        reconnects: std::mem::take(&mut state.interval_reconnects),
     };
     let _ = shard.events.send(Event::Interval(Box::new(interval)));
 }
