@@ -20,13 +20,18 @@ pub fn serial() -> MutexGuard<'static, ()> {
 pub struct Engine {
     child: Child,
     port: u16,
+    args: Vec<String>,
 }
 
 impl Engine {
     /// Starts `chat-engine --listen 127.0.0.1:<free port> --shards 1` with `args` and
     /// waits for `/healthz`.
     pub fn start(args: &[&str]) -> Engine {
-        let port = free_port();
+        Engine::start_on(free_port(), args)
+    }
+
+    /// As `start`, on `port`.
+    pub fn start_on(port: u16, args: &[&str]) -> Engine {
         let child = Command::new(engine_bin())
             .args([
                 "--listen",
@@ -40,7 +45,8 @@ impl Engine {
             .stdout(Stdio::null())
             .spawn()
             .expect("engine binary starts");
-        let engine = Engine { child, port };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let engine = Engine { child, port, args };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if engine.get("/healthz").starts_with("HTTP/1.1 200") {
@@ -72,6 +78,21 @@ impl Engine {
         unsafe {
             libc::kill(self.child.id() as i32, signal);
         }
+    }
+
+    /// SIGTERM (the engine closes its clients with 1001 and exits), then the same engine
+    /// again on the same port once the old one is gone; returns when it is healthy.
+    /// Returns how long the port was closed.
+    pub fn restart(&mut self) -> Duration {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+        let down = Instant::now();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let fresh = Engine::start_on(self.port, &args);
+        // The old child is reaped: its drop must not signal a pid that may be reused.
+        let old = std::mem::replace(self, fresh);
+        std::mem::forget(old);
+        down.elapsed()
     }
 
     /// A one-shot GET; the whole answer as text.
