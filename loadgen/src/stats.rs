@@ -62,8 +62,8 @@ pub struct KeyStats {
     pub resumed: u64,
     /// Drop to subscribed again, µs, for the reconnects that landed here.
     pub reconnect: Hist,
-    /// Measured messages this server delivered to a resubscribed connection that were
-    /// meant to be sent before the resubscribe (so they came by replay).
+    /// Measured messages this server delivered to a connection resubscribed with `x-since`
+    /// that were meant to be sent before that SUBSCRIBE (so they came by replay).
     pub recovered: u64,
     /// Resuming receipts with `x-recovered:true`.
     pub recoveries_true: u64,

@@ -32,8 +32,9 @@ pub struct ReconnectReport {
     pub resumed: u64,
     /// Reconnects that resubscribed without it (no `--resume`, or no position seen yet).
     pub resubscribed_plain: u64,
-    /// Measured messages first received on a resubscribed connection that were meant to be
-    /// sent before that resubscribe went out: they came by replay (or were still in flight).
+    /// Measured messages first received on a connection resubscribed with `x-since` that
+    /// were meant to be sent before that SUBSCRIBE went out: they came by replay (or were
+    /// still in flight through the cluster at the resubscribe).
     pub recovered: u64,
     /// Resuming receipts with `x-recovered:true`.
     pub recoveries_true: u64,

@@ -83,7 +83,7 @@ pub async fn run(shard: Rc<Shard>, index: u32) {
             return;
         };
         link.revive(session.codec);
-        user.recover_before_ns = session.subscribed_ns;
+        user.recover_before_ns = session.recover_before_ns;
         let reconnect_us = now_ns().saturating_sub(dropped_ns) / 1000;
         shard.reconnected(slot, reconnect_us, session.resumed, session.recovery);
         (stream, buf) = (session.stream, session.buf);
@@ -96,7 +96,7 @@ struct User {
     positions: Positions,
     /// Waits between reconnect attempts (`None`: no `--reconnect`).
     backoff: Option<Backoff>,
-    /// When the current subscription was (re)subscribed, if it is not the first one:
+    /// When the current subscription was resubscribed with `x-since` (0 otherwise):
     /// messages meant to be sent before then that arrive now came by replay.
     recover_before_ns: u64,
     /// Connections opened so far (varies the SockJS session and the masks).
@@ -130,8 +130,9 @@ struct Session {
     buf: BytesMut,
     /// The server (node, shard) key of a first connection.
     key: usize,
-    /// When the SUBSCRIBE went out, CLOCK_REALTIME ns.
-    subscribed_ns: u64,
+    /// When a resuming SUBSCRIBE went out (0 for a plain one), CLOCK_REALTIME ns: what was
+    /// meant to be sent before it and arrives on this connection came by replay.
+    recover_before_ns: u64,
     /// Whether the SUBSCRIBE carried `x-since`.
     resumed: bool,
     /// What its receipt said about the range.
@@ -238,7 +239,9 @@ async fn handshake(
         codec.encode(Command::Subscribe, &subscribe, b"", &mut out);
         since.is_some()
     };
-    let subscribed_ns = now_ns();
+    // Only a resuming SUBSCRIBE can bring back older messages: after a plain one, those
+    // still in flight are simply delivered.
+    let recover_before_ns = if resumed { now_ns() } else { 0 };
     write_all(&stream, &out).await.map_err(|e| io_kind(&e))?;
 
     let mut key_index = None;
@@ -275,7 +278,7 @@ async fn handshake(
                     if scenario.resume {
                         user.positions.observe(&frame);
                     }
-                    shard.on_messages(slot, std::iter::once(&frame.body[..]), now_ns(), subscribed_ns);
+                    shard.on_messages(slot, std::iter::once(&frame.body[..]), now_ns(), recover_before_ns);
                 }
             }
             (Command::Receipt, Some(key)) => {
@@ -287,7 +290,7 @@ async fn handshake(
                     codec,
                     buf,
                     key,
-                    subscribed_ns,
+                    recover_before_ns,
                     resumed,
                     recovery: Recovery::of(&frame),
                 });

@@ -460,7 +460,7 @@ impl Shard {
 
     /// Handles the bodies of `MESSAGE` frames that subscriber `slot` received at `now_ns`.
     /// First receipts of measured messages meant to be sent before `recover_before_ns`
-    /// (when the subscriber last resubscribed; 0 before any drop) count as recovered.
+    /// (when the subscriber last resubscribed with `x-since`; else 0) count as recovered.
     pub fn on_messages<'a>(
         &self,
         slot: usize,
