@@ -178,7 +178,8 @@ stop_pid() {
   pid_matches "$pid" "$word" || return 0
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < secs * 10; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
+    # Gone, or a zombie nobody reaps yet (its cmdline is empty): either way, stopped.
+    pid_matches "$pid" "$word" || return 0
     sleep 0.1
   done
   log "$word (pid $pid) still running after ${secs}s; sending SIGKILL"
