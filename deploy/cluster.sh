@@ -7,13 +7,22 @@
 #   cluster.sh status             what runs and whether /healthz answers 200
 #   cluster.sh logs [-f] [NAME]   engine and nginx logs (NAME: node1, node2, ..., nginx)
 #   cluster.sh stop-node K        drain and stop engine K (`up` starts it again)
+#   cluster.sh kill-node K        kill -9 engine K: its clients' sockets just close
+#   cluster.sh restart-node K     SIGTERM engine K (clients get close 1001), start it
+#                                 again, wait until it is healthy and nginx uses it
+#   cluster.sh rolling-restart [--pause S]   restart-node every engine, one at a time
 #   cluster.sh bench [ARGS...]    loadgen through nginx; results in results/<timestamp>/
+#   cluster.sh chaos (--kill K | --restart K | --rolling) [--after S] [-- ARGS...]
+#                                 bench ARGS with that fault S s (10) after loadgen starts
 #   cluster.sh demo               up --nodes 2, bench, down, print the latency table
 #
 # nginx listens on 127.0.0.1:$CLUSTER_PORT (8080); engine K on CLUSTER_PORT+K
 # (8081, 8082, ...) with --node-id nodeK, one shard pinned to CPU (K-1) mod ncores.
 # Kafka comes from deploy/kafka/kafka.sh, stopped by `down` only if `up` started it.
 # Pid files, logs and the nginx run dir live in $CLUSTER_STATE (deploy/.cache/cluster).
+# kill-node, restart-node and rolling-restart may run beside a bench (another shell, or
+# chaos): they only read and rewrite nodeK.pid. A killed node keeps its pid file, so
+# restart-node (or up) brings it back; chaos restarts a node it killed once the bench ends.
 # With --tls nginx serves https/wss on the same port with a self-signed certificate
 # for 127.0.0.1 and localhost, made once in $CLUSTER_STATE/tls (cert.pem is the CA
 # to trust) and kept across runs; engines stay plain HTTP behind it.
@@ -42,7 +51,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -111,9 +120,11 @@ start_kafka() {
   bash "$KAFKA_SH" start || die "kafka.sh start failed"
 }
 
+# start_node K [append]: start engine K unless it runs; `append` keeps its old log.
 start_node() {
   local k="$1" port=$((PORT + $1)) pidfile="$STATE/node$1.pid" ncores cpus="" s
   local -a extra=()
+  local logfile="$STATE/node$1.log"
   if pid_matches "$(cat "$pidfile" 2>/dev/null)" "--node-id node$k "; then
     return 0
   fi
@@ -123,12 +134,14 @@ start_node() {
     cpus+="${cpus:+,}$(((((k - 1) * SHARDS) + s) % ncores))"
   done
   read -ra extra <<<"${CHAT_ENGINE_ARGS:-}"
+  # A restart keeps what the last run said (why it stopped) above what this one says.
+  [ "${2:-}" = append ] || : >"$logfile"
   setsid "$CHAT_ENGINE_BIN" --listen "127.0.0.1:$port" --node-id "node$k" \
     --kafka-brokers "127.0.0.1:$KAFKA_PORT" --shards "$SHARDS" --cpus "$cpus" \
     --base-path "$CHAT_BASE_PATH" "${extra[@]}" \
-    >"$STATE/node$k.log" 2>&1 </dev/null &
+    >>"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
-  log "node$k: pid $!, 127.0.0.1:$port, cpus $cpus, log $STATE/node$k.log"
+  log "node$k: pid $!, 127.0.0.1:$port, cpus $cpus, log $logfile"
 }
 
 start_nginx() {
@@ -153,7 +166,17 @@ start_nginx() {
 # Through nginx, /healthz must answer 200 from every engine (the X-Chat-Upstream
 # header says which one answered; with no open sockets least_conn rotates).
 wait_nginx() {
-  local nodes="$1" deadline head upstream k missing
+  local nodes="$1" k
+  local -a all=()
+  for ((k = 1; k <= nodes; k++)); do all+=("$k"); done
+  wait_nginx_sees "${all[@]}"
+}
+
+# wait_nginx_sees K...: until /healthz through nginx has been answered by each engine K.
+# A restarted engine has the fewest sockets, so least_conn picks it as soon as nginx
+# stops counting it failed (fail_timeout after its last failed attempt).
+wait_nginx_sees() {
+  local deadline head upstream k missing
   local -A seen=()
   deadline=$(($(date +%s) + READY_SECS))
   while :; do
@@ -163,7 +186,7 @@ wait_nginx() {
       seen["${upstream##*,}"]=1
     fi
     missing=""
-    for ((k = 1; k <= nodes; k++)); do
+    for k in "$@"; do
       [ -n "${seen["127.0.0.1:$((PORT + k))"]:-}" ] || missing+=" node$k"
     done
     [ -z "$missing" ] && return 0
@@ -196,6 +219,106 @@ cmd_stop_node() {
   [[ "$k" =~ ^[0-9]+$ ]] || usage
   stop_pid "$(cat "$STATE/node$k.pid" 2>/dev/null || true)" "--node-id node$k " 20
   rm -f "$STATE/node$k.pid"
+}
+
+# ---------------------------------------------------------------- faults
+
+cmd_kill_node() {
+  local k="${1:-}" pid i
+  [[ "$k" =~ ^[0-9]+$ ]] || usage
+  pid="$(cat "$STATE/node$k.pid" 2>/dev/null || true)"
+  pid_matches "$pid" "--node-id node$k " || die "node$k is not running"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    pid_matches "$pid" "--node-id node$k " || break
+    sleep 0.1
+  done
+  log "node$k: killed (pid $pid, SIGKILL); restart-node $k or up brings it back"
+}
+
+cmd_restart_node() {
+  local k="${1:-}" pidfile pid
+  [[ "$k" =~ ^[0-9]+$ ]] || usage
+  pidfile="$STATE/node$k.pid"
+  [ -f "$pidfile" ] || die "node$k is not part of the cluster (no $pidfile; use up)"
+  pid="$(cat "$pidfile" 2>/dev/null || true)"
+  if pid_matches "$pid" "--node-id node$k "; then
+    log "node$k: restarting (SIGTERM: its clients get close 1001)"
+    stop_pid "$pid" "--node-id node$k " 20
+  else
+    log "node$k: not running; starting it"
+  fi
+  start_node "$k" append
+  wait_healthz "$((PORT + k))" "$READY_SECS" "$(cat "$pidfile")" "$STATE/node$k.log" ||
+    die "node$k did not become healthy"
+  wait_nginx_sees "$k"
+  log "node$k: back, healthy, and nginx sends it traffic"
+}
+
+cmd_rolling_restart() {
+  local pause=2 k first=1
+  local -a nodes=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --pause) pause="${2:-}"; shift 2 || usage ;;
+      --pause=*) pause="${1#--pause=}"; shift ;;
+      *) usage ;;
+    esac
+  done
+  [[ "$pause" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--pause wants seconds, not '$pause'"
+  mapfile -t nodes < <(node_numbers)
+  [ ${#nodes[@]} -gt 0 ] || die "no engines in $STATE (is the cluster up?)"
+  for k in "${nodes[@]}"; do
+    # Let the clients of the last one settle before the next one goes.
+    [ "$first" = 1 ] || sleep "$pause"
+    first=0
+    cmd_restart_node "$k"
+  done
+  log "rolling-restart: ${#nodes[@]} node(s) restarted one by one"
+}
+
+# chaos FAULT [--after S] [-- ARGS...]: bench ARGS in the foreground (Ctrl-C ends it as
+# usual) while a background job injects the fault S seconds after loadgen starts (its
+# connecting and warm-up, 5 s by default, come first). A node killed is restarted once
+# the bench is over, so the next run starts with the whole cluster.
+cmd_chaos() {
+  local fault="" k="" after=10 injector status=0
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --kill | --restart) fault="${1#--}"; k="${2:-}"; shift 2 || usage ;;
+      --rolling) fault=rolling; shift ;;
+      --after) after="${2:-}"; shift 2 || usage ;;
+      --after=*) after="${1#--after=}"; shift ;;
+      --) shift; break ;;
+      *) usage ;;
+    esac
+  done
+  [ -n "$fault" ] || die "chaos wants --kill K, --restart K or --rolling"
+  [[ "$after" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--after wants seconds, not '$after'"
+  if [ "$fault" != rolling ]; then
+    [[ "$k" =~ ^[0-9]+$ ]] || die "--$fault wants a node number, not '$k'"
+    pid_matches "$(cat "$STATE/node$k.pid" 2>/dev/null || true)" "--node-id node$k " ||
+      die "node$k is not running"
+  fi
+  (
+    sleep "$after"
+    log "chaos: ${fault}${k:+ node$k} at ${after}s"
+    case "$fault" in
+      kill) cmd_kill_node "$k" ;;
+      restart) cmd_restart_node "$k" ;;
+      rolling) cmd_rolling_restart ;;
+    esac
+  ) &
+  injector=$!
+  # shellcheck disable=SC2064 # the pid is known now and must not change
+  trap "kill $injector 2>/dev/null || true" EXIT
+  cmd_bench "$@" || status=$?
+  wait "$injector" || log "chaos: the fault did not go as planned (see above)"
+  trap - EXIT
+  if [ "$fault" = kill ]; then
+    cmd_restart_node "$k"
+  fi
+  return "$status"
 }
 
 cmd_status() {
@@ -372,7 +495,11 @@ case "$cmd" in
   status) cmd_status ;;
   logs) cmd_logs "$@" ;;
   stop-node) cmd_stop_node "$@" ;;
+  kill-node) cmd_kill_node "$@" ;;
+  restart-node) cmd_restart_node "$@" ;;
+  rolling-restart) cmd_rolling_restart "$@" ;;
   bench) cmd_bench "$@" ;;
+  chaos) cmd_chaos "$@" ;;
   demo) cmd_demo ;;
   *) usage ;;
 esac
