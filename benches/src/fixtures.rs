@@ -93,6 +93,7 @@ pub fn published(body_bytes: usize) -> Message {
         body: Bytes::from(chat_body(body_bytes)),
         id: Bytes::from_static(b"node-0-0-1234567"),
         position: None,
+        delivered_on_origin: false,
     }
 }
 

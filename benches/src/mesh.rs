@@ -14,13 +14,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::config::Ordering;
 use engine::fanout::Outbound;
 use engine::ids::{ConnId, ShardId};
 use engine::interest::Interest;
 use engine::message::Message;
 use engine::metrics::ShardStats;
-use engine::router::{Links, Router};
+use engine::router::{Links, Mesh, Router, Settings};
 use engine::shard::MESH_QUEUE;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
@@ -87,7 +86,7 @@ impl MeshRig {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let interest = Arc::new(Interest::new(shards));
         let stats: Vec<_> = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
-        let data = MeshBuilder::<Arc<Message>, _>::full(shards, MESH_QUEUE);
+        let data = MeshBuilder::<Mesh, _>::full(shards, MESH_QUEUE);
         let control = MeshBuilder::<Control, _>::full(shards, CONTROL_QUEUE);
         let (commands, command_rx) = mpsc::channel();
         let (reply_tx, replies) = mpsc::channel();
@@ -160,7 +159,7 @@ type CoordinatorEnds = Arc<Mutex<Option<(mpsc::Receiver<Command>, mpsc::Sender<R
 impl Shard {
     async fn run(
         self,
-        data: MeshBuilder<Arc<Message>, Full>,
+        data: MeshBuilder<Mesh, Full>,
         control: MeshBuilder<Control, Full>,
         coordinator: CoordinatorEnds,
     ) {
@@ -182,14 +181,15 @@ impl Shard {
         let router = Rc::new(Router::new(
             ShardId(peer),
             "bench",
+            1 << 32,
             self.interest.clone(),
             links,
-            Ordering::Kafka,
+            Settings::default(),
             stats.clone(),
         ));
         for (_, receiver) in receivers.streams() {
             let router = router.clone();
-            glommio::spawn_local(async move { router.deliver_from_peer(receiver).await }).detach();
+            glommio::spawn_local(async move { router.serve_peer(receiver).await }).detach();
         }
         let (queues, sentinel) = subscribe(&router, self.layout.get(peer).copied().unwrap_or(0));
         let to = Rc::new(to);
@@ -209,6 +209,7 @@ impl Shard {
                         body: Bytes::from_static(b"{}"),
                         id: Bytes::from_static(b"sentinel"),
                         position: None,
+                        delivered_on_origin: false,
                     }),
                 };
                 rounds.serve(commands, replies).await;

@@ -14,13 +14,12 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use engine::bridge;
-use engine::config::Ordering;
 use engine::fanout::Outbound;
 use engine::ids::{ConnId, ShardId};
 use engine::interest::Interest;
 use engine::message::{put_destination, Message, Position};
 use engine::metrics::ShardStats;
-use engine::router::{Delivered, Links, Router};
+use engine::router::{Delivered, Links, Router, Settings};
 
 use crate::fixtures;
 
@@ -88,10 +87,8 @@ pub fn batch(records: usize, channels: usize, value_bytes: usize) -> Vec<Arc<Mes
                 destination: shared.slice(destination),
                 body: shared.slice(value),
                 id: shared.slice(id),
-                position: Some(Position {
-                    stream: (n % 8) as u64,
-                    seq: n as u64,
-                }),
+                position: Some(Position::new((n % 8) as u64, n as u64, b"")),
+                delivered_on_origin: false,
             })
         })
         .collect()
@@ -107,6 +104,7 @@ pub fn outgoing(records: usize, channels: usize, value_bytes: usize) -> Vec<Mess
                 destination: Bytes::from(format!("/sub/chat/{name}")),
                 id: Bytes::from(format!("{NODE_ID}-0-{n}")),
                 position: None,
+                delivered_on_origin: false,
             }
         })
         .collect()
@@ -142,9 +140,10 @@ impl KafkaRoute {
                 let router = Router::new(
                     ShardId(shard),
                     NODE_ID,
+                    1 << 32,
                     interest.clone(),
                     links,
-                    Ordering::Kafka,
+                    Settings::default(),
                     stats.clone(),
                 );
                 for c in 0..channels {

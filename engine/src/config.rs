@@ -86,9 +86,26 @@ pub struct Config {
     /// CHAT_KAFKA_PROPERTIES: comma-separated, used when no flag or file gives any.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = KafkaProperty::parse)]
     pub kafka_property: Vec<KafkaProperty>,
-    /// Delivery order in cluster mode.
-    #[arg(long, env = "CHAT_ORDERING", value_enum, default_value_t = Ordering::Kafka)]
-    pub ordering: Ordering,
+    /// Messages of history kept per channel (for `x-since` and `x-history`).
+    #[arg(long, env = "CHAT_HISTORY_MESSAGES", default_value_t = 1000)]
+    pub history_messages: usize,
+    /// Bytes of history kept per shard, over all its channels, MiB.
+    #[arg(long, env = "CHAT_HISTORY_MIB", default_value_t = 64)]
+    pub history_mib: usize,
+    /// Age of the oldest message kept in history, seconds.
+    #[arg(long, env = "CHAT_HISTORY_SECS", default_value_t = 3600)]
+    pub history_secs: u64,
+    /// Largest `x-history` a client may ask for.
+    #[arg(long, env = "CHAT_MAX_HISTORY", default_value_t = 200)]
+    pub max_history: usize,
+    /// Most messages one resume may bring back from Kafka; more and the client is told
+    /// `x-recovered:false` (reload).
+    #[arg(long, env = "CHAT_REPLAY_MAX", default_value_t = 10_000)]
+    pub replay_max: usize,
+    /// How long a resume may wait for history or a replay before it answers
+    /// `x-recovered:false`, ms.
+    #[arg(long, env = "CHAT_RESUME_TIMEOUT_MS", default_value_t = 10_000)]
+    pub resume_timeout_ms: u64,
     /// Log filter (`tracing` env-filter syntax).
     #[arg(long, env = "CHAT_LOG", default_value = "info")]
     pub log: String,
@@ -125,17 +142,6 @@ impl std::fmt::Debug for KafkaProperty {
             None => f.write_str("<malformed>"),
         }
     }
-}
-
-/// How a clustered node orders deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Ordering {
-    /// Every delivery, local ones too, goes through Kafka: every node sees each channel
-    /// in the same order (the default: what chat users expect).
-    Kafka,
-    /// Local subscribers get a message at once, other nodes through Kafka: lower latency,
-    /// but two nodes may see two messages of one channel in different orders.
-    Local,
 }
 
 /// How log lines are written to stderr.
@@ -236,7 +242,8 @@ impl Config {
             fetch_wait_ms: self.kafka_fetch_wait_ms,
             acks: self.kafka_acks.clone(),
             buffer_messages: self.kafka_buffer,
-            skip_own: self.ordering == Ordering::Local,
+            replay_max_messages: self.replay_max,
+            replay_queue: REPLAY_QUEUE,
             properties: self
                 .kafka_property
                 .iter()
@@ -300,6 +307,15 @@ impl Config {
         if self.io_memory_kib < 16 {
             return invalid("io-memory-kib", "must be at least 16");
         }
+        if self.history_messages == 0 || self.history_mib == 0 || self.history_secs == 0 {
+            return invalid("history-messages", "history bounds (messages, MiB, seconds) must be at least 1");
+        }
+        if self.max_history > self.history_messages {
+            return invalid("max-history", "must be at most history-messages");
+        }
+        if self.replay_max == 0 || self.resume_timeout_ms == 0 {
+            return invalid("replay-max", "replay-max and resume-timeout-ms must be at least 1");
+        }
         if self.kafka_partitions < 1 {
             return invalid("kafka-partitions", "must be at least 1");
         }
@@ -323,6 +339,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// Replay requests a node's bridge queues before it answers "not recovered" at once.
+const REPLAY_QUEUE: usize = 1024;
 
 /// Turns a TOML table into `--key value` arguments.
 fn file_args(path: &PathBuf) -> Result<Vec<String>, Error> {

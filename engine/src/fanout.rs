@@ -80,11 +80,12 @@ pub fn push_all(frame: &[u8], members: &[Member]) -> u64 {
 /// The complete WebSocket frame carrying `msg` as a `MESSAGE` for subscribers with `key`,
 /// in `scratch`.
 pub fn encode<'s>(msg: &Message, key: &WireKey, scratch: &'s mut Scratch) -> &'s [u8] {
+    let offset = msg.position.map(|p| p.text());
     let head = MessageHead {
         destination: &msg.destination,
         subscription: &key.subscription.0,
         id: &msg.id,
-        offset: None,
+        offset: offset.as_ref().map(|o| o.as_bytes()),
     };
     server::encode_message(&head, &msg.body, key.version, key.framing, scratch)
 }
@@ -300,6 +301,7 @@ mod tests {
             body: Bytes::from_static(br#"{"message":"hi"}"#),
             id: Bytes::from_static(b"n-0-1"),
             position: None,
+            delivered_on_origin: false,
         }
     }
 

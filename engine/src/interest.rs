@@ -55,6 +55,12 @@ impl Interest {
         mask
     }
 
+    /// The shard that owns `destination`'s order and history: the same on every thread
+    /// and, for a given shard count, on every node.
+    pub fn owner(&self, destination: &[u8]) -> usize {
+        slot(destination) % self.shards
+    }
+
     fn counter(&self, shard: usize, destination: &[u8]) -> &AtomicU32 {
         &self.counters[slot(destination) * self.shards + shard]
     }

@@ -28,6 +28,7 @@
 pub mod bridge;
 pub mod config;
 pub mod fanout;
+pub mod history;
 pub mod ids;
 pub mod interest;
 pub mod message;

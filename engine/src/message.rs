@@ -31,18 +31,109 @@ pub struct Message {
     /// Its place in its channel's order, once the log that orders the channel gave it
     /// one (`x-offset` on the wire).
     pub position: Option<Position>,
+    /// Published while Kafka was away: its node delivered it at once, without a position,
+    /// and the copy that Kafka brings back later is for the other nodes only.
+    pub delivered_on_origin: bool,
 }
 
 /// Where a message sits in the one order of its channel: the log (`stream`: a Kafka
-/// partition, or a node's own numbering) and the message's sequence number in it. The
-/// same for one message on every node and shard; it increases within a channel.
+/// partition, or a node's own numbering of its lifetime) and the message's sequence
+/// number in it, plus a check of the message's id, so that a position is recognised as
+/// this message's and not misread in a recreated topic or a restarted node. The same for
+/// one message on every node and shard; it increases within a channel. On the wire
+/// (`x-offset`) it is `{stream:x}-{seq}-{check:x}`, opaque to clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
     /// Which log numbered the message.
     pub stream: u64,
     /// Its number in that log.
     pub seq: u64,
+    /// A 16-bit hash of the message's id.
+    pub check: u16,
 }
+
+impl Position {
+    /// The position `seq` of `stream` for the message with `id`.
+    pub fn new(stream: u64, seq: u64, id: &[u8]) -> Self {
+        // FNV-1a, folded to 16 bits: a check, not a secret.
+        let hash = id
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        Position {
+            stream,
+            seq,
+            check: (hash ^ (hash >> 16) ^ (hash >> 32) ^ (hash >> 48)) as u16,
+        }
+    }
+
+    /// Appends the wire form.
+    pub fn write(&self, out: &mut BytesMut) {
+        out.put_slice(self.text().as_bytes());
+    }
+
+    /// The wire form, on the stack (it goes into every `MESSAGE` of a channel).
+    pub fn text(&self) -> PositionText {
+        let mut text = PositionText {
+            bytes: [0; MAX_POSITION_BYTES],
+            len: 0,
+        };
+        text.put_hex(self.stream);
+        text.put(b"-");
+        text.put(itoa::Buffer::new().format(self.seq).as_bytes());
+        text.put(b"-");
+        text.put_hex(u64::from(self.check));
+        text
+    }
+
+    /// Parses the wire form; `None` for anything else.
+    pub fn parse(text: &[u8]) -> Option<Position> {
+        if text.len() > MAX_POSITION_BYTES {
+            return None;
+        }
+        let text = std::str::from_utf8(text).ok()?;
+        let mut parts = text.split('-');
+        let (stream, seq, check) = (parts.next()?, parts.next()?, parts.next()?);
+        let plain = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
+        if parts.next().is_some() || !plain(stream, 16) || !plain(seq, 10) || !plain(check, 16) {
+            return None;
+        }
+        Some(Position {
+            stream: u64::from_str_radix(stream, 16).ok()?,
+            seq: seq.parse().ok()?,
+            check: u16::from_str_radix(check, 16).ok()?,
+        })
+    }
+}
+
+/// A position's wire form.
+#[derive(Debug, Clone, Copy)]
+pub struct PositionText {
+    bytes: [u8; MAX_POSITION_BYTES],
+    len: usize,
+}
+
+impl PositionText {
+    /// The text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    fn put(&mut self, part: &[u8]) {
+        // At most 16 + 1 + 20 + 1 + 4 bytes in all: within the array.
+        self.bytes[self.len..self.len + part.len()].copy_from_slice(part);
+        self.len += part.len();
+    }
+
+    fn put_hex(&mut self, n: u64) {
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in (0..digits).rev() {
+            self.put(&[b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize]]);
+        }
+    }
+}
+
+/// Longest `x-offset` value accepted (the longest one written is 42 bytes).
+const MAX_POSITION_BYTES: usize = 48;
 
 impl Message {
     /// A message for `destination` with `body`, not yet given an id.
@@ -52,6 +143,25 @@ impl Message {
             body,
             id: Bytes::new(),
             position: None,
+            delivered_on_origin: false,
+        }
+    }
+
+    /// A copy whose parts share one allocation of their own, so that keeping it (in a
+    /// history) does not keep alive the buffer it was cut from (a Kafka poll's).
+    pub fn compact(&self) -> Message {
+        let mut bytes = BytesMut::with_capacity(self.destination.len() + self.body.len() + self.id.len());
+        bytes.put_slice(&self.destination);
+        bytes.put_slice(&self.body);
+        bytes.put_slice(&self.id);
+        let bytes = bytes.freeze();
+        let (d, b) = (self.destination.len(), self.destination.len() + self.body.len());
+        Message {
+            destination: bytes.slice(..d),
+            body: bytes.slice(d..b),
+            id: bytes.slice(b..),
+            position: self.position,
+            delivered_on_origin: self.delivered_on_origin,
         }
     }
 
@@ -212,6 +322,19 @@ mod tests {
         let other = Message::new(Bytes::from_static(b"/sub/notice"), Bytes::new());
         assert_eq!(other.channel(), None);
         assert_eq!(channel_of(b"/sub/chat/"), None);
+    }
+
+    #[test]
+    fn positions_round_trip_and_refuse_anything_else() {
+        let p = Position::new(0x1f, 1042, b"node-1-0-7");
+        let mut text = BytesMut::new();
+        p.write(&mut text);
+        assert_eq!(Position::parse(&text), Some(p));
+        assert_ne!(Position::new(0x1f, 1042, b"node-1-0-8"), p, "another message, another check");
+        for bad in [&b""[..], b"1-2", b"1-2-3-4", b"g-1-1", b"1--1", b"-1-1", b"1-+2-1", b"1-2-10000", b"1-99999999999999999999-1"] {
+            assert_eq!(Position::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(Position::parse(&[b'1'; 60]), None);
     }
 
     #[test]

@@ -17,7 +17,8 @@ use smallvec::SmallVec;
 
 use crate::fanout::WireKey;
 use crate::ids::{ConnId, SubId};
-use crate::message::{self, Message};
+use crate::message::{self, Message, Position};
+use crate::router::Resume;
 use crate::metrics::{ErrorKind, ShardStats};
 
 /// What every session of a shard is told by the configuration.
@@ -31,6 +32,8 @@ pub struct Settings {
     pub sockjs_heartbeat: Duration,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// Largest `x-history` a client may ask for.
+    pub max_history: usize,
     /// Decoder limits.
     pub limits: server::Limits,
 }
@@ -83,12 +86,15 @@ pub struct Effect {
 /// Changes to the shard's state that a frame asks for.
 #[derive(Debug)]
 pub enum Action {
-    /// Add a subscriber of `destination`, queued with the wire form `key`.
+    /// Add a subscriber of `destination`, queued with the wire form `key`, after what it
+    /// asked to catch up on (`x-since`, `x-history`), if anything.
     Subscribe {
         /// The destination.
         destination: Bytes,
         /// How this subscriber's `MESSAGE`s look (its `subscription` id among them).
         key: WireKey,
+        /// What it asked to catch up on.
+        resume: Option<Resume>,
     },
     /// Remove subscription `sub` from `destination`.
     Unsubscribe {
@@ -106,6 +112,9 @@ pub enum Action {
 pub enum Outcome {
     /// Done: the client gets its `RECEIPT`.
     Done,
+    /// A subscription that caught up: its `RECEIPT` says whether all it asked for was
+    /// delivered (`x-recovered`).
+    Recovered(bool),
     /// Refused: the client gets an `ERROR` with this text, then the connection closes.
     Refused(&'static str),
 }
@@ -207,6 +216,13 @@ impl Session {
         match outcome {
             Outcome::Done => {
                 self.send_receipt(receipt, out);
+                Step::Continue
+            }
+            Outcome::Recovered(recovered) => {
+                if let Some(receipt) = receipt {
+                    let flag: &[u8] = if recovered { b"true" } else { b"false" };
+                    self.send_frame(Command::Receipt, &[("receipt-id", receipt), ("x-recovered", flag)], b"", out);
+                }
                 Step::Continue
             }
             Outcome::Refused(message) => self.refuse(env, message, receipt, out),
@@ -313,6 +329,22 @@ impl Session {
         if self.subs.len() >= env.settings.max_subscriptions {
             return Err(ProtocolRule("too many subscriptions"));
         }
+        // Catching up is for chat channels, the destinations that have an order.
+        let resume = match (frame.header(b"x-since"), frame.header(b"x-history")) {
+            _ if message::channel_of(destination).is_none() => None,
+            (Some(since), _) => Some(Position::parse(since).map_or(Resume::Unreadable, Resume::Since)),
+            (None, Some(n)) => {
+                let n = std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or(ProtocolRule("x-history must be a number of messages"))?;
+                if n > env.settings.max_history {
+                    return Err(ProtocolRule("x-history asks for more messages than this server keeps"));
+                }
+                Some(Resume::Last(n))
+            }
+            (None, None) => None,
+        };
         let (sub, destination) = (SubId(Bytes::copy_from_slice(id)), Bytes::copy_from_slice(destination));
         self.subs.push((sub.clone(), destination.clone()));
         ShardStats::shift(&env.stats.subscriptions, 1);
@@ -321,7 +353,11 @@ impl Session {
             version: self.version.unwrap_or(Version::V1_0),
             subscription: sub,
         };
-        Ok(Action::Subscribe { destination, key })
+        Ok(Action::Subscribe {
+            destination,
+            key,
+            resume,
+        })
     }
 
     fn on_unsubscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Option<Action>, ProtocolRule> {

@@ -47,10 +47,22 @@ fn delivers_to_interested_shards_of_every_node_once() {
         a.send(0, b"room1", value, format!("m-{i}").as_bytes());
     }
 
-    let got = shards.wait_for(9, Duration::from_secs(20));
+    // Each channel's owner shard gets its records too (it keeps the history): `nobody`
+    // on each node, and `room1` on node a when shard 0 owns it.
+    let owner = a.interest.owner(b"/sub/chat/room1");
+    let owned_extra = if owner == 1 { 0 } else { 3 };
+    let total = 9 + owned_extra + 2;
+    let got = shards.wait_for(total, Duration::from_secs(20));
     let extra = shards.quiet(Duration::from_millis(700));
     assert!(extra.is_empty(), "unexpected deliveries: {extra:?}");
-    assert_eq!(got.len(), 9, "got {got:?}");
+    assert_eq!(got.len(), total, "got {got:?}");
+    let nobody = |d: &&(usize, usize, Arc<Message>)| d.2.channel().as_deref() == Some(&b"nobody"[..]);
+    let owner_nobody = a.interest.owner(b"/sub/chat/nobody");
+    assert!(got.iter().filter(nobody).all(|d| d.1 == owner_nobody), "only the owner gets `nobody`");
+    let got: Vec<_> = got
+        .into_iter()
+        .filter(|d| d.2.channel().as_deref() != Some(&b"nobody"[..]) && !(d.0 == 0 && d.1 == 0))
+        .collect();
     for (node, shard) in [(0, 1), (1, 0), (1, 1)] {
         let mine: Vec<&Arc<Message>> = got
             .iter()
@@ -72,13 +84,12 @@ fn delivers_to_interested_shards_of_every_node_once() {
             }
         }
     }
-    assert!(!got.iter().any(|d| d.2.channel().as_deref() == Some(&b"nobody"[..])));
 
     let (a_stats, b_stats) = (a.bridge.stats(), b.bridge.stats());
     wait_until(Duration::from_secs(10), || a_stats.produced() == 4);
     assert_eq!(a_stats.produce_errors(), 0);
     assert!(b_stats.consumed() >= 4);
-    assert_eq!(b_stats.routed(), 6);
+    assert_eq!(b_stats.routed(), 7);
     assert!(a_stats.healthy() && b_stats.healthy());
     let mut text = String::new();
     a_stats.render_prometheus("a", &mut text);
@@ -109,19 +120,24 @@ fn keeps_per_channel_order_for_10k_records_over_20_channels() {
     let (b, b_ports) = Node::start(&brokers, &topic, "b");
     const CHANNELS: usize = 20;
     const RECORDS: usize = 10_000;
-    let mut expected = 0;
     for c in 0..CHANNELS {
         let destination = format!("/sub/chat/ch{c}");
-        let per_channel = RECORDS / CHANNELS;
         b.interest.add(0, destination.as_bytes());
-        expected += per_channel;
         if c % 2 == 0 {
             b.interest.add(1, destination.as_bytes());
-            expected += per_channel;
         }
         if c < 5 {
             a.interest.add(1, destination.as_bytes());
-            expected += per_channel;
+        }
+    }
+    // A shard gets a channel's records when it has interest in it or owns it.
+    let mut expected = 0;
+    for c in 0..CHANNELS {
+        let destination = format!("/sub/chat/ch{c}");
+        for node in [&a, &b] {
+            let owner = 1 << node.interest.owner(destination.as_bytes());
+            let mask = node.interest.shards_for(destination.as_bytes()) | owner;
+            expected += mask.count_ones() as usize * (RECORDS / CHANNELS);
         }
     }
     let shards = Shards::connect(vec![a_ports, b_ports]);
@@ -249,14 +265,13 @@ fn starts_degraded_and_catches_up_when_the_broker_returns() {
     assert_eq!(a_stats.produced(), 0);
     drop(restart);
 
-    let got = shards.wait_for(1, Duration::from_secs(60));
+    let got = shards.wait_for_on((0, 1), 1, Duration::from_secs(60));
     assert_eq!(got.len(), 1, "the record did not arrive");
-    assert_eq!((got[0].0, got[0].1), (0, 1));
     assert_eq!(got[0].2.body, Bytes::from_static(b"during the outage"));
     wait_until(Duration::from_secs(15), || a_stats.connected());
     assert_eq!(a_stats.produced(), 1);
     assert!(
-        shards.quiet(Duration::from_millis(500)).is_empty(),
+        shards.quiet(Duration::from_millis(500)).iter().all(|d| (d.0, d.1) != (0, 1)),
         "duplicates arrived"
     );
     a.shutdown();
@@ -282,7 +297,9 @@ fn survives_a_broker_restart() {
         }
     };
     publish(0..50);
-    assert_eq!(shards.wait_for(50, Duration::from_secs(20)).len(), 50);
+    // Each node's owner shard of the channel gets the records too (for its history):
+    // only node b's shard 0 is looked at here.
+    assert_eq!(shards.wait_for_on((1, 0), 50, Duration::from_secs(20)).len(), 50);
 
     let restart = RestartGuard;
     assert!(kafka_sh(&["stop"]), "kafka.sh stop failed");
@@ -310,9 +327,9 @@ fn survives_a_broker_restart() {
     assert!(!c_stats.healthy());
     drop(restart);
 
-    let got = shards.wait_for(100, Duration::from_secs(60));
+    let got = shards.wait_for_on((1, 0), 100, Duration::from_secs(60));
     assert!(
-        shards.quiet(Duration::from_millis(500)).is_empty(),
+        shards.quiet(Duration::from_millis(500)).iter().all(|d| (d.0, d.1) != (1, 0)),
         "duplicates arrived"
     );
     let values: Vec<Bytes> = got.iter().map(|d| d.2.body.clone()).collect();
@@ -417,7 +434,7 @@ impl Node {
         };
         let (outbound, inbound) = ports
             .into_iter()
-            .map(|ShardPort { outbound, inbound }| (outbound, inbound))
+            .map(|ShardPort { outbound, inbound, .. }| (outbound, inbound))
             .unzip();
         (
             Node {
@@ -496,6 +513,20 @@ impl Shards {
         while got.len() < count {
             match self.deliveries.recv_deadline(deadline) {
                 Ok(delivery) => got.push(delivery),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+
+    /// Collects `count` deliveries to one (node, shard), dropping the others.
+    fn wait_for_on(&self, at: (usize, usize), count: usize, limit: Duration) -> Vec<(usize, usize, Arc<Message>)> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::with_capacity(count);
+        while got.len() < count {
+            match self.deliveries.recv_deadline(deadline) {
+                Ok(delivery) if (delivery.0, delivery.1) == at => got.push(delivery),
+                Ok(_) => {}
                 Err(_) => break,
             }
         }

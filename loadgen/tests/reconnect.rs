@@ -158,7 +158,6 @@ fn resume_falls_back_to_a_plain_resubscribe_without_a_position() {
 /// subscribers on the second, which is restarted with SIGTERM mid-run. Its subscribers
 /// come back with `x-since` and must get everything they missed, once, in order.
 #[test]
-#[ignore = "needs the engine's resume (x-offset on MESSAGE, x-since on SUBSCRIBE, x-recovered on RECEIPT: protocol.md, Additions of our own), not on main yet; also CHAT_KAFKA_BROKERS"]
 fn resume_over_kafka_loses_and_repeats_nothing() {
     let Some(brokers) = std::env::var("CHAT_KAFKA_BROKERS").ok().filter(|b| !b.is_empty()) else {
         assert!(

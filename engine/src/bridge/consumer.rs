@@ -27,8 +27,8 @@ use crate::message::{put_destination, Message, Position};
 pub(super) struct Consumer {
     pub(super) consumer: BaseConsumer<Context>,
     pub(super) senders: Vec<SharedSender<Vec<Arc<Message>>>>,
-    /// Records from this origin (this node) are skipped: it delivered them itself.
-    pub(super) skip_origin: Option<Bytes>,
+    /// This node's id: its records marked delivered on origin are skipped.
+    pub(super) node_id: Bytes,
     pub(super) interest: Arc<Interest>,
     pub(super) stop: Arc<AtomicBool>,
     /// After a degraded start: what assigns the consumer once a broker answers.
@@ -43,7 +43,7 @@ impl Consumer {
         let Consumer {
             consumer,
             senders,
-            skip_origin,
+            node_id,
             interest,
             stop,
             setup,
@@ -61,7 +61,7 @@ impl Consumer {
             assigned.store(true, Ordering::Release);
         }
         let mut batch = Batch {
-            skip_origin,
+            node_id,
             ..Batch::default()
         };
         let mut pending: Vec<Vec<Arc<Message>>> = shards.iter().map(|_| Vec::new()).collect();
@@ -102,15 +102,17 @@ impl Consumer {
 }
 
 /// Appends each message of `records` to the queue in `pending` of every shard that has
-/// interest in its destination (`pending[i]` is shard `i`'s). Interest bits of shards
-/// beyond `pending` (a table built for more shards) are ignored.
+/// interest in its destination and of the shard that owns its channel (which keeps the
+/// history); `pending[i]` is shard `i`'s. Interest bits of shards beyond `pending` (a
+/// table built for more shards) are ignored.
 pub fn split(records: &[Arc<Message>], interest: &Interest, pending: &mut [Vec<Arc<Message>>]) {
     let shard_mask = match pending.len() {
         64.. => u64::MAX,
         n => (1u64 << n) - 1,
     };
     for record in records {
-        let mut mask = interest.shards_for(&record.destination) & shard_mask;
+        let owner = 1u64 << interest.owner(&record.destination);
+        let mut mask = (interest.shards_for(&record.destination) | owner) & shard_mask;
         while mask != 0 {
             let shard = mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -150,10 +152,10 @@ async fn deliver(sender: &ConnectedSender<Vec<Arc<Message>>>, batch: Vec<Arc<Mes
 }
 
 /// Connects every shard's sender; `None` when stopped before all shards connected.
-async fn connect_all(
-    senders: Vec<SharedSender<Vec<Arc<Message>>>>,
+pub(super) async fn connect_all<T: Send + Sized + 'static>(
+    senders: Vec<SharedSender<T>>,
     stop: &AtomicBool,
-) -> Option<Vec<Option<ConnectedSender<Vec<Arc<Message>>>>>> {
+) -> Option<Vec<Option<ConnectedSender<T>>>> {
     // Each connect waits for its shard to connect the other end; run them side by
     // side so the shards may connect in any order.
     let tasks: Vec<_> = senders
@@ -186,7 +188,7 @@ async fn stopped(stop: &AtomicBool) {
 struct Batch {
     arena: BytesMut,
     spans: Vec<Spans>,
-    skip_origin: Option<Bytes>,
+    node_id: Bytes,
 }
 
 /// Where one record's parts lie in [`Batch::arena`].
@@ -211,29 +213,33 @@ impl Batch {
                 Some(Ok(message)) => {
                     polled += 1;
                     wait = Duration::ZERO;
-                    let (mut id, mut origin) = (None, None);
+                    let (mut id, mut origin, mut delivered) = (None, None, false);
                     for header in message.headers().iter().flat_map(|h| h.iter()) {
                         match header.key {
                             "id" if id.is_none() => id = header.value,
                             "origin" if origin.is_none() => origin = header.value,
+                            DELIVERED_HEADER => delivered = true,
                             _ => {}
                         }
                     }
-                    if self.skip_origin.is_some() && origin == self.skip_origin.as_deref() {
+                    if delivered && origin == Some(&self.node_id[..]) {
+                        // Published here during an outage and delivered here then.
                         continue;
                     }
                     let start = self.arena.len();
                     put_destination(message.key().unwrap_or_default(), &mut self.arena);
                     let destination = start..self.arena.len();
                     let body = push(&mut self.arena, message.payload().unwrap_or_default());
-                    let id = push(&mut self.arena, id.unwrap_or_default());
+                    let id_bytes = id.unwrap_or_default();
+                    let id = push(&mut self.arena, id_bytes);
                     if let Some(lag_ns) = lag_ns(message.timestamp().to_millis()) {
                         consumer.context().stats().observe_lag(lag_ns);
                     }
-                    let position = Position {
-                        stream: u64::try_from(message.partition()).unwrap_or_default(),
-                        seq: u64::try_from(message.offset()).unwrap_or_default(),
-                    };
+                    let position = Position::new(
+                        u64::try_from(message.partition()).unwrap_or_default(),
+                        u64::try_from(message.offset()).unwrap_or_default(),
+                        id_bytes,
+                    );
                     self.spans.push(Spans {
                         destination,
                         body,
@@ -258,6 +264,7 @@ impl Batch {
                     body: shared.slice(s.body.clone()),
                     id: shared.slice(s.id.clone()),
                     position: Some(s.position),
+                    delivered_on_origin: false,
                 })
             })
             .collect()
@@ -281,6 +288,8 @@ fn push(arena: &mut BytesMut, bytes: &[u8]) -> Range<usize> {
     start..arena.len()
 }
 
+/// The header of records their node delivered itself (published while Kafka was away).
+pub(super) const DELIVERED_HEADER: &str = "delivered-on-origin";
 /// How long one poll waits for the first record; also bounds how late a stop is seen.
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Most records taken in one poll round.
@@ -310,10 +319,17 @@ mod tests {
         let records = [record("a"), record("b"), record("c"), record("a")];
         let mut pending = vec![Vec::new(); 3];
         split(&records, &interest, &mut pending);
-        let channels = |q: &Vec<Arc<Message>>| q.iter().filter_map(|r| r.channel()).collect::<Vec<_>>();
-        assert_eq!(channels(&pending[0]), [&b"a"[..], b"a"]);
-        assert_eq!(channels(&pending[1]), [&b"b"[..]]);
-        assert_eq!(channels(&pending[2]), [&b"a"[..], b"a"]);
+        // A shard gets a record when it has interest in it or owns its channel.
+        for (shard, queue) in pending.iter().enumerate() {
+            let expected: Vec<_> = records
+                .iter()
+                .filter(|r| interest.shards_for(&r.destination) & (1 << shard) != 0 || interest.owner(&r.destination) == shard)
+                .map(|r| r.destination.clone())
+                .collect();
+            let got: Vec<_> = queue.iter().map(|r| r.destination.clone()).collect();
+            assert_eq!(got, expected, "shard {shard}");
+        }
+        assert!(pending[0].iter().filter(|r| r.channel().as_deref() == Some(&b"a"[..])).count() == 2);
     }
 
     #[test]
@@ -323,7 +339,8 @@ mod tests {
         interest.add(1, b"/sub/chat/a");
         let mut pending = vec![Vec::new(); 2];
         split(&[record("a")], &interest, &mut pending);
-        assert!(pending[0].is_empty());
+        let owner = interest.owner(b"/sub/chat/a");
+        assert_eq!(pending[0].len(), usize::from(owner == 0));
         assert_eq!(pending[1].len(), 1);
     }
 }

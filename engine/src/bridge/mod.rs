@@ -11,6 +11,7 @@
 mod consumer;
 mod context;
 mod producer;
+mod replay;
 mod setup;
 mod stats;
 
@@ -30,6 +31,7 @@ use rdkafka::producer::ThreadedProducer;
 use crate::interest::Interest;
 use crate::message::Message;
 pub use consumer::split;
+pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
 use context::Context;
 use stats::Role;
 pub use stats::Stats;
@@ -57,9 +59,10 @@ pub struct Config {
     pub acks: String,
     /// Bound of each shard's outbound queue, in messages (default 100 000).
     pub buffer_messages: usize,
-    /// Skip records this node published (it delivered them itself when it published:
-    /// `--ordering local`).
-    pub skip_own: bool,
+    /// Most messages one replay (a resume from the log) may bring back.
+    pub replay_max_messages: usize,
+    /// Replay requests that may wait; more are answered "not recovered" at once.
+    pub replay_queue: usize,
     /// librdkafka settings `(key, value)` for every client (admin, producer,
     /// consumer), set after the bridge's own so they win: security (`security.protocol`,
     /// `sasl.*`, `ssl.*`) and tuning. Values may be secrets; they are never logged.
@@ -78,7 +81,8 @@ impl std::fmt::Debug for Config {
             .field("fetch_wait_ms", &self.fetch_wait_ms)
             .field("acks", &self.acks)
             .field("buffer_messages", &self.buffer_messages)
-            .field("skip_own", &self.skip_own)
+            .field("replay_max_messages", &self.replay_max_messages)
+            .field("replay_queue", &self.replay_queue)
             .field("property_keys", &keys)
             .finish()
     }
@@ -95,7 +99,8 @@ impl Default for Config {
             fetch_wait_ms: 5,
             acks: "all".to_owned(),
             buffer_messages: 100_000,
-            skip_own: false,
+            replay_max_messages: 10_000,
+            replay_queue: 1024,
             properties: Vec::new(),
         }
     }
@@ -118,6 +123,10 @@ pub struct ShardPort {
     /// Batches of messages read from Kafka for this shard; the shard connects it on its
     /// executor.
     pub inbound: SharedReceiver<Vec<Arc<Message>>>,
+    /// Where the shard asks for replays from the log (bounded: full means "not now").
+    pub replay: crossbeam_channel::Sender<ReplayRequest>,
+    /// The answers to this shard's replay requests.
+    pub replayed: SharedReceiver<ReplayAnswer>,
 }
 
 /// Why the bridge could not start.
@@ -150,6 +159,7 @@ pub struct Bridge {
     stop: Arc<AtomicBool>,
     producer: Option<std::thread::JoinHandle<()>>,
     consumer: Option<glommio::ExecutorJoinHandle<()>>,
+    replayer: Option<glommio::ExecutorJoinHandle<()>>,
 }
 
 impl Bridge {
@@ -200,14 +210,26 @@ impl Bridge {
         };
         let assigned = Arc::new(AtomicBool::new(setup.is_none()));
 
+        let replayer: BaseConsumer<Context> = replay_config(cfg)
+            .create_with_context(Context::new(Role::Admin, &cfg.topic, Arc::clone(&stats)))
+            .map_err(kafka("create replay consumer"))?;
+        let (replay, requests) = crossbeam_channel::bounded(cfg.replay_queue);
         let mut ports = Vec::with_capacity(shards);
         let (mut receivers, mut senders) = (Vec::with_capacity(shards), Vec::with_capacity(shards));
+        let mut answers = Vec::with_capacity(shards);
         for _ in 0..shards {
             let (outbound, receiver) = crossbeam_channel::bounded(cfg.buffer_messages);
             let (sender, inbound) = shared_channel::new_bounded(INBOUND_BATCHES);
+            let (answer, replayed) = shared_channel::new_bounded(INBOUND_BATCHES);
             receivers.push(receiver);
             senders.push(sender);
-            ports.push(ShardPort { outbound, inbound });
+            answers.push(answer);
+            ports.push(ShardPort {
+                outbound,
+                inbound,
+                replay: replay.clone(),
+                replayed,
+            });
         }
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -216,6 +238,7 @@ impl Bridge {
             stop: Arc::clone(&stop),
             producer: None,
             consumer: None,
+            replayer: None,
         };
         let out = producer::Producer {
             producer,
@@ -238,13 +261,22 @@ impl Bridge {
         let input = consumer::Consumer {
             consumer,
             senders,
-            skip_origin: cfg.skip_own.then(|| Bytes::copy_from_slice(cfg.node_id.as_bytes())),
+            node_id: Bytes::copy_from_slice(cfg.node_id.as_bytes()),
             interest,
             stop,
             setup,
             assigned,
         };
-        bridge.consumer = Some(spawn_consumer(input)?);
+        bridge.consumer = Some(spawn_executor("kafka-in", move || input.run())?);
+        let replayer = replay::Replayer {
+            consumer: replayer,
+            topic: cfg.topic.clone(),
+            requests,
+            senders: answers,
+            stop: Arc::clone(&bridge.stop),
+            max_messages: cfg.replay_max_messages,
+        };
+        bridge.replayer = Some(spawn_executor("kafka-replay", move || replayer.run())?);
         tracing::info!(
             brokers = %cfg.brokers,
             topic = %cfg.topic,
@@ -266,9 +298,9 @@ impl Bridge {
 
     fn stop_threads(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(consumer) = self.consumer.take() {
-            if let Err(error) = consumer.join() {
-                tracing::warn!("kafka consumer executor ended with: {error}");
+        for executor in [self.consumer.take(), self.replayer.take()].into_iter().flatten() {
+            if let Err(error) = executor.join() {
+                tracing::warn!("kafka executor ended with: {error}");
             }
         }
         if let Some(producer) = self.producer.take() {
@@ -286,22 +318,27 @@ impl Drop for Bridge {
     }
 }
 
-/// Starts the consumer's executor and waits until it runs, so that a failure (most
-/// often the locked-memory limit) is reported by `start`.
-fn spawn_consumer(input: consumer::Consumer) -> Result<glommio::ExecutorJoinHandle<()>, Error> {
+/// Starts an executor of the bridge (the consumer's, the replayer's) running `task`, and
+/// waits until it runs, so that a failure (most often the locked-memory limit) is
+/// reported by `start`.
+fn spawn_executor<F, T>(name: &'static str, task: F) -> Result<glommio::ExecutorJoinHandle<()>, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: std::future::Future<Output = ()> + 'static,
+{
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("kafka-in")
+        .name(name)
         // Locked memory is scarce (8 MiB per process, shared by all executors) and
         // this executor does no file I/O.
         .io_memory(EXECUTOR_IO_MEMORY_BYTES)
         .ring_depth(EXECUTOR_RING_DEPTH)
         .spawn(move || async move {
             let _ = ready_tx.send(());
-            input.run().await;
+            task().await;
         })
         .map_err(|e| Error::Runtime {
-            what: "consumer executor",
+            what: name,
             reason: e.to_string(),
         })?;
     match ready_rx.recv() {
@@ -311,10 +348,7 @@ fn spawn_consumer(input: consumer::Consumer) -> Result<glommio::ExecutorJoinHand
                 Err(error) => error.to_string(),
                 Ok(()) => "exited before running".to_owned(),
             };
-            Err(Error::Runtime {
-                what: "consumer executor",
-                reason,
-            })
+            Err(Error::Runtime { what: name, reason })
         }
     }
 }
@@ -335,6 +369,8 @@ fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
         Err(Error::Config("node_id is empty"))
     } else if !matches!(cfg.acks.as_str(), "all" | "-1" | "1" | "0") {
         Err(Error::Config("acks must be all, 1 or 0"))
+    } else if cfg.replay_queue == 0 {
+        Err(Error::Config("replay_queue must be at least 1"))
     } else if cfg.buffer_messages == 0 {
         Err(Error::Config("buffer_messages must be at least 1"))
     } else if cfg.linger_ms > 900_000 {
@@ -401,6 +437,17 @@ fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", cfg.fetch_wait_ms.to_string())
         .set("statistics.interval.ms", STATS_INTERVAL_MS);
+    apply_properties(&mut config, cfg);
+    config
+}
+
+/// The replayer's consumer: like the live one, but reading from assigned offsets only.
+fn replay_config(cfg: &Config) -> ClientConfig {
+    let mut config = consumer_config(cfg);
+    config
+        .set("client.id", format!("chat-engine-{}-replay", cfg.node_id))
+        .set("auto.offset.reset", "error")
+        .remove("statistics.interval.ms");
     apply_properties(&mut config, cfg);
     config
 }

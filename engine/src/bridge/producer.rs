@@ -169,9 +169,10 @@ impl Producer {
 }
 
 /// The Kafka record of the chat `message`: keyed by channel, the chat JSON as value, and
-/// the `origin` (this node) and `id` headers.
+/// the `origin` (this node) and `id` headers, plus `delivered-on-origin` when this node
+/// delivered it itself (published while Kafka was away).
 pub(super) fn record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Message) -> BaseRecord<'a, [u8], [u8]> {
-    let headers = OwnedHeaders::new_with_capacity(2)
+    let mut headers = OwnedHeaders::new_with_capacity(3)
         .insert(Header {
             key: "origin",
             value: Some(node_id),
@@ -180,6 +181,12 @@ pub(super) fn record<'a>(topic: &'a str, node_id: &'a [u8], message: &'a Message
             key: "id",
             value: Some(&message.id[..]),
         });
+    if message.delivered_on_origin {
+        headers = headers.insert(Header {
+            key: super::consumer::DELIVERED_HEADER,
+            value: Some(&b"1"[..]),
+        });
+    }
     BaseRecord::to(topic)
         .key(channel_of(&message.destination).unwrap_or_default())
         .payload(&message.body[..])
@@ -218,6 +225,7 @@ mod tests {
             body: Bytes::from_static(br#"{"message":"hi"}"#),
             id: Bytes::from_static(b"node-1-0-7"),
             position: None,
+            delivered_on_origin: false,
         };
         let record = record("chat", b"node-1", &message);
         assert_eq!(record.topic, "chat");

@@ -39,6 +39,7 @@ impl Pair {
             heartbeat_ms: 10_000,
             sockjs_heartbeat: Duration::from_secs(25),
             max_subscriptions: 4,
+            max_history: 100,
             limits: server::Limits {
                 max_frame_bytes: 4096,
                 max_headers: 16,
@@ -192,7 +193,8 @@ fn the_original_clients_flow_on_both_framings() {
         );
         assert_eq!(pair.effects.len(), 2);
         match &pair.effects[0] {
-            Action::Subscribe { destination, key } => {
+            Action::Subscribe { destination, key, resume } => {
+                assert_eq!(*resume, None);
                 assert_eq!(&destination[..], b"/sub/chat/global");
                 assert_eq!(key.subscription.0, Bytes::from_static(b"sub-0"));
                 assert_eq!(key.framing, framing);
@@ -373,6 +375,48 @@ fn subscriptions_are_checked_and_counted() {
         b"",
     );
     assert_eq!(header(&pair.frame(), "message"), b"subscription id already in use");
+}
+
+#[test]
+fn resumes_and_history_are_asked_for_and_answered() {
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    let position = crate::message::Position::new(1 << 32, 7, b"n-1");
+    let mut text = BytesMut::new();
+    position.write(&mut text);
+    pair.answer = Outcome::Recovered(true);
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"a"), ("destination", b"/sub/chat/x"), ("x-since", &text), ("receipt", b"r1")],
+        b"",
+    );
+    let receipt = pair.frame();
+    assert_eq!(header(&receipt, "x-recovered"), b"true");
+    pair.answer = Outcome::Recovered(false);
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"b"), ("destination", b"/sub/chat/x"), ("x-since", b"garbage"), ("receipt", b"r2")],
+        b"",
+    );
+    assert_eq!(header(&pair.frame(), "x-recovered"), b"false");
+    pair.send(Command::Subscribe, &[("id", b"c"), ("destination", b"/sub/chat/x"), ("x-history", b"20")], b"");
+    let resumes: Vec<_> = pair
+        .effects
+        .iter()
+        .map(|a| match a {
+            Action::Subscribe { resume, .. } => *resume,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        resumes,
+        [Some(Resume::Since(position)), Some(Resume::Unreadable), Some(Resume::Last(20))]
+    );
+    // Above the cap, or not a number: an ERROR naming the header.
+    pair.send(Command::Subscribe, &[("id", b"d"), ("destination", b"/sub/chat/x"), ("x-history", b"101")], b"");
+    let error = pair.frame();
+    assert_eq!(header(&error, "message"), b"x-history asks for more messages than this server keeps");
+    assert!(pair.closed);
 }
 
 #[test]

@@ -143,10 +143,24 @@ async fn drive(shard: &Shard, session: &mut Session, out: &Rc<Outbound>, conn: C
             Step::Effect(effect) => effect,
         };
         let outcome = match effect.action {
-            Action::Subscribe { destination, key } => {
+            Action::Subscribe {
+                destination,
+                key,
+                resume: None,
+            } => {
                 shard.router.subscribe(destination, key, conn, out.clone());
                 Outcome::Done
             }
+            Action::Subscribe {
+                destination,
+                key,
+                resume: Some(resume),
+            } => Outcome::Recovered(
+                shard
+                    .router
+                    .subscribe_from(destination, key, conn, out.clone(), resume)
+                    .await,
+            ),
             Action::Unsubscribe { destination, sub } => {
                 shard.router.unsubscribe(&destination, &sub, conn);
                 Outcome::Done

@@ -29,9 +29,9 @@ use crate::config::Config;
 use crate::fanout::Outbound;
 use crate::ids::{ConnId, ShardId};
 use crate::interest::Interest;
-use crate::message::Message;
+use crate::history;
 use crate::metrics::ShardStats;
-use crate::router::{Links, Router};
+use crate::router::{self, KafkaLink, Links, Mesh, Router};
 use crate::session::{self, Settings};
 
 /// What all shards of a node share (read-mostly).
@@ -45,6 +45,9 @@ pub struct Node {
     pub draining: Arc<AtomicBool>,
     /// The Kafka bridge's numbers, in cluster mode.
     pub kafka: Option<Arc<bridge::Stats>>,
+    /// This run of the node: the stream of the positions it numbers itself (without
+    /// Kafka), and part of its message ids. Never below 2^32, so never a partition.
+    pub epoch: u64,
 }
 
 /// Errors that stop the engine at startup.
@@ -99,8 +102,9 @@ pub fn run(
         stats,
         draining,
         kafka,
+        epoch: epoch(),
     });
-    let mesh = (shards > 1).then(|| MeshBuilder::<Arc<Message>, _>::full(shards, MESH_QUEUE));
+    let mesh = (shards > 1).then(|| MeshBuilder::<Mesh, _>::full(shards, MESH_QUEUE));
     let io_memory = node.config.io_memory_kib * 1024;
     let first_error: Arc<Mutex<Option<Error>>> = Arc::default();
 
@@ -168,7 +172,7 @@ impl Shard {
         index: usize,
         node: Arc<Node>,
         interest: Arc<Interest>,
-        mesh: Option<MeshBuilder<Arc<Message>, glommio::channels::channel_mesh::Full>>,
+        mesh: Option<MeshBuilder<Mesh, glommio::channels::channel_mesh::Full>>,
         ports: Arc<Mutex<Vec<Option<ShardPort>>>>,
     ) -> Result<(), Error> {
         let start_error = |reason: String| Error::Start { shard: index, reason };
@@ -191,24 +195,39 @@ impl Shard {
             .lock()
             .ok()
             .and_then(|mut ports| ports.get_mut(id.0).and_then(Option::take));
-        let (kafka_out, kafka_in) = match port {
-            Some(port) => (Some(port.outbound), Some(port.inbound.connect().await)),
-            None => (None, None),
+        let (kafka, kafka_in, replayed) = match (port, &node.kafka) {
+            (Some(port), Some(stats)) => {
+                let link = KafkaLink {
+                    outbound: port.outbound,
+                    replay: port.replay,
+                    stats: stats.clone(),
+                };
+                (Some(link), Some(port.inbound.connect().await), Some(port.replayed.connect().await))
+            }
+            _ => (None, None, None),
         };
         let executor = glommio::executor();
         let conn_queue = executor.create_task_queue(Shares::Static(1000), Latency::Matters(QUEUE_LATENCY), "conn");
         let bus_queue = executor.create_task_queue(Shares::Static(1000), Latency::Matters(QUEUE_LATENCY), "bus");
-        let links = Links {
-            peers: senders,
-            kafka: kafka_out,
-        };
+        let links = Links { peers: senders, kafka };
         let config = &node.config;
+        let router_settings = router::Settings {
+            history: history::Limits {
+                per_channel: config.history_messages,
+                shard_bytes: config.history_mib.saturating_mul(1 << 20),
+                max_age: Duration::from_secs(config.history_secs),
+            },
+            max_history: config.max_history,
+            max_catching_up: config.replay_max,
+            resume_timeout: Duration::from_millis(config.resume_timeout_ms),
+        };
         let router = Rc::new(Router::new(
             id,
             &config.node_id,
+            node.epoch,
             interest,
             links,
-            config.ordering,
+            router_settings,
             stats.clone(),
         ));
         let settings = Settings {
@@ -220,6 +239,7 @@ impl Shard {
             heartbeat_ms: config.heartbeat_ms,
             sockjs_heartbeat: Duration::from_millis(config.sockjs_heartbeat_ms),
             max_subscriptions: config.max_subscriptions,
+            max_history: config.max_history,
             limits: server::Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 max_headers: MAX_HEADERS,
@@ -246,7 +266,7 @@ impl Shard {
         if let Some(mut receivers) = receivers {
             for (_, receiver) in receivers.streams() {
                 let router = shard.router.clone();
-                spawn_bus(Box::pin(async move { router.deliver_from_peer(receiver).await }))?;
+                spawn_bus(Box::pin(async move { router.serve_peer(receiver).await }))?;
             }
         }
         if let Some(kafka_in) = kafka_in {
@@ -254,6 +274,14 @@ impl Shard {
             spawn_bus(Box::pin(async move {
                 while let Some(batch) = kafka_in.recv().await {
                     router.deliver_from_kafka(batch).await;
+                }
+            }))?;
+        }
+        if let Some(replayed) = replayed {
+            let router = shard.router.clone();
+            spawn_bus(Box::pin(async move {
+                while let Some(answer) = replayed.recv().await {
+                    router.take_replay(answer);
                 }
             }))?;
         }
@@ -292,6 +320,18 @@ impl Shard {
             glommio::timer::sleep(DRAIN_POLL).await;
         }
     }
+}
+
+/// A number for this run of the node: the clock and the process id, mixed.
+fn epoch() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ (u64::from(std::process::id()) << 40);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    (x & 0xffff_ffff_ffff) | (1 << 32)
 }
 
 async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
