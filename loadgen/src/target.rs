@@ -80,7 +80,7 @@ impl Target {
         let path = match framing {
             Framing::Raw if path.is_empty() => "/".to_string(),
             Framing::Raw => path.to_string(),
-            Framing::SockJs => path.trim_end_matches('/').to_string(),
+            Framing::SockJs | Framing::SockJsHttp => path.trim_end_matches('/').to_string(),
         };
         Ok(Target {
             url: url.to_string(),
@@ -96,7 +96,9 @@ impl Target {
     pub fn upgrade_path(&self, conn: u64) -> String {
         match self.framing {
             Framing::Raw => self.path.clone(),
-            Framing::SockJs => format!("{}/{:03}/{}/websocket", self.path, conn % 1000, session_id(conn)),
+            Framing::SockJs | Framing::SockJsHttp => {
+                format!("{}/{:03}/{}/websocket", self.path, conn % 1000, session_id(conn))
+            }
         }
     }
 
