@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ScenarioArgs, Spread};
-use crate::target::{self, Target};
+use crate::cli::{ScenarioArgs, Spread, Transport};
+use crate::target::{self, Framing, Target};
 
 /// A scenario value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,13 @@ pub struct Summary {
     pub warmup_s: f64,
     /// Load generator shards.
     pub shards: usize,
+    /// `websocket`, `xhr-streaming` or `xhr-polling` (reports before it existed: websocket).
+    #[serde(default = "websocket")]
+    pub transport: String,
+}
+
+fn websocket() -> String {
+    Transport::Websocket.name().to_string()
 }
 
 /// A checked scenario.
@@ -79,6 +86,8 @@ pub struct Summary {
 pub struct Scenario {
     /// Resolved targets.
     pub targets: Vec<Target>,
+    /// How users connect.
+    pub transport: Transport,
     /// Every connection's plan, by index.
     pub conns: Vec<ConnPlan>,
     /// Channels.
@@ -147,6 +156,12 @@ impl Scenario {
             .iter()
             .map(|t| Target::parse(t))
             .collect::<Result<Vec<_>, _>>()?;
+        if args.transport != Transport::Websocket && targets.iter().any(|t| t.framing != Framing::SockJs) {
+            return Err(invalid(
+                "transport",
+                "xhr-streaming and xhr-polling need SockJS targets (http://host:port/letters-chat-server)",
+            ));
+        }
         if args.connections == 0 {
             return Err(invalid("connections", "must be at least 1"));
         }
@@ -275,9 +290,11 @@ impl Scenario {
             duration_s: args.duration,
             warmup_s: args.warmup,
             shards,
+            transport: args.transport.name().to_string(),
         };
         Ok(Scenario {
             targets,
+            transport: args.transport,
             conns,
             channels: args.channels,
             channel_names: (0..args.channels)
