@@ -16,15 +16,17 @@
 #             benches/baseline.json: fails on a regression over 5%
 #   autobahn  Autobahn|Testsuite against the engine's WebSocket echo endpoint
 #   cluster   cluster.sh up --nodes 2 (Kafka, 2 engines, nginx); messages cross
-#             nodes through nginx, also after a node restart and with nginx on TLS
-#             (up --tls); the dashboard's metrics exist on both nodes; down leaves
-#             nothing
+#             nodes through nginx (WebSocket and SockJS's HTTP transports), also
+#             after a node restart and with nginx on TLS (up --tls); headless
+#             Chromium chats over the HTTP transports (screenshots in
+#             target/test-sh/browser); the dashboard's metrics exist on both nodes;
+#             down leaves nothing
 #
 # On a fresh Debian machine it installs what is missing (nginx, shellcheck,
-# python3-venv, libssl-dev and pkg-config with apt, npm packages, the Autobahn venv,
-# helm built with go into deploy/.cache), builds release binaries, starts what each
-# stage needs, stops it again (also on failure or Ctrl-C), and exits non-zero if any
-# stage failed. Needs cargo, go, node/npm and python3 on PATH. Environment:
+# python3-venv, libssl-dev, pkg-config and chromium with apt, npm packages, the
+# Autobahn venv, helm built with go into deploy/.cache), builds release binaries,
+# starts what each stage needs, stops it again (also on failure or Ctrl-C), and exits
+# non-zero if any stage failed. Needs cargo, go, node/npm and python3 on PATH. Environment:
 # TEST_CLUSTER_PORT (nginx port of the cluster stage; its engines take the next
 # ports; default: a free run of ports), AUTOBAHN_TIMEOUT (600 s), KAFKA_PORT /
 # KAFKA_SASL_PORT (9092 / 9094, the broker's two listeners).
@@ -51,7 +53,7 @@ main() {
   for stage in "$@"; do
     case "$stage" in
       all) stages+=("${ALL_STAGES[@]}") ;;
-      -h | --help) sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+      -h | --help) sed -n '2,32s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
       *)
         [[ "$KNOWN_STAGES" == *" $stage "* ]] || { log "unknown stage '$stage'"; exit 2; }
         stages+=("$stage")
@@ -142,6 +144,12 @@ ensure_node_modules() {
     # No install scripts: none of the packages needs one, and no native builds.
     (cd "$COMPAT_DIR" && npm ci --ignore-scripts --no-audit --no-fund)
   fi
+}
+
+# Debian's Chromium for the browser test (playwright-core drives it; it never
+# downloads browsers of its own).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
 # python3 able to make venvs (Debian splits venv/ensurepip into python3-venv).
@@ -488,16 +496,26 @@ stage_autobahn() {
 }
 
 stage_cluster() {
-  local state="$WORK/cluster" base pids pid left=() kafka_before=0 metrics_ok=1
+  local state="$WORK/cluster" base pids pid left=() kafka_before=0 metrics_ok=1 metrics
   ensure_nginx
   ensure_node_modules
+  ensure_chromium
   export CLUSTER_STATE="$state" CLUSTER_PORT="${TEST_CLUSTER_PORT:-$(free_port_run 3)}"
   port_open "$KAFKA_PORT" && kafka_before=1
   base="http://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"
   trap 'bash deploy/cluster.sh down >/dev/null 2>&1 || true' EXIT
 
+  # Node K listens on CLUSTER_PORT+K; the clients check its request counters there.
+  metrics=(--metrics "http://127.0.0.1:$((CLUSTER_PORT + 1))/metrics"
+    --metrics "http://127.0.0.1:$((CLUSTER_PORT + 2))/metrics")
+
   bash deploy/cluster.sh up --nodes 2
-  node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "$base"
+  node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "${metrics[@]}" "$base"
+
+  # A browser where WebSockets are blocked: the pages fall back to SockJS's HTTP
+  # transports, cross-origin, through nginx's session hash.
+  log "cluster: headless Chromium on xhr-streaming, eventsource and xhr-polling"
+  node "$COMPAT_DIR/browser.mjs" --out "$WORK/browser" "${metrics[@]}" "$base"
 
   # Every metric the Grafana dashboard queries must exist on each node (node K
   # listens on CLUSTER_PORT+K). Checked after traffic, so that the node has seen
@@ -511,13 +529,13 @@ stage_cluster() {
   log "cluster: restarting node2"
   bash deploy/cluster.sh stop-node 2
   bash deploy/cluster.sh up --nodes 2
-  node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "$base"
+  node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "${metrics[@]}" "$base"
 
   # The same clients over TLS (https, wss), trusting only the cluster's own certificate.
   log "cluster: nginx on TLS"
   bash deploy/cluster.sh up --nodes 2 --tls
   NODE_EXTRA_CA_CERTS="$state/tls/cert.pem" \
-    node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "https://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"
+    node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "${metrics[@]}" "https://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"
 
   pids="$(cat "$state"/node*.pid "$state/nginx/nginx.pid" 2>/dev/null | tr '\n' ' ')"
   bash deploy/cluster.sh down

@@ -115,6 +115,16 @@ pub fn sockjs_key() -> WireKey {
     }
 }
 
+/// The wire key of the original client on SockJS's HTTP transports (xhr-streaming,
+/// eventsource, xhr-polling): STOMP 1.1, `sub-0`.
+pub fn sockjs_http_key() -> WireKey {
+    WireKey {
+        framing: Framing::SockJsHttp,
+        version: stomp::Version::V1_1,
+        subscription: SubId(Bytes::from_static(b"sub-0")),
+    }
+}
+
 /// One group of `members` subscribers sharing `key`, each with an outbound queue of
 /// `max_bytes`.
 pub fn group(key: WireKey, members: usize, max_bytes: usize) -> Group {

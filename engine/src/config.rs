@@ -44,6 +44,17 @@ pub struct Config {
     /// SockJS `h` frame period, ms.
     #[arg(long, env = "CHAT_SOCKJS_HEARTBEAT_MS", default_value_t = 25_000)]
     pub sockjs_heartbeat_ms: u64,
+    /// SockJS HTTP transports: a session with no receiving request open for this long is
+    /// closed and its subscriptions removed, ms.
+    #[arg(long, env = "CHAT_SOCKJS_DISCONNECT_DELAY_MS", default_value_t = 5_000)]
+    pub sockjs_disconnect_delay_ms: u64,
+    /// SockJS `xhr_streaming` and `eventsource`: bytes of frames after which a response
+    /// ends and the client opens the next one (sockjs-node's default, 128 KiB).
+    #[arg(long, env = "CHAT_SOCKJS_RESPONSE_LIMIT_BYTES", default_value_t = 128 * 1024)]
+    pub sockjs_response_limit_bytes: usize,
+    /// SockJS HTTP-transport sessions this node keeps at once; more are answered 503.
+    #[arg(long, env = "CHAT_MAX_SOCKJS_SESSIONS", default_value_t = 20_000)]
+    pub max_sockjs_sessions: usize,
     /// Largest WebSocket message and STOMP frame accepted, bytes.
     #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 1 << 20)]
     pub max_frame_bytes: usize,
@@ -303,6 +314,12 @@ impl Config {
         }
         if self.max_outbound_bytes < self.max_frame_bytes {
             return invalid("max-outbound-bytes", "must be at least max-frame-bytes");
+        }
+        if self.sockjs_disconnect_delay_ms < 100 {
+            return invalid("sockjs-disconnect-delay-ms", "must be at least 100");
+        }
+        if self.sockjs_response_limit_bytes < 4096 {
+            return invalid("sockjs-response-limit-bytes", "must be at least 4096");
         }
         if self.io_memory_kib < 16 {
             return invalid("io-memory-kib", "must be at least 16");

@@ -32,9 +32,19 @@ pub enum ErrorKind {
     KafkaBackpressure,
     /// A socket error (reset, broken pipe).
     Io,
+    /// A SockJS HTTP request for a session that does not exist (404).
+    SockJsUnknownSession,
+    /// An `xhr_send` body over `--max-frame-bytes` (413).
+    SockJsTooBig,
+    /// A second receiving request on one SockJS session (`c[2010,...]`).
+    SockJsSecondReceiver,
+    /// A SockJS session refused because the node holds `--max-sockjs-sessions` (503).
+    SockJsSessionsFull,
+    /// A SockJS session closed because no request polled it for the disconnect delay.
+    SockJsAbandoned,
 }
 
-const ERROR_KINDS: [(ErrorKind, &str); 10] = [
+const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
     (ErrorKind::Http, "http"),
     (ErrorKind::WsProtocol, "ws_protocol"),
     (ErrorKind::WsUtf8, "ws_utf8"),
@@ -45,7 +55,14 @@ const ERROR_KINDS: [(ErrorKind, &str); 10] = [
     (ErrorKind::SlowConsumer, "slow_consumer"),
     (ErrorKind::KafkaBackpressure, "kafka_backpressure"),
     (ErrorKind::Io, "io"),
+    (ErrorKind::SockJsUnknownSession, "sockjs_unknown_session"),
+    (ErrorKind::SockJsTooBig, "sockjs_too_big"),
+    (ErrorKind::SockJsSecondReceiver, "sockjs_second_receiver"),
+    (ErrorKind::SockJsSessionsFull, "sockjs_sessions_full"),
+    (ErrorKind::SockJsAbandoned, "sockjs_abandoned"),
 ];
+/// How many kinds of errors are counted.
+const ERROR_KIND_COUNT: usize = 15;
 
 /// One shard's numbers.
 #[derive(Debug, Default)]
@@ -70,7 +87,13 @@ pub struct ShardStats {
     /// Bytes waiting in outbound queues.
     pub queued_bytes: AtomicI64,
     /// Errors by kind, indexed by `ErrorKind as usize`.
-    pub errors: [AtomicU64; 10],
+    pub errors: [AtomicU64; ERROR_KIND_COUNT],
+    /// Requests of SockJS's HTTP transports, by `Transport::index`.
+    pub http_requests: [AtomicU64; 5],
+    /// Open SockJS HTTP-transport sessions.
+    pub http_sessions: AtomicI64,
+    /// HTTP connections handed to the shard that owns their request's SockJS session.
+    pub handoffs: AtomicU64,
     /// Time from a message reaching this shard (its `SEND` decoded, or its arrival from
     /// another shard or Kafka) to its last local subscriber's queue, ns.
     pub fanout_latency: Histogram<Latency>,
@@ -223,7 +246,7 @@ impl ShardStats {
 pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut String) {
     let node = &escape_label(node);
     type Read = fn(&ShardStats) -> i64;
-    let series: [(&str, &str, &str, Read); 9] = [
+    let series: [(&str, &str, &str, Read); 11] = [
         ("chat_connections", "gauge", "Open WebSocket sessions.", |s| {
             s.connections.load(Relaxed)
         }),
@@ -260,6 +283,18 @@ pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut Strin
         ("chat_bytes_out_total", "counter", "Bytes written to sockets.", |s| {
             s.bytes_out.load(Relaxed) as i64
         }),
+        (
+            "chat_sockjs_http_sessions",
+            "gauge",
+            "Open SockJS sessions of the HTTP transports.",
+            |s| s.http_sessions.load(Relaxed),
+        ),
+        (
+            "chat_sockjs_handoffs_total",
+            "counter",
+            "HTTP connections handed to the shard owning their SockJS session.",
+            |s| s.handoffs.load(Relaxed) as i64,
+        ),
     ];
     for (name, kind, help, read) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -293,6 +328,20 @@ pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut Strin
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (shard, stats) in shards.iter().enumerate() {
             render(stats, &format!("node=\"{node}\",shard=\"{shard}\""), out);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP chat_sockjs_http_requests_total Requests of SockJS's HTTP transports.\n# TYPE chat_sockjs_http_requests_total counter"
+    );
+    for (shard, stats) in shards.iter().enumerate() {
+        for transport in proto::sockjs::http::Transport::ALL {
+            let n = stats.http_requests[transport.index()].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "chat_sockjs_http_requests_total{{node=\"{node}\",shard=\"{shard}\",transport=\"{}\"}} {n}",
+                transport.name()
+            );
         }
     }
     let _ = writeln!(
@@ -342,6 +391,11 @@ mod tests {
         assert!(out.contains("chat_connections{node=\"n1\",shard=\"0\"} 3"));
         assert!(out.contains("chat_errors_total{node=\"n1\",shard=\"1\",kind=\"slow_consumer\"} 1"));
         assert!(out.contains("process_cpu_seconds_total{node=\"n1\"}"));
+        assert!(out.contains("chat_sockjs_http_requests_total{node=\"n1\",shard=\"0\",transport=\"xhr_streaming\"} 0"));
+        assert!(out.contains("chat_errors_total{node=\"n1\",shard=\"0\",kind=\"sockjs_abandoned\"} 0"));
+        for (i, (kind, _)) in ERROR_KINDS.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "ERROR_KINDS is in ErrorKind order");
+        }
     }
 
     #[test]

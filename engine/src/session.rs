@@ -1,5 +1,7 @@
 //! One client's STOMP session, sans-IO: the state machine of a connection after its
-//! WebSocket upgrade. In: the bytes read from the socket ([`Session::on_bytes`]), the
+//! WebSocket upgrade, or of a SockJS session of the HTTP transports (`Framing::SockJsHttp`:
+//! the bytes in are STOMP unwrapped from `xhr_send` bodies, the replies bare SockJS lines;
+//! the session does not know HTTP). In: the bytes read from the socket ([`Session::on_bytes`]), the
 //! clock ([`Session::on_tick`]) and the outcome of what it asked the shard to do
 //! ([`Session::complete`]). Out: reply bytes ready for the wire, appended to an
 //! [`Output`], and a [`Step`]: go on, carry out an [`Effect`] (subscribe, unsubscribe,
@@ -179,7 +181,7 @@ impl Session {
                 }
                 Inbound::Close(code) => {
                     // §5.5.1: echo the close, then the connection is over.
-                    ws::encode_close(code, "", None, &mut out.wire);
+                    server::encode_end(self.framing(), code, &mut out.wire);
                     return self.end();
                 }
             };
@@ -194,7 +196,7 @@ impl Session {
                 (Command::Send, Some(_)) => self.on_send(env, &frame, out).map(Some),
                 (Command::Disconnect, Some(_)) => {
                     self.send_receipt(receipt.as_deref(), out);
-                    ws::encode_close(1000, "", None, &mut out.wire);
+                    server::encode_end(self.framing(), 1000, &mut out.wire);
                     return self.end();
                 }
                 (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => {
@@ -247,8 +249,8 @@ impl Session {
                 }
             }
         }
-        if framing == Framing::SockJs && out.wire.is_empty() && env.now >= last_sent + env.settings.sockjs_heartbeat {
-            server::encode_sockjs_heartbeat(&mut out.wire);
+        if framing.is_sockjs() && out.wire.is_empty() && env.now >= last_sent + env.settings.sockjs_heartbeat {
+            server::encode_sockjs_heartbeat(framing, &mut out.wire);
         }
         Step::Continue
     }
@@ -256,7 +258,10 @@ impl Session {
     /// When [`Session::on_tick`] is next due, given that bytes last left at `last_sent`.
     pub fn next_deadline(&self, settings: &Settings, last_sent: Instant) -> Option<Instant> {
         let stomp = self.clock.as_ref().and_then(stomp::Clock::next_deadline);
-        let sockjs = (self.framing() == Framing::SockJs).then(|| last_sent + settings.sockjs_heartbeat);
+        let sockjs = self
+            .framing()
+            .is_sockjs()
+            .then(|| last_sent + settings.sockjs_heartbeat);
         match (stomp, sockjs) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -288,7 +293,7 @@ impl Session {
             ProtocolError::Http(_) => (ErrorKind::Http, 1002),
         };
         env.stats.error(kind);
-        ws::encode_close(code, "", None, &mut out.wire);
+        server::encode_end(self.framing(), code, &mut out.wire);
         self.end()
     }
 

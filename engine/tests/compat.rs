@@ -1,8 +1,11 @@
 //! JavaScript client compatibility: runs `tests/compat/compat.mjs` against a
 //! two-shard engine. It drives @stomp/stompjs 7 over raw WebSocket, the original
-//! React client's sockjs-client 1.6 + stompjs 2.3.3, and the two mixed (see the
-//! script's header). Needs `node` and `npm ci` in tests/compat (deploy/test.sh
-//! does it); skips without them unless CHAT_REQUIRE_EXTERNAL=1.
+//! React client's sockjs-client 1.6 + stompjs 2.3.3, the two mixed, and sockjs-client
+//! forced to each HTTP transport (xhr-streaming, xhr-polling, eventsource; see the
+//! script's header). Streaming responses end every 4 KiB here, so the clients reopen
+//! them mid-test, and sessions move between the two shards. Needs `node` and `npm ci`
+//! in tests/compat (deploy/test.sh does it); skips without them unless
+//! CHAT_REQUIRE_EXTERNAL=1.
 
 mod common;
 
@@ -25,7 +28,7 @@ fn javascript_clients_work_unchanged() {
         return skip_unless_required("tests/compat/node_modules is missing (run `npm ci` there)");
     }
 
-    let mut engine = Engine::start(&["--shards", "2"]);
+    let mut engine = Engine::start(&["--shards", "2", "--sockjs-response-limit-bytes", "4096"]);
     let (passed, output) = run_with_timeout(
         Command::new("node")
             .arg(dir.join("compat.mjs"))

@@ -47,6 +47,29 @@ pub enum Spread {
     Hot,
 }
 
+/// How a simulated user reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Transport {
+    /// WebSocket: raw STOMP (`ws://` targets) or SockJS's WebSocket transport (`http://`).
+    Websocket,
+    /// SockJS's xhr-streaming (`http://` targets): one long POST receives, `xhr_send`
+    /// POSTs send.
+    XhrStreaming,
+    /// SockJS's xhr-polling (`http://` targets): a POST per batch received.
+    XhrPolling,
+}
+
+impl Transport {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::XhrStreaming => "xhr-streaming",
+            Transport::XhrPolling => "xhr-polling",
+        }
+    }
+}
+
 /// Flags that describe a scenario (also the keys of a `--scenario` TOML file).
 #[derive(Debug, Clone, Args)]
 pub struct ScenarioArgs {
@@ -57,6 +80,10 @@ pub struct ScenarioArgs {
     /// `ws://host:port/ws` (raw STOMP) or `http://host:port/letters-chat-server` (SockJS).
     #[arg(long = "target", value_name = "URL")]
     pub targets: Vec<String>,
+    /// How users connect: WebSocket, or SockJS's HTTP fallbacks (`http://` targets), to
+    /// plan capacity for users whose network blocks WebSockets.
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    pub transport: Transport,
     /// Connections (simulated users).
     #[arg(long, default_value_t = 1000)]
     pub connections: u32,
@@ -320,6 +347,14 @@ mod tests {
         };
         assert_eq!((s.connections, s.channels, s.publishers, s.size), (1000, 100, 100, 128));
         assert_eq!((s.rate, s.duration, s.warmup), (2000.0, 20.0, 3.0));
+        assert_eq!(s.transport, Transport::Websocket);
+        let Ok(Cli {
+            command: Command::Run(s),
+        }) = parse_args(&["run", "--target", "http://h:1/b", "--transport", "xhr-streaming"])
+        else {
+            panic!("run parses")
+        };
+        assert_eq!(s.transport.name(), "xhr-streaming");
     }
 
     #[test]

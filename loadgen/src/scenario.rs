@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ScenarioArgs, Spread};
+use crate::cli::{ScenarioArgs, Spread, Transport};
 use crate::reconnect::Policy;
-use crate::target::{self, Target};
+use crate::target::{self, Framing, Target};
 
 /// A scenario value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,13 @@ pub struct Summary {
     /// Reconnects resume from the last position (`--resume`).
     #[serde(default)]
     pub resume: bool,
+    /// `websocket`, `xhr-streaming` or `xhr-polling` (reports before it existed: websocket).
+    #[serde(default = "websocket")]
+    pub transport: String,
+}
+
+fn websocket() -> String {
+    Transport::Websocket.name().to_string()
 }
 
 /// A checked scenario.
@@ -86,6 +93,8 @@ pub struct Summary {
 pub struct Scenario {
     /// Resolved targets.
     pub targets: Vec<Target>,
+    /// How users connect.
+    pub transport: Transport,
     /// Every connection's plan, by index.
     pub conns: Vec<ConnPlan>,
     /// Channels.
@@ -158,6 +167,12 @@ impl Scenario {
             .iter()
             .map(|t| Target::parse(t))
             .collect::<Result<Vec<_>, _>>()?;
+        if args.transport != Transport::Websocket && targets.iter().any(|t| t.framing != Framing::SockJs) {
+            return Err(invalid(
+                "transport",
+                "xhr-streaming and xhr-polling need SockJS targets (http://host:port/letters-chat-server)",
+            ));
+        }
         if args.connections == 0 {
             return Err(invalid("connections", "must be at least 1"));
         }
@@ -192,6 +207,9 @@ impl Scenario {
             return Err(invalid("ramp", "must be 0 (unlimited) or connections per second"));
         }
         let reconnect = reconnect_policy(args)?;
+        if reconnect.is_some() && args.transport != Transport::Websocket {
+            return Err(invalid("reconnect", "is implemented for --transport websocket only"));
+        }
         if args.connect_concurrency == 0 {
             return Err(invalid("connect-concurrency", "must be at least 1"));
         }
@@ -289,9 +307,11 @@ impl Scenario {
             shards,
             reconnect: reconnect.is_some(),
             resume: args.resume,
+            transport: args.transport.name().to_string(),
         };
         Ok(Scenario {
             targets,
+            transport: args.transport,
             conns,
             channels: args.channels,
             channel_names: (0..args.channels)

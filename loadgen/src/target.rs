@@ -80,7 +80,7 @@ impl Target {
         let path = match framing {
             Framing::Raw if path.is_empty() => "/".to_string(),
             Framing::Raw => path.to_string(),
-            Framing::SockJs => path.trim_end_matches('/').to_string(),
+            Framing::SockJs | Framing::SockJsHttp => path.trim_end_matches('/').to_string(),
         };
         Ok(Target {
             url: url.to_string(),
@@ -96,8 +96,14 @@ impl Target {
     pub fn upgrade_path(&self, conn: u64) -> String {
         match self.framing {
             Framing::Raw => self.path.clone(),
-            Framing::SockJs => format!("{}/{:03}/{}/websocket", self.path, conn % 1000, session_id(conn)),
+            Framing::SockJs | Framing::SockJsHttp => format!("{}/websocket", self.session_path(conn)),
         }
+    }
+
+    /// `{base}/<3 digits>/<8 chars>`: the SockJS session of connection `conn`, to which
+    /// the HTTP transports append `/xhr_streaming`, `/xhr` or `/xhr_send`.
+    pub fn session_path(&self, conn: u64) -> String {
+        format!("{}/{:03}/{}", self.path, conn % 1000, session_id(conn))
     }
 
     /// `http://host:port/metrics` of the node behind this target.
@@ -146,6 +152,7 @@ mod tests {
         assert!(path.starts_with("/letters-chat-server/234/"), "{path}");
         assert!(path.ends_with("/websocket"));
         assert_eq!(path.split('/').nth(3).map(str::len), Some(8));
+        assert_eq!(format!("{}/websocket", sockjs.session_path(1234)), path);
         assert_eq!(sockjs.metrics_url(), "http://127.0.0.1:9/metrics");
     }
 

@@ -1,5 +1,5 @@
-//! The load generator against a real engine: exact delivery counts over raw WebSocket and
-//! SockJS, a stalled subscriber seen as latency (and as loss once the engine drops it),
+//! The load generator against a real engine: exact delivery counts over raw WebSocket,
+//! SockJS and SockJS's HTTP transports, a stalled subscriber seen as latency (and as loss once the engine drops it),
 //! injected duplicates and reorders detected, merged runs adding up, and the ways a run
 //! can go wrong (nothing listening, Ctrl-C) still ending in a report.
 
@@ -80,6 +80,21 @@ fn sockjs_transport_from_several_source_addresses_delivers_exactly_too() {
     let args = [SMALL, &["--source-ips", "127.0.0.2-127.0.0.4"]].concat();
     let r = run(&engine.sockjs(), &out_dir("sockjs"), &args);
     assert_exact(&r);
+}
+
+#[test]
+fn http_transports_deliver_exactly_too() {
+    let _serial = serial();
+    // Streaming responses end every 4 KiB here, so every subscriber reopens its stream
+    // many times in the run, and sessions move between two shards; none of that may lose
+    // or repeat a message.
+    let engine = Engine::start(&["--shards", "2", "--cpus", "0", "--sockjs-response-limit-bytes", "4096"]);
+    for transport in ["xhr-streaming", "xhr-polling"] {
+        let args = [SMALL, &["--transport", transport]].concat();
+        let r = run(&engine.sockjs(), &out_dir(transport), &args);
+        assert_exact(&r);
+        assert_eq!(r["scenario"]["transport"], transport);
+    }
 }
 
 #[test]

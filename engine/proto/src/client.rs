@@ -2,6 +2,9 @@
 //! HTTP upgrade request and the check of its `101` answer, masked WebSocket frames, SockJS
 //! wrapping (`["..."]` out; `o`, `h`, `a[...]`, `c[...]` in) and STOMP frames. `Codec`
 //! turns read bytes into `Event`s and STOMP frames into bytes; `shard/conn.rs` does the I/O.
+//! For SockJS's HTTP transports (`Framing::SockJsHttp`) the codec reads the bodies of
+//! `xhr`/`xhr_streaming` responses (one frame per line), and [`http_request`],
+//! [`xhr_send_request`] and [`response_head`] make and read the requests around them.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -44,6 +47,9 @@ pub enum Error {
     /// A SockJS message that is not `o`, `h`, `a[...]` or `c[...]`.
     #[error("sockjs: {0}")]
     SockJs(&'static str),
+    /// An HTTP answer other than the one expected (SockJS HTTP transports).
+    #[error("HTTP {0}")]
+    HttpStatus(u16),
 }
 
 impl Error {
@@ -56,6 +62,7 @@ impl Error {
             Error::Ws(_) => "ws_protocol".into(),
             Error::Stomp(_) => "stomp_protocol".into(),
             Error::SockJs(_) => "sockjs_protocol".into(),
+            Error::HttpStatus(code) => format!("http_{code}"),
         }
     }
 }
@@ -176,6 +183,8 @@ impl Codec {
     }
 
     /// The next event in `buf`, consuming its bytes; `Ok(None)`: more bytes are needed.
+    /// With `Framing::SockJsHttp`, `buf` holds the body of an `xhr` or `xhr_streaming`
+    /// response (its prelude reads as a heart-beat).
     ///
     /// # Errors
     /// Bad framing; the connection is then given up.
@@ -186,6 +195,15 @@ impl Codec {
                     Some(stomp::Item::Frame(frame)) => return Ok(Some(Event::Frame(frame))),
                     Some(stomp::Item::HeartBeat) => return Ok(Some(Event::HeartBeat)),
                     None => {}
+                }
+            }
+            if self.framing == Framing::SockJsHttp {
+                let Some(line) = sockjs::http::next_line(buf) else {
+                    return Ok(None);
+                };
+                match self.sockjs_frame(&line)? {
+                    Some(event) => return Ok(Some(event)),
+                    None => continue,
                 }
             }
             let data = match self.ws.decode(buf)? {
@@ -199,31 +217,51 @@ impl Codec {
                 // Most messages hold whole frames: decode them where they lie.
                 Framing::Raw if self.stream.is_empty() => self.stream = data,
                 Framing::Raw => self.stream.extend_from_slice(&data),
-                Framing::SockJs => match data.first() {
-                    Some(b'o') => return Ok(Some(Event::Open)),
-                    Some(b'h') => return Ok(Some(Event::HeartBeat)),
-                    Some(b'c') => return Ok(Some(Event::Closed(sockjs_close_code(&data[1..])))),
-                    Some(b'a') => {
-                        sockjs::decode_message(&data[1..], &mut self.json_scratch, &mut self.stream)
-                            .map_err(|_| Error::SockJs("a[...] is not a JSON array of strings"))?;
+                Framing::SockJs | Framing::SockJsHttp => {
+                    if let Some(event) = self.sockjs_frame(&data)? {
+                        return Ok(Some(event));
                     }
-                    _ => return Err(Error::SockJs("unknown frame type")),
-                },
+                }
             }
         }
     }
 
+    /// Handles one SockJS frame: an event, or `None` when it was `a[...]`, whose strings
+    /// went to the STOMP stream.
+    fn sockjs_frame(&mut self, data: &[u8]) -> Result<Option<Event>, Error> {
+        match data.first() {
+            Some(b'o') => Ok(Some(Event::Open)),
+            Some(b'h') => Ok(Some(Event::HeartBeat)),
+            Some(b'c') => Ok(Some(Event::Closed(sockjs_close_code(&data[1..])))),
+            Some(b'a') => {
+                sockjs::decode_message(&data[1..], &mut self.json_scratch, &mut self.stream)
+                    .map_err(|_| Error::SockJs("a[...] is not a JSON array of strings"))?;
+                Ok(None)
+            }
+            _ => Err(Error::SockJs("unknown frame type")),
+        }
+    }
+
     /// Appends `command` with `headers` and `body` as one masked WebSocket message
-    /// (inside a SockJS array when the framing asks for it).
+    /// (inside a SockJS array when the framing asks for it). With `Framing::SockJsHttp` it
+    /// appends the frame as one JSON string and a comma, an element of the next
+    /// [`xhr_send_request`] body (frames queued meanwhile go out in one request).
     pub fn encode(&mut self, command: stomp::Command, headers: &[(&str, &[u8])], body: &[u8], out: &mut BytesMut) {
         self.frame_scratch.clear();
         stomp::encode_frame(command, headers, body, stomp::Version::V1_2, &mut self.frame_scratch);
+        if self.framing == Framing::SockJsHttp {
+            out.reserve(self.frame_scratch.len() + 4);
+            out.put_u8(b'"');
+            sockjs::escape_into(&self.frame_scratch, out);
+            out.put_slice(b"\",");
+            return;
+        }
         let mask = self.mask();
         match self.framing {
             Framing::Raw => {
                 ws::encode_frame(ws::OpCode::Text, &self.frame_scratch, Some(mask), out);
             }
-            Framing::SockJs => {
+            Framing::SockJs | Framing::SockJsHttp => {
                 self.wrap_scratch.clear();
                 self.wrap_scratch.put_slice(b"[\"");
                 sockjs::escape_into(&self.frame_scratch, &mut self.wrap_scratch);
@@ -248,6 +286,76 @@ impl Codec {
     fn mask(&mut self) -> [u8; 4] {
         (self.rng.next_u64() as u32).to_le_bytes()
     }
+}
+
+/// Appends an HTTP/1.1 request with a `Content-Length` body (kept alive).
+pub fn http_request(method: &str, host: &str, path: &str, body: &[u8], out: &mut BytesMut) {
+    out.reserve(96 + host.len() + path.len() + body.len());
+    out.put_slice(method.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(path.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\nHost: ");
+    out.put_slice(host.as_bytes());
+    out.put_slice(b"\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: ");
+    out.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.put_slice(b"\r\n\r\n");
+    out.put_slice(body);
+}
+
+/// Appends a `POST {path}` (a session's `.../xhr_send`) whose body is the JSON array of
+/// the `elements` that [`Codec::encode`] queued (each a string and a comma).
+pub fn xhr_send_request(host: &str, path: &str, elements: &[u8], out: &mut BytesMut) {
+    let elements = elements.strip_suffix(b",").unwrap_or(elements);
+    let mut body = BytesMut::with_capacity(elements.len() + 2);
+    body.put_u8(b'[');
+    body.put_slice(elements);
+    body.put_u8(b']');
+    http_request("POST", host, path, &body, out);
+}
+
+/// The head of an HTTP response, as a client of the SockJS HTTP transports needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Status code.
+    pub status: u16,
+    /// Bytes of the head; the body follows.
+    pub head_bytes: usize,
+    /// `Content-Length`, when given; else the body ends when the connection closes.
+    pub content_length: Option<usize>,
+    /// The server closes the connection after this response.
+    pub close: bool,
+}
+
+/// Reads a response head from the start of `buf`; `Ok(None)`: not complete yet.
+///
+/// # Errors
+/// `MalformedHttp` when it is not HTTP, or uses chunked encoding (the engine does not).
+pub fn response_head(buf: &[u8]) -> Result<Option<ResponseHead>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_bytes = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => return Err(Error::MalformedHttp),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Error::MalformedHttp),
+    };
+    let mut head = ResponseHead {
+        status: response.code.unwrap_or(0),
+        head_bytes,
+        content_length: None,
+        close: response.version == Some(0),
+    };
+    for h in response.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| Error::MalformedHttp)?.trim();
+        if h.name.eq_ignore_ascii_case("content-length") {
+            head.content_length = Some(value.parse().map_err(|_| Error::MalformedHttp)?);
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            head.close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Error::MalformedHttp);
+        }
+    }
+    Ok(Some(head))
 }
 
 /// The code of a SockJS `c[code,"reason"]` (after the `c`).
@@ -299,6 +407,85 @@ mod tests {
         );
         assert_eq!(
             upgrade_response(b"\x00\x01garbage\r\n\r\n", "k"),
+            Err(Error::MalformedHttp)
+        );
+    }
+
+    #[test]
+    fn http_transport_bodies_and_requests() {
+        let mut codec = Codec::new(Framing::SockJsHttp, 1 << 20, 1);
+        let mut elements = BytesMut::new();
+        codec.encode(
+            stomp::Command::Connect,
+            &[("accept-version", b"1.2")],
+            b"",
+            &mut elements,
+        );
+        codec.encode(
+            stomp::Command::Send,
+            &[("destination", b"/pub/chat")],
+            b"{\"a\":1}",
+            &mut elements,
+        );
+        let mut out = BytesMut::new();
+        xhr_send_request("h:1", "/b/000/s/xhr_send", &elements, &mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+        assert!(
+            head.starts_with("POST /b/000/s/xhr_send HTTP/1.1\r\nHost: h:1\r\n"),
+            "{head}"
+        );
+        assert!(head.ends_with(&format!("Content-Length: {}", body.len())), "{head}");
+        let mut stomp_bytes = BytesMut::new();
+        assert_eq!(
+            sockjs::http::decode_send(body.as_bytes(), &mut Vec::new(), &mut stomp_bytes),
+            Ok(2)
+        );
+        assert!(stomp_bytes.starts_with(b"CONNECT\naccept-version:1.2\n"));
+
+        // An xhr_streaming body: prelude, open, a frame split over reads, a close.
+        let mut body = BytesMut::new();
+        sockjs::http::encode_prelude(sockjs::http::Transport::XhrStreaming, &mut body);
+        body.put_slice(b"o\na[\"MESSAGE\\ndestination:/x\\n\\nhi\\u0000\"]\nc[3000,\"Go away!\"]\n");
+        for cut in [0, 1, 2049, 2051, body.len() - 3] {
+            let mut codec = Codec::new(Framing::SockJsHttp, 1 << 20, 1);
+            let mut buf = BytesMut::from(&body[..cut]);
+            let mut events = Vec::new();
+            while let Ok(Some(e)) = codec.decode(&mut buf) {
+                events.push(e);
+            }
+            buf.extend_from_slice(&body[cut..]);
+            while let Ok(Some(e)) = codec.decode(&mut buf) {
+                events.push(e);
+            }
+            assert_eq!(events.len(), 4, "cut {cut}: {events:?}");
+            assert_eq!(events[0], Event::HeartBeat);
+            assert_eq!(events[1], Event::Open);
+            assert!(matches!(&events[2], Event::Frame(f) if &f.body[..] == b"hi"));
+            assert_eq!(events[3], Event::Closed(Some(3000)));
+        }
+    }
+
+    #[test]
+    fn response_heads() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: x\r\nConnection: close\r\n\r\nhhh";
+        assert_eq!(
+            response_head(head),
+            Ok(Some(ResponseHead {
+                status: 200,
+                head_bytes: head.len() - 3,
+                content_length: None,
+                close: true
+            }))
+        );
+        let head = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(
+            response_head(head).map(|h| h.map(|h| (h.status, h.close))),
+            Ok(Some((204, false)))
+        );
+        assert_eq!(response_head(b"HTTP/1.1 200 OK\r\n"), Ok(None));
+        assert_eq!(
+            response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(Error::MalformedHttp)
         );
     }

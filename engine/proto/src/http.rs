@@ -1,7 +1,9 @@
 //! HTTP/1.1 for the engine's front door, sans-IO: parses a request head with httparse
 //! into the few facts the engine routes on, validates a WebSocket upgrade (RFC 6455
-//! §4.2.1), and writes responses into a caller-owned buffer. `shard/conn.rs` calls it
-//! once per request before handing leftover bytes to `ws::Decoder`.
+//! §4.2.1), finds where a body ends (`Content-Length`, or chunked as Node's http client
+//! sends SockJS's `xhr_send`), and writes responses into a caller-owned buffer.
+//! `shard/conn.rs` calls it once per request before handing leftover bytes to
+//! `ws::Decoder`.
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -32,8 +34,10 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
     /// `Access-Control-Request-Headers` (CORS preflight).
     pub cors_request_headers: Option<&'a str>,
-    /// `Content-Length`, parsed (requests with bodies are read and ignored).
+    /// `Content-Length`, parsed (0 when absent or chunked).
     pub content_length: usize,
+    /// `Transfer-Encoding: chunked`: the body is read with [`decode_chunked`].
+    pub chunked: bool,
     /// True for HTTP/1.1 without `Connection: close`.
     pub keep_alive: bool,
     /// The HTTP minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
@@ -55,6 +59,9 @@ pub enum Error {
     /// `Sec-WebSocket-Version` other than 13 (426 with `Sec-WebSocket-Version: 13`).
     #[error("unsupported websocket version")]
     UnsupportedVersion,
+    /// A request body over the limit (413).
+    #[error("request body too large")]
+    BodyTooLarge,
 }
 
 impl Error {
@@ -64,15 +71,17 @@ impl Error {
             Error::Malformed(_) | Error::BadUpgrade(_) => 400,
             Error::TooLarge => 431,
             Error::UnsupportedVersion => 426,
+            Error::BodyTooLarge => 413,
         }
     }
 }
 
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
 /// `Ok(Some((req, n)))`: the head is `buf[..n]`; bytes after it belong to the next
-/// layer (or the body of `content_length`). Of a repeated single-valued header the
-/// first one counts; a `Transfer-Encoding` header is refused, since the engine cannot
-/// tell where such a body ends.
+/// layer (or the body: `content_length` bytes, or chunks when `chunked`). Of a repeated
+/// single-valued header the first one counts. `Transfer-Encoding` other than `chunked`
+/// is refused, since the engine could not tell where such a body ends, and so is one
+/// next to a `Content-Length` (RFC 9112 §6.1: a sign of request smuggling).
 ///
 /// # Errors
 /// `TooLarge` once `buf` holds more than `max_head_bytes` without a complete head, or
@@ -111,6 +120,7 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
         origin: None,
         cors_request_headers: None,
         content_length: 0,
+        chunked: false,
         keep_alive: minor_version >= 1,
         minor_version,
     };
@@ -149,7 +159,11 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             content_length = Some(length);
             continue;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(Error::Malformed("Transfer-Encoding is not supported"));
+            if request.chunked || !value_str(header.value)?.eq_ignore_ascii_case("chunked") {
+                return Err(Error::Malformed("only Transfer-Encoding: chunked is supported"));
+            }
+            request.chunked = true;
+            continue;
         } else {
             continue;
         };
@@ -157,8 +171,63 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             *slot = Some(value_str(header.value)?);
         }
     }
+    if request.chunked && content_length.is_some() {
+        return Err(Error::Malformed("Content-Length with Transfer-Encoding"));
+    }
     request.content_length = content_length.unwrap_or(0);
     Ok(Some((request, head_bytes)))
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1) from the start of `buf` into `out`.
+/// `Ok(None)`: not complete yet (`out` is left as it was; call again with more bytes).
+/// `Ok(Some(n))`: the body, trailers included, is `buf[..n]`, and its data was appended.
+/// Chunk extensions and trailer fields are skipped.
+///
+/// # Errors
+/// `BodyTooLarge` once the data would pass `max_bytes`; `Malformed` for bad chunk syntax.
+pub fn decode_chunked(buf: &[u8], max_bytes: usize, out: &mut BytesMut) -> Result<Option<usize>, Error> {
+    let start = out.len();
+    let mut at = 0;
+    let mut data = 0usize;
+    let result = 'body: loop {
+        let Some(line_end) = find_crlf(&buf[at..]) else {
+            break Ok(None);
+        };
+        let line = &buf[at..at + line_end];
+        let size_part = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        if size_part.is_empty() || size_part.len() > 8 || !size_part.iter().all(u8::is_ascii_hexdigit) {
+            break Err(Error::Malformed("bad chunk size"));
+        }
+        // At most 8 hex digits: no overflow.
+        let size = size_part.iter().fold(0usize, |n, &b| {
+            n * 16 + char::from(b).to_digit(16).map_or(0, |d| d as usize)
+        });
+        at += line_end + 2;
+        if size == 0 {
+            // Trailer fields, each ending in CRLF, then an empty line.
+            loop {
+                match find_crlf(&buf[at..]) {
+                    None => break 'body Ok(None),
+                    Some(0) => return Ok(Some(at + 2)),
+                    Some(n) => at += n + 2,
+                }
+            }
+        }
+        data += size;
+        if data > max_bytes {
+            break Err(Error::BodyTooLarge);
+        }
+        if buf.len() < at + size + 2 {
+            break Ok(None);
+        }
+        if &buf[at + size..at + size + 2] != b"\r\n" {
+            break Err(Error::Malformed("chunk data not followed by CRLF"));
+        }
+        out.extend_from_slice(&buf[at..at + size]);
+        at += size + 2;
+    };
+    out.truncate(start);
+    result
 }
 
 impl Request<'_> {
@@ -236,6 +305,17 @@ pub fn write_upgrade(key: &str, protocol: Option<&str>, out: &mut BytesMut) {
 pub fn write_response(status: u16, headers: &[(&str, &str)], body: &[u8], keep_alive: bool, out: &mut BytesMut) {
     let has_body = !(100..200).contains(&status) && status != 204;
     out.reserve(64 + body.len());
+    write_head(status, headers, has_body.then_some(body.len()), keep_alive, out);
+    if has_body {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends a response head: status line, `headers`, `Content-Length` when `length` is
+/// given, `Connection: close` unless `keep_alive`. A response with a body but without a
+/// length must not be kept alive: its body ends when the connection closes (RFC 9112
+/// §6.3, item 8), as SockJS's streaming responses do here.
+pub fn write_head(status: u16, headers: &[(&str, &str)], length: Option<usize>, keep_alive: bool, out: &mut BytesMut) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, usize::from(status));
     out.extend_from_slice(b" ");
@@ -244,18 +324,15 @@ pub fn write_response(status: u16, headers: &[(&str, &str)], body: &[u8], keep_a
     for (name, value) in headers {
         push_header(out, name, value);
     }
-    if has_body {
+    if let Some(length) = length {
         out.extend_from_slice(b"Content-Length: ");
-        push_decimal(out, body.len());
+        push_decimal(out, length);
         out.extend_from_slice(b"\r\n");
     }
     if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    if has_body {
-        out.extend_from_slice(body);
-    }
 }
 
 /// The reason phrase of the statuses the engine sends (empty for others, which
@@ -269,6 +346,7 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        413 => "Payload Too Large",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -311,6 +389,11 @@ fn describe(error: httparse::Error) -> &'static str {
         httparse::Error::TooManyHeaders => "too many headers",
         httparse::Error::Version => "invalid HTTP version",
     }
+}
+
+/// Where the first CRLF of `buf` starts.
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    memchr::memmem::find(buf, b"\r\n")
 }
 
 /// Appends `name: value\r\n`.
@@ -584,7 +667,9 @@ mod tests {
             b"GET / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
             b"GET / HTTP/1.1\r\nOrigin: \xFF\r\n\r\n",
         ] {
             let result = parse(head);
@@ -598,6 +683,55 @@ mod tests {
         // A repeated equal Content-Length is tolerated.
         let head = b"POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n";
         assert_eq!(complete(head).content_length, 3);
+    }
+
+    /// What Node's http client sends for sockjs-client's `xhr_send` (request.write, end).
+    const NODE_XHR_SEND: &[u8] = b"POST /b/1/2/xhr_send HTTP/1.1\r\nHost: 127.0.0.1:45429\r\n\
+        Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n[\"a\"]\r\n0\r\n\r\n";
+
+    #[test]
+    fn chunked_bodies_in_every_split() {
+        let Ok(Some((request, head))) = parse(NODE_XHR_SEND) else {
+            panic!("not parsed");
+        };
+        assert!(request.chunked && request.keep_alive);
+        assert_eq!(request.content_length, 0);
+        let body = &NODE_XHR_SEND[head..];
+        for cut in 0..body.len() {
+            let mut out = BytesMut::from(&b"x"[..]);
+            assert_eq!(decode_chunked(&body[..cut], 100, &mut out), Ok(None), "cut {cut}");
+            assert_eq!(&out[..], b"x", "nothing appended before the end");
+        }
+        let mut out = BytesMut::new();
+        assert_eq!(decode_chunked(body, 100, &mut out), Ok(Some(body.len())));
+        assert_eq!(&out[..], b"[\"a\"]");
+        // Several chunks, an extension, a trailer, and what follows the body.
+        let body = b"3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nGET ";
+        out.clear();
+        assert_eq!(decode_chunked(body, 100, &mut out), Ok(Some(body.len() - 4)));
+        assert_eq!(&out[..], b"abc0123456789");
+        out.clear();
+        assert_eq!(decode_chunked(body, 12, &mut out), Err(Error::BodyTooLarge));
+        for bad in [&b"x\r\n"[..], b"\r\n", b"3\r\nabcd\r\n", b"123456789\r\n"] {
+            assert!(matches!(
+                decode_chunked(bad, 1 << 30, &mut out),
+                Err(Error::Malformed(_))
+            ));
+        }
+        assert_eq!(Error::BodyTooLarge.status(), 413);
+    }
+
+    #[test]
+    fn streaming_heads_close_the_connection() {
+        let mut out = BytesMut::new();
+        write_head(200, &[("Content-Type", "text/event-stream")], None, false, &mut out);
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        );
+        out.clear();
+        write_head(200, &[], Some(2), true, &mut out);
+        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
     }
 
     #[test]
@@ -679,6 +813,7 @@ mod tests {
             (403, "Forbidden"),
             (404, "Not Found"),
             (405, "Method Not Allowed"),
+            (413, "Payload Too Large"),
             (426, "Upgrade Required"),
             (431, "Request Header Fields Too Large"),
             (500, "Internal Server Error"),

@@ -3,7 +3,8 @@
 //!
 //! - [`http`]: HTTP/1.1 requests (upgrade, SockJS `/info`, health, metrics) and responses.
 //! - [`ws`]: RFC 6455 frames, masking, fragmentation, close codes.
-//! - [`sockjs`]: SockJS `o`, `h`, `a[...]`, `c[...]` framing over the WebSocket transport.
+//! - [`sockjs`]: SockJS `o`, `h`, `a[...]`, `c[...]` framing over the WebSocket transport;
+//!   [`sockjs::http`] adds its HTTP transports (xhr, xhr_streaming, xhr_send, eventsource).
 //! - [`stomp`]: STOMP 1.0–1.2 frames, header escaping, heart-beat negotiation.
 //! - [`server`]: the server role, chaining the three: bytes in, STOMP frames out; the
 //!   server's frames (replies, `MESSAGE`s, closes) out as wire bytes.
@@ -31,6 +32,18 @@ pub enum Framing {
     /// SockJS over WebSocket: the server sends `o`, `h`, `a["..."]`, `c[...]`, the client
     /// sends JSON arrays of strings (`{base}/{server}/{session}/websocket`).
     SockJs,
+    /// SockJS over its HTTP transports (`xhr`, `xhr_streaming`, `eventsource`): the
+    /// server's frames are bare SockJS frames, each ending in `\n` (`o\n`, `a[...]\n`,
+    /// `c[...]\n`), with no WebSocket header; what the client sends arrives as STOMP bytes,
+    /// already unwrapped from `xhr_send` bodies by [`sockjs::http::decode_send`].
+    SockJsHttp,
+}
+
+impl Framing {
+    /// True for both SockJS framings (they send `o` and `h` frames).
+    pub fn is_sockjs(self) -> bool {
+        matches!(self, Framing::SockJs | Framing::SockJsHttp)
+    }
 }
 
 /// Any protocol error, by layer. Each layer maps its own errors to exactly one answer

@@ -3,7 +3,9 @@
 //! WebSocket pings and closes), with SockJS unwrapping between WebSocket and STOMP where
 //! the framing asks for it. The encoders write what the server sends (replies,
 //! `MESSAGE`s, heart-beats, closes) as complete WebSocket frames into a caller-owned
-//! buffer. Called by the engine's session; no socket, clock or executor here.
+//! buffer, or, for SockJS's HTTP transports (`Framing::SockJsHttp`), as bare SockJS
+//! frames ending in `\n`, whose STOMP bytes come in already unwrapped from `xhr_send`
+//! bodies. Called by the engine's session; no socket, clock or executor here.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -91,6 +93,14 @@ impl Codec {
                     None => {}
                 }
             }
+            // The HTTP transports have no WebSocket layer: `buf` is the STOMP stream itself
+            // (checked here, once per WebSocket message, not once per frame).
+            if self.framing == Framing::SockJsHttp {
+                return Ok(self.stomp.decode(buf)?.map(|item| match item {
+                    Item::Frame(frame) => Inbound::Frame(frame),
+                    Item::HeartBeat => Inbound::HeartBeat,
+                }));
+            }
             let data = match self.ws.decode(buf)? {
                 None => return Ok(None),
                 Some(ws::Message::Text(data) | ws::Message::Binary(data)) => data,
@@ -102,7 +112,7 @@ impl Codec {
                 // Most messages hold whole frames: decode them where they lie.
                 Framing::Raw if self.stream.is_empty() => self.stream = data,
                 Framing::Raw => self.stream.extend_from_slice(&data),
-                Framing::SockJs => {
+                Framing::SockJs | Framing::SockJsHttp => {
                     sockjs::decode_message(&data, scratch, &mut self.stream)?;
                 }
             }
@@ -135,9 +145,9 @@ pub struct Scratch {
     wire: BytesMut,
 }
 
-/// The complete WebSocket frame carrying a JSON `MESSAGE` with `head` and `body` for a
-/// connection with `framing` and `version`, in `scratch` (reused: no allocation per
-/// message once warm).
+/// The complete WebSocket frame (or, for the SockJS HTTP transports, the `a[...]\n` line)
+/// carrying a JSON `MESSAGE` with `head` and `body` for a connection with `framing` and
+/// `version`, in `scratch` (reused: no allocation per message once warm).
 pub fn encode_message<'s>(
     head: &MessageHead<'_>,
     body: &[u8],
@@ -171,8 +181,9 @@ pub fn encode_message<'s>(
     wire
 }
 
-/// Appends a STOMP frame (escaped for `version`) as one WebSocket frame with `framing`.
-/// `scratch` is reused storage for the STOMP bytes.
+/// Appends a STOMP frame (escaped for `version`) as one WebSocket frame with `framing`
+/// (one `a[...]\n` line for the SockJS HTTP transports). `scratch` is reused storage for
+/// the STOMP bytes.
 pub fn encode_frame(
     framing: Framing,
     command: Command,
@@ -194,14 +205,24 @@ pub fn encode_heartbeat(framing: Framing, out: &mut BytesMut) {
 
 /// Appends SockJS's open frame `o` (nothing for raw framing).
 pub fn encode_open(framing: Framing, out: &mut BytesMut) {
-    if framing == Framing::SockJs {
-        ws::encode_frame(ws::OpCode::Text, sockjs::OPEN, None, out);
+    match framing {
+        Framing::Raw => {}
+        Framing::SockJs => {
+            ws::encode_frame(ws::OpCode::Text, sockjs::OPEN, None, out);
+        }
+        Framing::SockJsHttp => sockjs::http::encode_line(sockjs::OPEN, out),
     }
 }
 
-/// Appends SockJS's heart-beat frame `h`.
-pub fn encode_sockjs_heartbeat(out: &mut BytesMut) {
-    ws::encode_frame(ws::OpCode::Text, sockjs::HEARTBEAT, None, out);
+/// Appends SockJS's heart-beat frame `h` (nothing for raw framing).
+pub fn encode_sockjs_heartbeat(framing: Framing, out: &mut BytesMut) {
+    match framing {
+        Framing::Raw => {}
+        Framing::SockJs => {
+            ws::encode_frame(ws::OpCode::Text, sockjs::HEARTBEAT, None, out);
+        }
+        Framing::SockJsHttp => sockjs::http::encode_line(sockjs::HEARTBEAT, out),
+    }
 }
 
 /// Appends the pong that answers a ping with `payload`.
@@ -210,17 +231,38 @@ pub fn encode_pong(payload: &[u8], out: &mut BytesMut) {
 }
 
 /// Appends the goodbye of a closing connection: SockJS's `c[code,"reason"]` where the
-/// framing has it, then the WebSocket close frame.
+/// framing has it, then the WebSocket close frame (none on the HTTP transports).
 pub fn encode_close(framing: Framing, code: u16, reason: &str, out: &mut BytesMut) {
-    if framing == Framing::SockJs {
-        let mut frame = BytesMut::with_capacity(16 + reason.len());
-        sockjs::encode_close(code, reason, &mut frame);
-        ws::encode_frame(ws::OpCode::Text, &frame, None, out);
+    match framing {
+        Framing::Raw => {}
+        Framing::SockJs => {
+            let mut frame = BytesMut::with_capacity(16 + reason.len());
+            sockjs::encode_close(code, reason, &mut frame);
+            ws::encode_frame(ws::OpCode::Text, &frame, None, out);
+        }
+        Framing::SockJsHttp => {
+            sockjs::encode_close(code, reason, out);
+            out.put_u8(b'\n');
+            return;
+        }
     }
     ws::encode_close(code, reason, None, out);
 }
 
-/// Appends the WebSocket frame that carries the STOMP bytes `stomp` with `framing`.
+/// Appends the end of a connection that needs no SockJS farewell: the WebSocket close
+/// frame with `code` (the client closed, or sent `DISCONNECT`). The HTTP transports have
+/// no such frame, so they get `c[code,""]`, the only way they learn of an end.
+pub fn encode_end(framing: Framing, code: u16, out: &mut BytesMut) {
+    match framing {
+        Framing::Raw | Framing::SockJs => {
+            ws::encode_close(code, "", None, out);
+        }
+        Framing::SockJsHttp => encode_close(framing, code, "", out),
+    }
+}
+
+/// Appends the WebSocket frame that carries the STOMP bytes `stomp` with `framing` (for
+/// the SockJS HTTP transports, the line `a["..."]\n`).
 pub fn wrap(framing: Framing, stomp: &[u8], wire: &mut BytesMut) {
     match framing {
         Framing::Raw => {
@@ -243,6 +285,11 @@ pub fn wrap(framing: Framing, stomp: &[u8], wire: &mut BytesMut) {
             // Close the gap left by a header shorter than the maximum.
             wire.copy_within(start.., at);
             wire.truncate(wire.len() - (start - at));
+        }
+        Framing::SockJsHttp => {
+            wire.reserve(8 + stomp.len() * 6 / 5);
+            sockjs::encode_array(&[stomp], wire);
+            wire.put_u8(b'\n');
         }
     }
 }
@@ -388,6 +435,60 @@ mod tests {
             assert_eq!(frame.header(b"subscription"), Some(&b"sub-0"[..]));
             assert_eq!(frame.header(b"x-offset"), Some(&b"7"[..]));
             assert_eq!(&frame.body[..], b"{}");
+        }
+    }
+
+    #[test]
+    fn http_transport_framing_is_bare_lines() {
+        let mut out = BytesMut::new();
+        encode_open(Framing::SockJsHttp, &mut out);
+        encode_sockjs_heartbeat(Framing::SockJsHttp, &mut out);
+        encode_heartbeat(Framing::SockJsHttp, &mut out);
+        encode_close(Framing::SockJsHttp, 1008, "slow", &mut out);
+        encode_end(Framing::SockJsHttp, 1000, &mut out);
+        assert_eq!(&out[..], &b"o\nh\na[\"\\n\"]\nc[1008,\"slow\"]\nc[1000,\"\"]\n"[..]);
+        let head = MessageHead {
+            destination: b"/sub/chat/a",
+            subscription: b"sub-0",
+            id: b"n-0-1",
+            offset: None,
+        };
+        let mut scratch = Scratch::default();
+        let line = BytesMut::from(encode_message(
+            &head,
+            b"{\"m\":\"\\u2028\"}",
+            Version::V1_1,
+            Framing::SockJsHttp,
+            &mut scratch,
+        ));
+        assert!(
+            line.starts_with(b"a[\"MESSAGE\\n") && line.ends_with(b"\"]\n"),
+            "{line:?}"
+        );
+        let mut client = client::Codec::new(Framing::SockJsHttp, 1 << 20, 1);
+        let mut buf = line;
+        let Ok(Some(client::Event::Frame(frame))) = client.decode(&mut buf) else {
+            panic!("no MESSAGE");
+        };
+        assert_eq!(frame.header(b"subscription"), Some(&b"sub-0"[..]));
+        assert!(buf.is_empty());
+        // What xhr_send bodies unwrap to: STOMP bytes, decoded as they lie, in every split.
+        let input = b"CONNECT\naccept-version:1.2\n\n\0\nSEND\ndestination:/pub/chat\n\n{}\0";
+        for cut in 0..=input.len() {
+            let mut codec = Codec::new(Framing::SockJsHttp, LIMITS);
+            let mut buf = BytesMut::from(&input[..cut]);
+            let mut items = decode_all(&mut codec, &mut buf);
+            buf.extend_from_slice(&input[cut..]);
+            items.extend(decode_all(&mut codec, &mut buf));
+            let kinds: Vec<_> = items
+                .iter()
+                .map(|i| match i {
+                    Inbound::Frame(f) => Some(f.command),
+                    Inbound::HeartBeat => None,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(kinds, [Some(Command::Connect), None, Some(Command::Send)], "cut {cut}");
         }
     }
 

@@ -1,7 +1,10 @@
 //! SockJS over its WebSocket transport, sans-IO: routes paths under the base path,
 //! decodes client messages (a JSON array of strings, or one JSON string, parsed with
 //! simd-json) into the STOMP byte stream, and encodes the server's `o`, `h`, `a[...]`
-//! and `c[...]` frames and the `/info` body. Called by `shard/conn.rs`.
+//! and `c[...]` frames and the `/info` body. Called by `shard/conn.rs`. The HTTP
+//! transports' own parts (bodies, preludes, event-stream lines) are in [`http`].
+
+pub mod http;
 
 use std::cell::RefCell;
 
@@ -19,6 +22,12 @@ pub enum Route {
     SockJsWebSocket,
     /// `{base}/websocket`: raw STOMP over WebSocket.
     RawWebSocket,
+    /// `{base}/{server}/{session}/{transport}` for an HTTP transport; the session id is
+    /// [`session_id`]'s.
+    Http(http::Transport),
+    /// `{base}/iframe.html` (and `iframe-<version>.html`): the page of the iframe-based
+    /// transports, which the engine does not serve (see [`http::Transport::Unsupported`]).
+    Iframe,
 }
 
 /// A bad client message.
@@ -32,33 +41,59 @@ pub enum Error {
 
 /// Routes `path` (no query) against `base` (e.g. `/letters-chat-server`). `server` must
 /// be non-empty digits-or-letters without dots (clients send 3 digits) and `session`
-/// non-empty without dots or slashes. Unknown paths and other transports give `None`.
+/// non-empty without dots or slashes (at most [`MAX_SESSION_ID_BYTES`] for the HTTP
+/// transports, whose sessions the server keeps by id). Unknown paths and transports give
+/// `None`.
 ///
 /// `base` may end in `/`. As in sockjs-node, one trailing `/` on `path` is accepted,
 /// and a stray `?query` is ignored.
 pub fn route(base: &str, path: &str) -> Option<Route> {
-    let base = base.trim_end_matches('/');
-    let path = path.split_once('?').map_or(path, |(path, _)| path);
-    let rest = path.strip_prefix(base)?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let rest = under(base, path)?;
     if rest.is_empty() {
         return Some(Route::Greeting);
     }
     match rest.strip_prefix('/')? {
         "info" => Some(Route::Info),
         "websocket" => Some(Route::RawWebSocket),
+        page if page.starts_with("iframe") && page.ends_with(".html") && !page.contains('/') => Some(Route::Iframe),
         rest => {
-            let mut parts = rest.split('/');
-            let (server, session, transport) = (parts.next()?, parts.next()?, parts.next()?);
-            let valid = parts.next().is_none()
-                && transport == "websocket"
-                && !server.is_empty()
-                && server.bytes().all(|b| b.is_ascii_alphanumeric())
-                && !session.is_empty()
-                && !session.contains('.');
-            valid.then_some(Route::SockJsWebSocket)
+            let (_, session, transport) = session_path(rest)?;
+            match transport {
+                "websocket" => Some(Route::SockJsWebSocket),
+                _ if session.len() > MAX_SESSION_ID_BYTES => None,
+                transport => http::Transport::from_name(transport).map(Route::Http),
+            }
         }
     }
+}
+
+/// The session id of a `{base}/{server}/{session}/{transport}` path, as [`route`] checks it.
+pub fn session_id<'p>(base: &str, path: &'p str) -> Option<&'p str> {
+    let rest = under(base, path)?.strip_prefix('/')?;
+    session_path(rest).map(|(_, session, _)| session)
+}
+
+/// Longest session id the HTTP transports accept (sockjs-client sends 8 characters).
+pub const MAX_SESSION_ID_BYTES: usize = 64;
+
+/// What follows `base` in `path`, without the query and one trailing `/`.
+fn under<'p>(base: &str, path: &'p str) -> Option<&'p str> {
+    let base = base.trim_end_matches('/');
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    let rest = path.strip_prefix(base)?;
+    Some(rest.strip_suffix('/').unwrap_or(rest))
+}
+
+/// `server/session/transport`, each part checked.
+fn session_path(rest: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = rest.split('/');
+    let (server, session, transport) = (parts.next()?, parts.next()?, parts.next()?);
+    let valid = parts.next().is_none()
+        && !server.is_empty()
+        && server.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !session.is_empty()
+        && !session.contains('.');
+    valid.then_some((server, session, transport))
 }
 
 /// Decodes one client message and appends the UTF-8 bytes of each string to `out`, in
@@ -328,8 +363,8 @@ mod tests {
                 "/",
                 "",
                 "/letters-chat-server//",
-                "/letters-chat-server/iframe.html",
-                "/letters-chat-server/123/abcdefgh/xhr_streaming",
+                "/letters-chat-server/123/abcdefgh/xhr_polling",
+                "/letters-chat-server/123/abc.def/xhr",
                 "/letters-chat-server/123/abcdefgh/websocket/more",
                 "/letters-chat-server/123/abc.def/websocket",
                 "/letters-chat-server/1.3/abc/websocket",
@@ -341,6 +376,25 @@ mod tests {
                 assert_eq!(r(path), None, "{path}");
             }
         }
+        let r = |path: &str| route("/letters-chat-server", path);
+        for (name, transport) in [
+            ("xhr", http::Transport::Xhr),
+            ("xhr_send", http::Transport::XhrSend),
+            ("xhr_streaming", http::Transport::XhrStreaming),
+            ("eventsource", http::Transport::EventSource),
+            ("htmlfile", http::Transport::Unsupported),
+            ("jsonp", http::Transport::Unsupported),
+            ("jsonp_send", http::Transport::Unsupported),
+        ] {
+            let path = format!("/letters-chat-server/123/abcdefgh/{name}");
+            assert_eq!(r(&path), Some(Route::Http(transport)), "{path}");
+            assert_eq!(session_id("/letters-chat-server", &path), Some("abcdefgh"));
+        }
+        let long = format!("/letters-chat-server/1/{}/xhr", "s".repeat(MAX_SESSION_ID_BYTES + 1));
+        assert_eq!(r(&long), None);
+        assert_eq!(r("/letters-chat-server/iframe.html"), Some(Route::Iframe));
+        assert_eq!(r("/letters-chat-server/iframe-1.6.1.html"), Some(Route::Iframe));
+        assert_eq!(session_id("/letters-chat-server", "/letters-chat-server/info"), None);
         assert_eq!(route("/", "/"), Some(Route::Greeting));
         assert_eq!(route("/", "/info"), Some(Route::Info));
         assert_eq!(route("/ws", "/ws/websocket"), Some(Route::RawWebSocket));

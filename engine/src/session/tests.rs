@@ -63,7 +63,7 @@ impl Pair {
             closed: false,
         };
         pair.flush();
-        if framing == Framing::SockJs {
+        if framing.is_sockjs() {
             assert_eq!(pair.event(), Some(Event::Open));
         }
         pair
@@ -108,6 +108,14 @@ impl Pair {
     fn send(&mut self, command: Command, headers: &[(&str, &[u8])], body: &[u8]) {
         let mut bytes = BytesMut::new();
         self.client.encode(command, headers, body, &mut bytes);
+        if self.session.framing() == Framing::SockJsHttp {
+            // As `transport.rs` does: the xhr_send body, unwrapped into STOMP bytes.
+            let mut request = BytesMut::new();
+            client::xhr_send_request("h", "/x", &bytes, &mut request);
+            let at = request.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+            bytes.clear();
+            proto::sockjs::http::decode_send(&request[at..], &mut Vec::new(), &mut bytes).expect("a valid body");
+        }
         self.send_bytes(bytes);
     }
 
@@ -174,8 +182,8 @@ fn header<'f>(frame: &'f Frame, name: &str) -> &'f [u8] {
 }
 
 #[test]
-fn the_original_clients_flow_on_both_framings() {
-    for framing in [Framing::SockJs, Framing::Raw] {
+fn the_original_clients_flow_on_every_framing() {
+    for framing in [Framing::SockJs, Framing::Raw, Framing::SockJsHttp] {
         let mut pair = Pair::new(framing);
         let connected = pair.connect();
         assert_eq!(header(&connected, "version"), b"1.1");
@@ -467,13 +475,46 @@ fn traffic_postpones_heart_beats() {
 
 #[test]
 fn sockjs_sessions_send_h_frames() {
-    let mut pair = Pair::new(Framing::SockJs);
+    for framing in [Framing::SockJs, Framing::SockJsHttp] {
+        let mut pair = Pair::new(framing);
+        pair.tick(Duration::from_secs(26));
+        assert_eq!(pair.event(), Some(Event::HeartBeat));
+        assert_eq!(
+            pair.session.next_deadline(&pair.settings, pair.last_sent),
+            Some(pair.now + Duration::from_secs(25))
+        );
+    }
+    let mut pair = Pair::new(Framing::SockJsHttp);
+    pair.to_client.clear();
     pair.tick(Duration::from_secs(26));
-    assert_eq!(pair.event(), Some(Event::HeartBeat));
-    assert_eq!(
-        pair.session.next_deadline(&pair.settings, pair.last_sent),
-        Some(pair.now + Duration::from_secs(25))
+    assert_eq!(&pair.to_client[..], b"h\n", "a bare line, no WebSocket header");
+}
+
+#[test]
+fn http_transport_sessions_speak_bare_sockjs_lines() {
+    let mut pair = Pair::new(Framing::SockJsHttp);
+    pair.connect();
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"sub-0"), ("destination", b"/sub/chat/a")],
+        b"",
     );
+    match &pair.effects[0] {
+        Action::Subscribe { key, .. } => assert_eq!(key.framing, Framing::SockJsHttp, "its own wire form"),
+        other => panic!("{other:?}"),
+    }
+    pair.to_client.clear();
+    pair.send(Command::Disconnect, &[("receipt", b"bye")], b"");
+    assert!(pair.closed);
+    let text = String::from_utf8_lossy(&pair.to_client).into_owned();
+    assert_eq!(text, "a[\"RECEIPT\\nreceipt-id:bye\\n\\n\\u0000\"]\nc[1000,\"\"]\n");
+    // A broken frame: ERROR, then c[...], never a WebSocket close frame.
+    let mut pair = Pair::new(Framing::SockJsHttp);
+    pair.send_bytes(BytesMut::from(&b"NOPE\n\n\0"[..]));
+    assert!(pair.closed);
+    assert_eq!(pair.frame().command, Command::Error);
+    assert_eq!(pair.close_code(), Some(1000));
+    assert!(pair.to_client.is_empty());
 }
 
 #[test]

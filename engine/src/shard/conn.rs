@@ -1,24 +1,27 @@
-//! Owns a client's `TcpStream`: the only file that reads from or writes to a socket.
-//! A connection starts as HTTP (`endpoints.rs` decides each request); after a WebSocket
-//! upgrade, a reader loop feeds the bytes to its sans-IO `Session` and carries out the
-//! effects it asks for through the router (or echoes, on the conformance endpoint), and
-//! a writer task drains its `Outbound` queue, one `send()` per burst. Reads go through
-//! the shard's scratch buffer so an idle connection holds no read buffer.
+//! Owns a client's `TcpStream`: with `transport.rs`, the only files that read from or
+//! write to a socket. A connection starts as HTTP (`endpoints.rs` decides each request);
+//! after a WebSocket upgrade, a reader loop feeds the bytes to its sans-IO `Session` and
+//! carries out the effects it asks for through the router (or echoes, on the conformance
+//! endpoint), and a writer task drains its `Outbound` queue, one `send()` per burst.
+//! Requests of SockJS's HTTP transports go to `transport.rs` on the shard that owns their
+//! session; a connection whose request belongs to another shard is handed over to it
+//! (`sessions.rs`). Reads go through the shard's scratch buffer so an idle connection
+//! holds no read buffer.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Buf, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use proto::{http, server, ws, Framing};
 
-use super::{endpoints, Shard};
+use super::{endpoints, transport, Handoff, Shard};
 use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
 use crate::metrics::{ErrorKind, ShardStats};
@@ -27,7 +30,7 @@ use crate::session::{self, Action, Env, Outcome, Session, Step};
 
 /// A socket shared by a connection's reader and writer tasks (each borrows it only
 /// inside a poll, never across an await).
-type Stream = Rc<RefCell<TcpStream>>;
+pub(super) type Stream = Rc<RefCell<TcpStream>>;
 
 /// What an upgraded connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +41,30 @@ pub(super) enum Endpoint {
 
 /// Serves one accepted connection to its end.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    serve_from(shard, stream, BytesMut::new()).await;
+}
+
+/// Serves a connection handed over by another shard, whose unread bytes are `buf`.
+pub async fn serve_handed(shard: Rc<Shard>, handoff: Handoff) {
+    // SAFETY: the descriptor is a `dup` the sending shard made for this shard alone; the
+    // stream takes it over.
+    let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(handoff.fd)) };
+    serve_from(shard, stream, handoff.buf).await;
+}
+
+async fn serve_from(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut) {
     let stream: Stream = Rc::new(RefCell::new(stream));
-    let mut buf = BytesMut::new();
     // Boxed so that its state is freed once the connection is upgraded.
-    let Some(endpoint) = Box::pin(serve_http(&shard, &stream, &mut buf)).await else {
-        shutdown(&stream);
-        return;
+    let endpoint = match Box::pin(serve_http(&shard, &stream, &mut buf)).await {
+        Next::Upgrade(endpoint) => endpoint,
+        Next::Close => {
+            shutdown(&stream);
+            return;
+        }
+        Next::Handoff(owner) => {
+            hand_off(&shard, owner, stream, buf).await;
+            return;
+        }
     };
     let conn = shard.next_conn_id();
     let out = Rc::new(Outbound::new(shard.node.config.max_outbound_bytes, Instant::now()));
@@ -72,7 +93,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 impl Shard {
     /// Runs one call of a session against the shard's output buffer, then queues what
     /// it wrote for the wire (and asks the writer to close when the session ended).
-    fn step(&self, out: &Outbound, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
+    pub(super) fn step(&self, out: &Outbound, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
         let now = Instant::now();
         let env = Env {
             settings: &self.settings,
@@ -124,14 +145,20 @@ async fn stomp_loop(
 
 /// Whether a connection goes on reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
+pub(super) enum Flow {
     Continue,
     Close,
 }
 
 /// Feeds the bytes read to the session and carries out the effects it asks for, until
-/// it needs more bytes or ends.
-async fn drive(shard: &Shard, session: &mut Session, out: &Rc<Outbound>, conn: ConnId, buf: &mut BytesMut) -> Flow {
+/// it needs more bytes or ends. (`sessions.rs` drives HTTP-transport sessions with it too.)
+pub(super) async fn drive(
+    shard: &Shard,
+    session: &mut Session,
+    out: &Rc<Outbound>,
+    conn: ConnId,
+    buf: &mut BytesMut,
+) -> Flow {
     loop {
         if out.closing() != Closing::Open {
             return Flow::Close;
@@ -230,30 +257,77 @@ async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut Byt
     }
 }
 
-/// Serves HTTP requests until one upgrades to a WebSocket (`Some`) or the connection
-/// should close (`None`).
-async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Option<Endpoint> {
+/// What a connection does after its HTTP requests.
+enum Next {
+    /// Speak WebSocket on this endpoint.
+    Upgrade(Endpoint),
+    /// Close it.
+    Close,
+    /// Its next request belongs to this shard (by index): hand the connection over.
+    Handoff(usize),
+}
+
+/// Serves HTTP requests until one upgrades to a WebSocket, the connection should close,
+/// or a request must be served by another shard (`buf` then still holds it whole).
+async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> Next {
     let mut reply = BytesMut::new();
+    let mut chunked = BytesMut::new();
+    let max_body = shard.node.config.max_frame_bytes;
     loop {
         let step = match http::parse_request(buf, MAX_HEAD_BYTES) {
-            Ok(Some((req, n))) => Some((endpoints::route(shard, &req), n + req.content_length)),
+            Ok(Some((req, n))) => {
+                let action = endpoints::route(shard, &req);
+                if let endpoints::Action::SockJs(r) = &action {
+                    if r.owner != shard.index {
+                        ShardStats::add(&shard.stats.handoffs, 1);
+                        return Next::Handoff(r.owner);
+                    }
+                }
+                // Where the body ends: `Some(used)` once it is all here.
+                chunked.clear();
+                let body = if req.chunked {
+                    match http::decode_chunked(&buf[n..], max_body, &mut chunked) {
+                        Ok(Some(len)) => Ok(Some(n + len)),
+                        // Chunk framing costs a few bytes per chunk: bound the raw bytes too.
+                        Ok(None) if buf.len() - n > 2 * max_body + MAX_HEAD_BYTES => Err(http::Error::BodyTooLarge),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                } else if req.content_length > max_body {
+                    Err(http::Error::BodyTooLarge)
+                } else {
+                    Ok((buf.len() >= n + req.content_length).then_some(n + req.content_length))
+                };
+                match body {
+                    Ok(Some(used)) => Some((action, n, used, req.chunked)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        let answer = match action {
+                            endpoints::Action::SockJs(r) if e == http::Error::BodyTooLarge => {
+                                shard.stats.error(ErrorKind::SockJsTooBig);
+                                endpoints::too_large(r)
+                            }
+                            _ => endpoints::Action::Reject(e),
+                        };
+                        Some((answer, n, buf.len(), false))
+                    }
+                }
+            }
             Ok(None) => None,
-            Err(e) => Some((endpoints::Action::Reject(e), buf.len())),
+            Err(e) => Some((endpoints::Action::Reject(e), 0, buf.len(), false)),
         };
-        let Some((action, used)) = step else {
+        let Some((action, head_bytes, used, chunked_body)) = step else {
             if read_until(shard, stream, buf, Some(Instant::now() + HEAD_TIMEOUT)).await != Read::Bytes {
-                return None;
+                return Next::Close;
             }
             continue;
         };
-        if buf.len() < used {
-            // A request body (unused by every endpoint) is still arriving.
-            if read_until(shard, stream, buf, Some(Instant::now() + HEAD_TIMEOUT)).await != Read::Bytes {
-                return None;
-            }
-            continue;
-        }
-        buf.advance(used);
+        let mut request = buf.split_to(used);
+        let body: Bytes = if chunked_body {
+            chunked.split().freeze()
+        } else {
+            request.split_off(head_bytes.min(request.len())).freeze()
+        };
         reply.clear();
         let outcome = match action {
             endpoints::Action::Respond {
@@ -284,16 +358,47 @@ async fn serve_http(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> Optio
                 http::write_upgrade(&key, protocol, &mut reply);
                 Some(Some(endpoint))
             }
+            endpoints::Action::SockJs(r) => {
+                drop(request);
+                if !transport::serve(shard, stream, buf, r, body).await {
+                    return Next::Close;
+                }
+                continue;
+            }
         };
         if write_all(stream, &reply).await.is_err() {
-            return None;
+            return Next::Close;
         }
         ShardStats::add(&shard.stats.bytes_out, reply.len() as u64);
         match outcome {
-            Some(Some(endpoint)) => return Some(endpoint),
+            Some(Some(endpoint)) => return Next::Upgrade(endpoint),
             Some(None) => {}
-            None => return None,
+            None => return Next::Close,
         }
+    }
+}
+
+/// Hands the connection to shard `owner`: a `dup` of its socket and its unread bytes go
+/// over the hand-off channel; this shard's descriptor closes when `stream` drops. The
+/// socket is not shut down: it lives on in the owner.
+async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut) {
+    let fd = {
+        let Ok(socket) = stream.try_borrow() else {
+            return;
+        };
+        // SAFETY: dup(2) of a descriptor `socket` owns and keeps open during the call.
+        let fd = unsafe { libc::dup(socket.as_raw_fd()) };
+        if fd < 0 {
+            shard.stats.error(ErrorKind::Io);
+            shutdown(&stream);
+            return;
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    drop(stream);
+    if !shard.hand_off(owner, Handoff { fd, buf }).await {
+        shard.stats.error(ErrorKind::Io);
     }
 }
 
@@ -351,7 +456,7 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoin
 
 /// How a read ended.
 #[derive(Debug, PartialEq, Eq)]
-enum Read {
+pub(super) enum Read {
     Bytes,
     Deadline,
     Closed,
@@ -359,7 +464,7 @@ enum Read {
 
 /// Reads what the socket has into `buf` (through the shard's scratch buffer), or
 /// returns at `deadline`.
-async fn read_until(shard: &Shard, stream: &Stream, buf: &mut BytesMut, deadline: Option<Instant>) -> Read {
+pub(super) async fn read_until(shard: &Shard, stream: &Stream, buf: &mut BytesMut, deadline: Option<Instant>) -> Read {
     let read = async {
         let n = poll_fn(|cx| {
             let mut scratch = shard.read_scratch.borrow_mut();
@@ -398,7 +503,7 @@ async fn read_until(shard: &Shard, stream: &Stream, buf: &mut BytesMut, deadline
 ///
 /// # Errors
 /// A socket error, or `WriteZero` when the peer stops taking bytes.
-async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
+pub(super) async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)).await?;
         if n == 0 {
@@ -428,6 +533,6 @@ fn release_if_empty(buf: &mut BytesMut) {
 }
 
 /// Largest HTTP request head.
-const MAX_HEAD_BYTES: usize = 8 * 1024;
+pub(super) const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// How long a client may take to send a request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);

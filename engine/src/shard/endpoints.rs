@@ -1,15 +1,17 @@
 //! The HTTP endpoints of a node, decided from a parsed request head: health, metrics,
-//! SockJS `/info` and greeting, and which WebSocket endpoint an upgrade asks for. No I/O:
-//! `conn.rs` writes what [`route`] decides.
+//! SockJS `/info` and greeting, which WebSocket endpoint an upgrade asks for, and which
+//! SockJS HTTP transport a request is for (with the shard that owns its session). No I/O:
+//! `conn.rs` writes what [`route`] decides, `transport.rs` serves the transports.
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
+use proto::sockjs::http::Transport;
 use proto::{http, sockjs, Framing};
 
 use super::conn::Endpoint;
-use super::Shard;
-use crate::metrics;
+use super::{sessions, transport, Shard};
+use crate::metrics::{self, ShardStats};
 
 /// What to do with one HTTP request.
 pub(super) enum Action {
@@ -25,6 +27,8 @@ pub(super) enum Action {
         protocol: Option<&'static str>,
         endpoint: Endpoint,
     },
+    /// A request of a SockJS HTTP transport, for `transport.rs` on the owner shard.
+    SockJs(transport::Request),
 }
 
 pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
@@ -88,6 +92,11 @@ pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
         }
         (method, _) => match sockjs::route(&config.base_path, path) {
             Some(sockjs::Route::Info) => info(method, req),
+            Some(sockjs::Route::Http(transport)) => sockjs_http(shard, method, req, transport),
+            Some(sockjs::Route::Iframe) => {
+                ShardStats::add(&shard.stats.http_requests[Transport::Unsupported.index()], 1);
+                respond(404, UNSUPPORTED.into())
+            }
             Some(sockjs::Route::Greeting) if method == "GET" => Action::Respond {
                 status: 200,
                 headers: vec![("Content-Type", "text/plain; charset=UTF-8".to_string())],
@@ -100,8 +109,69 @@ pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
     }
 }
 
-/// SockJS `/info`, asked cross-origin with credentials: echo the Origin, never `*`.
-fn info(method: &str, req: &http::Request<'_>) -> Action {
+/// A request of a SockJS HTTP transport: a preflight is answered here, the rest goes to
+/// `transport.rs` on the shard that owns the session. `JSESSIONID=dummy` is never set:
+/// `/info` says `cookie_needed:false` (no sticky-cookie balancer in front; Nginx hashes
+/// on the session id in the path instead).
+fn sockjs_http(shard: &Shard, method: &str, req: &http::Request<'_>, transport: Transport) -> Action {
+    let count = || ShardStats::add(&shard.stats.http_requests[transport.index()], 1);
+    if transport == Transport::Unsupported {
+        count();
+        return Action::Respond {
+            status: 404,
+            headers: Vec::new(),
+            body: UNSUPPORTED.into(),
+            keep_alive: req.keep_alive,
+        };
+    }
+    let allowed = if transport.method() == "GET" {
+        "OPTIONS, GET"
+    } else {
+        "OPTIONS, POST"
+    };
+    if method == "OPTIONS" {
+        count();
+        return preflight(cors(req), allowed, req);
+    }
+    let session = sockjs::session_id(&shard.node.config.base_path, req.path);
+    match session {
+        Some(session) if method == transport.method() => Action::SockJs(transport::Request {
+            transport,
+            session: session.to_owned(),
+            owner: sessions::owner(session, shard.node.stats.len()),
+            headers: cors(req),
+            keep_alive: req.keep_alive,
+        }),
+        _ => {
+            count();
+            let mut headers = cors(req);
+            headers.push(("Allow", allowed.to_string()));
+            Action::Respond {
+                status: 405,
+                headers,
+                body: String::new(),
+                keep_alive: req.keep_alive,
+            }
+        }
+    }
+}
+
+/// The 413 for a SockJS request whose body is over `--max-frame-bytes` (with its CORS
+/// headers, so that a browser sees the status); the connection closes.
+pub(super) fn too_large(r: transport::Request) -> Action {
+    let mut headers = r.headers;
+    headers.push(("Content-Type", Transport::XhrSend.content_type().to_string()));
+    Action::Respond {
+        status: 413,
+        headers,
+        body: "request body over the frame limit\n".into(),
+        keep_alive: false,
+    }
+}
+
+/// The headers of every SockJS answer, as for `/info`: no caching, and CORS with
+/// credentials (echo the Origin, never `*`, when there is one).
+fn cors(req: &http::Request<'_>) -> Vec<(&'static str, String)> {
     let mut headers = vec![(
         "Cache-Control",
         "no-store, no-cache, no-transform, must-revalidate, max-age=0".to_string(),
@@ -114,20 +184,29 @@ fn info(method: &str, req: &http::Request<'_>) -> Action {
         }
         _ => headers.push(("Access-Control-Allow-Origin", "*".to_string())),
     }
+    headers
+}
+
+/// The answer to a CORS preflight for `methods`.
+fn preflight(mut headers: Vec<(&'static str, String)>, methods: &str, req: &http::Request<'_>) -> Action {
+    headers.push(("Access-Control-Allow-Methods", methods.to_string()));
+    headers.push(("Access-Control-Max-Age", "31536000".to_string()));
+    if let Some(asked) = req.cors_request_headers {
+        headers.push(("Access-Control-Allow-Headers", asked.to_string()));
+    }
+    Action::Respond {
+        status: 204,
+        headers,
+        body: String::new(),
+        keep_alive: req.keep_alive,
+    }
+}
+
+/// SockJS `/info`, asked cross-origin with credentials: echo the Origin, never `*`.
+fn info(method: &str, req: &http::Request<'_>) -> Action {
+    let mut headers = cors(req);
     match method {
-        "OPTIONS" => {
-            headers.push(("Access-Control-Allow-Methods", "OPTIONS, GET".to_string()));
-            headers.push(("Access-Control-Max-Age", "31536000".to_string()));
-            if let Some(asked) = req.cors_request_headers {
-                headers.push(("Access-Control-Allow-Headers", asked.to_string()));
-            }
-            Action::Respond {
-                status: 204,
-                headers,
-                body: String::new(),
-                keep_alive: req.keep_alive,
-            }
-        }
+        "OPTIONS" => preflight(headers, "OPTIONS, GET", req),
         "GET" => {
             let mut body = BytesMut::new();
             sockjs::encode_info(entropy(), &mut body);
@@ -154,6 +233,9 @@ fn entropy() -> u32 {
         .map_or(0, |d| d.subsec_nanos());
     nanos.wrapping_mul(2_654_435_761)
 }
+
+/// Why `iframe.html`, `htmlfile` and `jsonp` are 404 (see `proto::sockjs::http`).
+const UNSUPPORTED: &str = "not served: use the websocket, xhr-streaming, eventsource or xhr-polling transport\n";
 
 /// Subprotocols offered for raw STOMP, best first.
 const STOMP_PROTOCOLS: &[&str] = &["v12.stomp", "v11.stomp", "v10.stomp"];

@@ -1,25 +1,31 @@
 //! Shards: one glommio executor per core, each with its own listener (SO_REUSEPORT),
-//! connections, subscriber index and outbound queues. A connection never leaves the shard
-//! that accepted it. Shards talk over a bounded channel mesh set up at startup, and to
-//! the Kafka bridge over the ports the binary hands in. Each shard runs two task queues
-//! of equal shares: connections (`conn.rs`) and the bus (mesh and Kafka deliveries, big
-//! fan-outs), so neither can starve the other. `run` starts them and returns when all
-//! have drained.
+//! connections, subscriber index and outbound queues. A WebSocket connection never leaves
+//! the shard that accepted it; an HTTP connection moves, once per request at most, to the
+//! shard that owns the SockJS session of its request (`sessions.rs`). Shards talk over a
+//! bounded channel mesh set up at startup (plus one hand-off channel per pair of shards),
+//! and to the Kafka bridge over the ports the binary hands in. Each shard runs two task
+//! queues of equal shares: connections (`conn.rs`) and the bus (mesh and Kafka
+//! deliveries, big fan-outs), so neither can starve the other. `run` starts them and
+//! returns when all have drained.
 
 pub mod conn;
 mod endpoints;
+pub mod sessions;
+mod transport;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
 use glommio::net::TcpListener;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use proto::{server, Framing};
@@ -48,6 +54,25 @@ pub struct Node {
     /// This run of the node: the stream of the positions it numbers itself (without
     /// Kafka), and part of its message ids. Never below 2^32, so never a partition.
     pub epoch: u64,
+    /// SockJS HTTP-transport sessions on all shards (bounded by `--max-sockjs-sessions`).
+    pub sockjs_sessions: AtomicUsize,
+}
+
+/// A connection on its way to the shard that owns its next request's SockJS session: a
+/// `dup` of its socket and the bytes read from it so far (moved, not copied).
+#[derive(Debug)]
+pub struct Handoff {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// Unread bytes, the request's head first.
+    pub buf: BytesMut,
+}
+
+/// One shard's ends of the hand-off channels: to each other shard and from each, by
+/// shard index (`None` at its own index).
+struct HandoffPorts {
+    to: Vec<Option<SharedSender<Handoff>>>,
+    from: Vec<Option<SharedReceiver<Handoff>>>,
 }
 
 /// Errors that stop the engine at startup.
@@ -103,7 +128,9 @@ pub fn run(
         draining,
         kafka,
         epoch: epoch(),
+        sockjs_sessions: AtomicUsize::new(0),
     });
+    let mut handoff_ports = handoff_channels(shards).into_iter();
     let mesh = (shards > 1).then(|| MeshBuilder::<Mesh, _>::full(shards, MESH_QUEUE));
     let io_memory = node.config.io_memory_kib * 1024;
     let first_error: Arc<Mutex<Option<Error>>> = Arc::default();
@@ -117,13 +144,17 @@ pub fn run(
             first_error.clone(),
             ports.clone(),
         );
+        let handoff = handoff_ports.next().ok_or_else(|| Error::Start {
+            shard: index,
+            reason: "no hand-off channels".into(),
+        })?;
         let cpu = cpus[index % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
             .io_memory(io_memory)
             .ring_depth(RING_DEPTH)
             .spawn(move || async move {
-                if let Err(e) = Shard::run(index, node, interest, mesh, ports).await {
+                if let Err(e) = Shard::run(index, node, interest, mesh, ports, handoff).await {
                     tracing::error!(shard = index, error = %e, "shard failed");
                     if let Ok(mut slot) = first_error.lock() {
                         slot.get_or_insert(e);
@@ -158,8 +189,16 @@ pub struct Shard {
     pub router: Rc<Router>,
     /// What sessions are told by the configuration.
     pub settings: Settings,
+    /// This shard's index, `0..shards` (its executor's; SockJS sessions are owned by it).
+    pub index: usize,
     /// Live sessions' outbound queues and framing, for draining.
     pub sessions: RefCell<HashMap<ConnId, (Rc<Outbound>, Framing)>>,
+    /// SockJS HTTP-transport sessions owned by this shard, by session id.
+    pub http: RefCell<HashMap<Box<str>, Rc<sessions::HttpSession>>>,
+    /// Hand-off channels to the other shards, by shard index.
+    handoff: Vec<Option<ConnectedSender<Handoff>>>,
+    /// Reused storage for parsing `xhr_send` bodies.
+    pub json_scratch: RefCell<Vec<u8>>,
     /// Reused read buffer: sockets are read into it, then only unread tails are kept.
     pub read_scratch: RefCell<Vec<u8>>,
     /// Where the session being driven writes (borrowed only between awaits).
@@ -174,6 +213,7 @@ impl Shard {
         interest: Arc<Interest>,
         mesh: Option<MeshBuilder<Mesh, glommio::channels::channel_mesh::Full>>,
         ports: Arc<Mutex<Vec<Option<ShardPort>>>>,
+        handoff: HandoffPorts,
     ) -> Result<(), Error> {
         let start_error = |reason: String| Error::Start { shard: index, reason };
         let (senders, receivers) = match mesh {
@@ -245,13 +285,38 @@ impl Shard {
                 max_headers: MAX_HEADERS,
             },
         };
+        // Each end waits for its peer's: connect all of them at once, or two shards would
+        // each wait on the other's first channel.
+        let handoff_senders: Vec<_> = handoff
+            .to
+            .into_iter()
+            .map(|sender| glommio::spawn_local(async move { Some(sender?.connect().await) }))
+            .collect();
+        let handoff_receivers: Vec<_> = handoff
+            .from
+            .into_iter()
+            .flatten()
+            .map(|receiver| glommio::spawn_local(receiver.connect()))
+            .collect();
+        let mut handoff_to = Vec::with_capacity(handoff_senders.len());
+        for sender in handoff_senders {
+            handoff_to.push(sender.await);
+        }
+        let mut handoff_from = Vec::with_capacity(handoff_receivers.len());
+        for receiver in handoff_receivers {
+            handoff_from.push(receiver.await);
+        }
         let shard = Rc::new(Shard {
             id,
             node: node.clone(),
             stats,
             router,
             settings,
+            index,
             sessions: RefCell::new(HashMap::new()),
+            http: RefCell::new(HashMap::new()),
+            handoff: handoff_to,
+            json_scratch: RefCell::new(Vec::new()),
             read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
             output: RefCell::new(session::Output::default()),
             next_conn: Cell::new(0),
@@ -285,6 +350,17 @@ impl Shard {
                 }
             }))?;
         }
+        for receiver in handoff_from {
+            let shard = shard.clone();
+            let task = async move {
+                while let Some(handoff) = receiver.recv().await {
+                    glommio::spawn_local(conn::serve_handed(shard.clone(), handoff)).detach();
+                }
+            };
+            glommio::spawn_local_into(task, conn_queue)
+                .map_err(|e| start_error(format!("spawn a hand-off receiver: {e}")))?
+                .detach();
+        }
         tracing::info!(shard = %id, listen = %shard.node.config.listen, "shard ready");
 
         let accepting = glommio::spawn_local_into(accept_loop(shard.clone(), listener), conn_queue)
@@ -304,6 +380,14 @@ impl Shard {
         ConnId(id)
     }
 
+    /// Sends `handoff` to shard `owner`; false when that shard is gone.
+    pub async fn hand_off(&self, owner: usize, handoff: Handoff) -> bool {
+        match self.handoff.get(owner).and_then(Option::as_ref) {
+            Some(sender) => sender.send(handoff).await.is_ok(),
+            None => false,
+        }
+    }
+
     /// Closes every session with 1001 and waits (bounded) until they are gone.
     async fn drain(&self) {
         let sessions: Vec<_> = self.sessions.borrow().values().cloned().collect();
@@ -315,6 +399,7 @@ impl Shard {
             out.push_reply(&goodbye);
             out.close(crate::fanout::Closing::Graceful);
         }
+        self.wake_http_sessions();
         let deadline = std::time::Instant::now() + Duration::from_secs(self.node.config.drain_secs);
         while !self.sessions.borrow().is_empty() && std::time::Instant::now() < deadline {
             glommio::timer::sleep(DRAIN_POLL).await;
@@ -351,8 +436,29 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     }
 }
 
+/// The hand-off channels of `shards` shards: one from every shard to every other, as
+/// each shard's ends, by shard index.
+fn handoff_channels(shards: usize) -> Vec<HandoffPorts> {
+    let mut ports: Vec<HandoffPorts> = (0..shards)
+        .map(|_| HandoffPorts {
+            to: (0..shards).map(|_| None).collect(),
+            from: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in (0..shards).filter(|&to| to != from) {
+            let (sender, receiver) = shared_channel::new_bounded(HANDOFF_QUEUE);
+            ports[from].to[to] = Some(sender);
+            ports[to].from[from] = Some(receiver);
+        }
+    }
+    ports
+}
+
 /// Bounded depth of each shard-to-shard queue (messages).
 pub const MESH_QUEUE: usize = 4096;
+/// Bounded depth of each hand-off channel (connections in flight between two shards).
+const HANDOFF_QUEUE: usize = 1024;
 /// io_uring submission ring depth per shard.
 const RING_DEPTH: usize = 256;
 /// Size of the per-shard read buffer.

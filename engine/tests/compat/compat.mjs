@@ -1,17 +1,23 @@
 // Client compatibility check: the JavaScript STOMP clients that the original
 // Spring chat served must work against chat-engine unchanged.
 //
-//   node compat.mjs [--cluster] [--nodes N] [--timeout-ms MS] URL_BASE
+//   node compat.mjs [--cluster] [--nodes N] [--timeout-ms MS] [--metrics URL]... URL_BASE
 //
 // URL_BASE is the SockJS endpoint, e.g. http://127.0.0.1:8080/letters-chat-server.
 // Single-node mode (default) checks
 //   (a) @stomp/stompjs 7 over raw WebSocket (URL_BASE/websocket and /ws, `ws` package),
 //   (b) sockjs-client 1.6 + classic stompjs 2.3.3, used like the original React app,
 //       and the cross-origin /info request that a browser makes first,
-//   (c) messages crossing between the two kinds of client.
+//   (c) messages crossing between the two kinds of client,
+//   (d) sockjs-client forced to each HTTP transport (xhr-streaming, xhr-polling,
+//       eventsource) chatting with the others, large frames and `%` included.
 // --cluster connects through a load balancer until clients sit on N nodes (the
-// CONNECTED `server` header names the node) and checks that every message reaches
-// every subscriber on every node, once and in each sender's order.
+// CONNECTED `server` header names the node), adds one client per HTTP transport, and
+// checks that every message reaches every subscriber on every node, once and in each
+// sender's order.
+// That the HTTP clients really used their transport is checked twice: sockjs-client's
+// own `transport` property, and the engines' request counters by transport (scraped
+// from each --metrics URL, default URL_BASE's origin + /metrics, before and after).
 // Prints `ok - ...` / `not ok - ...` per check; exits 0 only when all pass.
 
 import http from 'node:http';
@@ -25,6 +31,12 @@ const STOMP_SUBPROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
 const CHUNK_BYTES = 16 * 1024;
 const BIG_MESSAGE_BYTES = 40 * 1024;
 const PROBE_INTERVAL_MS = 250;
+// sockjs-client's names of the HTTP transports, and the engine's metric label of each.
+const HTTP_TRANSPORTS = [
+  ['xhr-streaming', 'xhr_streaming'],
+  ['xhr-polling', 'xhr'],
+  ['eventsource', 'eventsource'],
+];
 
 const opts = parseArgs(process.argv.slice(2));
 const nonce = `${process.pid}-${Date.now().toString(36)}`;
@@ -134,19 +146,26 @@ class RawPeer extends Peer {
   }
 }
 
-/** sockjs-client 1.6 + stompjs 2.3.3, called exactly as the original React client did. */
+/**
+ * sockjs-client 1.6 + stompjs 2.3.3, called exactly as the original React client did;
+ * with `transports`, limited to those (sockjs-client's `transports` option).
+ */
 class SockJsPeer extends Peer {
-  constructor(name, base) {
+  constructor(name, base, transports = null) {
     super(name, 'sockjs');
     this.base = base;
+    this.transports = transports;
+    this.transport = null; // the one sockjs-client ended up using
   }
 
   connect() {
     return withDeadline(`${this.name}: CONNECTED`, new Promise((resolve, reject) => {
-      this.client = Stomp.over(new SockJS(this.base));
+      const sock = this.transports ? new SockJS(this.base, null, { transports: this.transports }) : new SockJS(this.base);
+      this.client = Stomp.over(sock);
       this.client.debug = null;
       this.client.connect({}, (frame) => {
         this.connected = frame.headers;
+        this.transport = sock.transport;
         resolve(this);
       }, (error) => {
         const why = typeof error === 'string' ? error : `ERROR frame: ${error?.headers?.message ?? ''}`;
@@ -188,7 +207,9 @@ async function singleNode(base) {
   const b = new RawPeer('raw-b', wsAlias);
   const s1 = new SockJsPeer('sockjs-1', base);
   const s2 = new SockJsPeer('sockjs-2', base);
-  const peers = [a, b, s1, s2];
+  const httpPeers = HTTP_TRANSPORTS.map(([name]) => new SockJsPeer(name, base, [name]));
+  const peers = [a, b, s1, s2, ...httpPeers];
+  const before = await scrapeTransports();
   await Promise.all(peers.map((p) => p.connect()));
 
   check('raw: CONNECTED carries version 1.2, heart-beat and a server header', [a, b].flatMap((p) => {
@@ -209,6 +230,9 @@ async function singleNode(base) {
   }));
 
   check('sockjs: /info answers a cross-origin request with credentials', await infoProblems(base));
+  check('sockjs: the forced clients use their HTTP transport', transportProblems(httpPeers));
+  check('sockjs: CONNECTED over the HTTP transports carries version 1.1 and heart-beat', httpPeers.flatMap((p) =>
+    (p.connected.version === '1.1' && p.connected['heart-beat']) ? [] : [`${p.name}: ${JSON.stringify(p.connected)}`]));
 
   for (const p of peers) p.subscribe('/sub/chat/global');
   await barrier(peers, 'global');
@@ -220,10 +244,22 @@ async function singleNode(base) {
   a.sendRaw(hi);
   a.send(big);
   s1.send(fromSockJs);
+  // From each HTTP transport: text that JSON, SockJS and eventsource's decodeURI must
+  // all leave alone; and from xhr-streaming a 40 KiB one, which stompjs cuts into 16 KiB
+  // pieces that arrive in more than one xhr_send.
+  const fromHttp = httpPeers.map((p) => ({
+    body: { channel: 'global', sender: p.name, message: `100% %41 %zz "q" \\ \u2028 ü ${p.name} ${nonce}` },
+    from: p,
+  }));
+  const bigHttp = { channel: 'global', sender: `${httpPeers[0].name}-big`, message: 'y'.repeat(BIG_MESSAGE_BYTES) + nonce };
+  for (const { body, from } of fromHttp) from.send(body);
+  httpPeers[0].send(bigHttp);
   const expected = [
     { sender: 'a', message: 'hi', from: a, label: '"hi"' },
     { sender: 'a', message: big.message, from: a, label: 'the 40 KiB message' },
     { sender: 's1', message: fromSockJs.message, from: s1, label: 'the sockjs message' },
+    ...fromHttp.map(({ body, from }) => ({ sender: body.sender, message: body.message, from, label: `the ${from.name} message` })),
+    { sender: bigHttp.sender, message: bigHttp.message, from: httpPeers[0], label: 'the 40 KiB xhr-streaming message' },
   ];
   const got = (p, e) => p.messages.filter((m) => m.json.sender === e.sender && m.json.message === e.message);
   await waitFor(() => peers.every((p) => expected.every((e) => got(p, e).length > 0)));
@@ -254,6 +290,11 @@ async function singleNode(base) {
   check('mixed: a sockjs message reaches the raw clients', deliveredTo(expected[2], [a, b]));
   check('mixed: raw messages (small and large) reach the sockjs clients',
     [...deliveredTo(expected[0], [s1, s2]), ...deliveredTo(expected[1], [s1, s2])]);
+  check('http transports: every message, large and small, reaches the xhr-streaming, xhr-polling and eventsource clients',
+    expected.flatMap((e) => deliveredTo(e, httpPeers)));
+  check('http transports: their messages (with %, quotes, U+2028) reach WebSocket and SockJS clients intact',
+    expected.slice(3).flatMap((e) => deliveredTo(e, [a, b, s1, s2])));
+  check('the engine counted requests of each forced HTTP transport', countProblems(before, await scrapeTransports()));
   check('no client saw an error, a dropped socket or a non-JSON body', peers.flatMap(problems));
   return peers;
 }
@@ -275,6 +316,16 @@ async function cluster(base) {
     peers.push(await p.connect());
     perNode.set(p.node(), (perNode.get(p.node()) ?? 0) + 1);
   }
+  // One client per HTTP transport: Nginx must keep each one's requests on one node.
+  const before = await scrapeTransports();
+  const httpPeers = [];
+  for (const [name] of HTTP_TRANSPORTS) {
+    const p = new SockJsPeer(name, base, [name]);
+    httpPeers.push(await p.connect());
+    perNode.set(p.node(), (perNode.get(p.node()) ?? 0) + 1);
+  }
+  peers.push(...httpPeers);
+  check('sockjs: the forced clients use their HTTP transport', transportProblems(httpPeers));
   const spread = [...perNode].map(([node, n]) => `${node}=${n}`).join(' ');
   console.log(`# clients per node: ${spread}`);
   check(`clients landed on ${opts.nodes} nodes through the balancer`,
@@ -320,11 +371,52 @@ async function cluster(base) {
   check('bodies keep channel/sender/message and carry a time field', peers.flatMap((p) =>
     p.messages.filter((m) => m.json.channel !== channel || m.json.time === undefined || m.json.time === null)
       .map((m) => `${p.name}: ${short(m.body)}`)));
+  check('the engines counted requests of each forced HTTP transport', countProblems(before, await scrapeTransports()));
   check('no client saw an error, a dropped socket or a non-JSON body', peers.flatMap(problems));
   return peers;
 }
 
 // ---------------------------------------------------------------- helpers
+
+/** Peers whose sockjs-client ended up on another transport than the one it was given. */
+function transportProblems(httpPeers) {
+  return httpPeers.filter((p) => p.transport !== p.transports[0])
+    .map((p) => `${p.name}: sockjs-client used ${p.transport}`);
+}
+
+/**
+ * The engines' `chat_sockjs_http_requests_total` by transport label, summed over shards
+ * and over every --metrics URL (null when a URL does not answer).
+ */
+async function scrapeTransports() {
+  const counts = new Map();
+  for (const url of opts.metrics) {
+    let res;
+    try {
+      res = await request('GET', url, {});
+    } catch {
+      return null;
+    }
+    if (res.status !== 200) return null;
+    for (const m of res.body.matchAll(/^chat_sockjs_http_requests_total\{[^}]*transport="([a-z_]+)"[^}]*\} (\d+)$/gm)) {
+      counts.set(m[1], (counts.get(m[1]) ?? 0) + Number(m[2]));
+    }
+  }
+  return counts;
+}
+
+/** Transports whose request counter did not grow between two scrapes. */
+function countProblems(before, after) {
+  if (!before || !after) return [`could not read ${opts.metrics.join(' ')}`];
+  const grew = (label) => (after.get(label) ?? 0) - (before.get(label) ?? 0);
+  const bad = HTTP_TRANSPORTS.filter(([, label]) => grew(label) <= 0).map(([name, label]) =>
+    `${name}: chat_sockjs_http_requests_total{transport="${label}"} did not grow`);
+  if (grew('xhr_send') <= 0) bad.push('xhr_send: chat_sockjs_http_requests_total{transport="xhr_send"} did not grow');
+  if (bad.length === 0) {
+    console.log(`# requests by transport: ${HTTP_TRANSPORTS.map(([, l]) => `${l}=${grew(l)}`).join(' ')} xhr_send=${grew('xhr_send')}`);
+  }
+  return bad;
+}
 
 /** Raw STOMP endpoints: `{base}/websocket` and the `/ws` alias at the root. */
 function rawUrls(base) {
@@ -446,24 +538,26 @@ function sleep(ms) {
 }
 
 function parseArgs(args) {
-  const out = { cluster: false, nodes: 2, timeoutMs: null, base: null };
+  const out = { cluster: false, nodes: 2, timeoutMs: null, base: null, metrics: [] };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === '--cluster') out.cluster = true;
     else if (arg === '--nodes') out.nodes = Number(args[++i]);
     else if (arg === '--timeout-ms') out.timeoutMs = Number(args[++i]);
+    else if (arg === '--metrics') out.metrics.push(args[++i]);
     else if (!arg.startsWith('--') && out.base === null) out.base = arg.replace(/\/+$/, '');
     else usage(`unexpected argument ${arg}`);
   }
   if (!out.base || !/^https?:\/\//.test(out.base)) usage('URL_BASE must be an http:// or https:// URL');
   if (!(out.nodes >= 1)) usage('--nodes needs a positive number');
   out.timeoutMs ??= out.cluster ? 60000 : 30000;
+  if (out.metrics.length === 0) out.metrics.push(`${new URL(out.base).origin}/metrics`);
   return out;
 }
 
 function usage(why) {
   console.error(`compat.mjs: ${why}`);
-  console.error('usage: node compat.mjs [--cluster] [--nodes N] [--timeout-ms MS] URL_BASE');
+  console.error('usage: node compat.mjs [--cluster] [--nodes N] [--timeout-ms MS] [--metrics URL]... URL_BASE');
   process.exit(2);
 }
 

@@ -22,10 +22,11 @@ pub fn render(report: &Report) -> String {
         Some(s) => {
             let _ = writeln!(
                 w,
-                "loadgen {} {}: {} conns over {} target(s), {} channels ({}), {} publishers @ {:.0} msg/s, {} B, {} s (+{} s warm-up), {} shard(s)",
+                "loadgen {} {}: {} conns ({}) over {} target(s), {} channels ({}), {} publishers @ {:.0} msg/s, {} B, {} s (+{} s warm-up), {} shard(s)",
                 report.kind,
                 ids(&report.run_ids),
                 s.connections,
+                s.transport,
                 s.targets.len(),
                 s.channels,
                 s.spread,

@@ -1,4 +1,5 @@
-//! One simulated user: the only file that touches a socket. It waits for its ramp slot,
+//! One simulated user: with `http.rs` (its SockJS HTTP-transport twin), the only file that
+//! touches a socket. It waits for its ramp slot,
 //! connects (from its source address), upgrades, CONNECTs and SUBSCRIBEs with a receipt,
 //! then reads until the run ends, handing `MESSAGE` bodies to the shard; a writer task
 //! drains what the publisher clock queues. With `--reconnect`, a connection that drops
@@ -23,7 +24,8 @@ use proto::stomp::{Command, Version};
 use proto::Framing;
 use smallvec::SmallVec;
 
-use super::{Link, Shard};
+use super::{http, Link, Shard};
+use crate::cli::Transport;
 use crate::net::{self, write_all, Stream};
 use crate::reconnect::{self, Backoff, Positions, Recovery};
 use crate::scenario::ConnPlan;
@@ -32,36 +34,16 @@ use crate::stats::now_ns;
 /// Runs connection `index` of the scenario until the run ends, or until the connection
 /// fails and does not (or may not) come back.
 pub async fn run(shard: Rc<Shard>, index: u32) {
+    if shard.scenario.transport != Transport::Websocket {
+        return http::run(shard, index).await;
+    }
     let Some(plan) = shard.scenario.conns.get(index as usize) else {
         return;
     };
-    let start_at = shard.control.start_ns.load(Relaxed) + plan.start_after.as_nanos() as u64;
-    sleep_until_ns(start_at).await;
     let mut user = User::new(&shard, plan);
-    let first = {
-        let Ok(_permit) = shard.permits.acquire_permit(1).await else {
-            return;
-        };
-        if shard.control.publish_start_ns.load(Relaxed) != 0 || shard.control.stop.load(Relaxed) {
-            Err("not_started".to_string())
-        } else {
-            let deadline = Instant::now() + shard.scenario.connect_timeout;
-            match with_deadline(deadline, handshake(&shard, plan, &mut user, None)).await {
-                Some(result) => result,
-                None => Err("timeout".to_string()),
-            }
-        }
+    let Some(session) = start(&shard, plan, handshake(&shard, plan, &mut user, None)).await else {
+        return;
     };
-    let session = match first {
-        Ok(session) => session,
-        Err(kind) => {
-            shard.error(&kind);
-            shard.control.failed.fetch_add(1, Relaxed);
-            shard.control.finished.fetch_add(1, Relaxed);
-            return;
-        }
-    };
-    shard.control.finished.fetch_add(1, Relaxed);
     let link = Rc::new(Link::new(session.codec));
     let slot = shard.ready(session.key, plan.channel, plan.publisher, &link);
     let (mut stream, mut buf) = (session.stream, session.buf);
@@ -87,6 +69,41 @@ pub async fn run(shard: Rc<Shard>, index: u32) {
         let reconnect_us = now_ns().saturating_sub(dropped_ns) / 1000;
         shard.reconnected(slot, reconnect_us, session.resumed, session.recovery);
         (stream, buf) = (session.stream, session.buf);
+    }
+}
+
+/// Waits for the ramp slot of `plan`, then runs `handshake` under a handshake permit and
+/// the connect timeout; counts the connection as finished, and as failed (with the kind
+/// of error) when the handshake did not get through.
+pub(super) async fn start<T>(
+    shard: &Shard,
+    plan: &ConnPlan,
+    handshake: impl Future<Output = Result<T, String>>,
+) -> Option<T> {
+    let start_at = shard.control.start_ns.load(Relaxed) + plan.start_after.as_nanos() as u64;
+    sleep_until_ns(start_at).await;
+    let ready = {
+        let Ok(_permit) = shard.permits.acquire_permit(1).await else {
+            return None;
+        };
+        if shard.control.publish_start_ns.load(Relaxed) != 0 || shard.control.stop.load(Relaxed) {
+            Err("not_started".to_string())
+        } else {
+            let deadline = Instant::now() + shard.scenario.connect_timeout;
+            match with_deadline(deadline, handshake).await {
+                Some(result) => result,
+                None => Err("timeout".to_string()),
+            }
+        }
+    };
+    shard.control.finished.fetch_add(1, Relaxed);
+    match ready {
+        Ok(ready) => Some(ready),
+        Err(kind) => {
+            shard.error(&kind);
+            shard.control.failed.fetch_add(1, Relaxed);
+            None
+        }
     }
 }
 
@@ -417,7 +434,7 @@ async fn next_event(shard: &Shard, stream: &Stream, codec: &mut Codec, buf: &mut
 
 /// Reads what the socket has into `buf` through the shard's scratch buffer. End of
 /// stream is an error (`UnexpectedEof`): the server closed first.
-async fn read_some(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> io::Result<()> {
+pub(super) async fn read_some(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> io::Result<()> {
     let n = poll_fn(|cx| {
         let mut scratch = shard.read_scratch.borrow_mut();
         let mut socket = stream.borrow_mut();
@@ -437,7 +454,7 @@ async fn read_some(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> io::Re
 }
 
 /// The error kind of a socket error.
-fn io_kind(e: &io::Error) -> String {
+pub(super) fn io_kind(e: &io::Error) -> String {
     let kind = match e.raw_os_error() {
         Some(libc::ECONNREFUSED) => "refused",
         Some(libc::ECONNRESET) | Some(libc::EPIPE) => "reset",
@@ -455,7 +472,7 @@ fn io_kind(e: &io::Error) -> String {
 }
 
 /// The error kind of a close (WebSocket code or SockJS `c[...]`).
-fn close_kind(code: Option<u16>) -> String {
+pub(super) fn close_kind(code: Option<u16>) -> String {
     match code {
         Some(code) => format!("close_{code}"),
         None => "close".to_string(),
@@ -472,7 +489,7 @@ async fn with_deadline<T>(deadline: Instant, fut: impl Future<Output = T>) -> Op
 }
 
 /// Sleeps until CLOCK_REALTIME reaches `at_ns`.
-async fn sleep_until_ns(at_ns: u64) {
+pub(super) async fn sleep_until_ns(at_ns: u64) {
     let now = now_ns();
     if at_ns > now {
         glommio::timer::sleep(Duration::from_nanos(at_ns - now)).await;
@@ -481,7 +498,7 @@ async fn sleep_until_ns(at_ns: u64) {
 
 /// Gives back an empty read buffer's storage when it grew large, so idle connections
 /// stay small while busy ones keep reusing theirs.
-fn release_if_empty(buf: &mut BytesMut) {
+pub(super) fn release_if_empty(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > KEEP_READ_BYTES {
         *buf = BytesMut::new();
     }
@@ -494,4 +511,4 @@ const WRITER_WAIT: Duration = Duration::from_secs(1);
 /// Read buffer capacity a connection keeps between reads.
 const KEEP_READ_BYTES: usize = 16 * 1024;
 /// Largest frame accepted from the server.
-const MAX_FRAME_BYTES: usize = 4 << 20;
+pub(super) const MAX_FRAME_BYTES: usize = 4 << 20;

@@ -1,11 +1,13 @@
 //! Load generator shards: one glommio executor per core, pinned, each running its share of
-//! the connections (one reader task and one writer task each, see `conn.rs`) and one clock
+//! the connections (one reader task and one writer task each, see `conn.rs`, or `http.rs`
+//! for SockJS's HTTP transports) and one clock
 //! task that publishes on the open-loop schedule, sends the main thread an `Interval` each
 //! second and, when told to stop, a `Done` with everything it measured. The main thread
 //! steers every shard through the atomics of `Control`. A connection that drops and comes
 //! back (`--reconnect`) keeps its subscriber slot, its sequence trackers and its `Link`.
 
 pub mod conn;
+mod http;
 mod publish;
 
 use std::cell::{Cell, RefCell};
