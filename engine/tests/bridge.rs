@@ -268,7 +268,8 @@ fn starts_degraded_and_catches_up_when_the_broker_returns() {
     let got = shards.wait_for_on((0, 1), 1, Duration::from_secs(60));
     assert_eq!(got.len(), 1, "the record did not arrive");
     assert_eq!(got[0].2.body, Bytes::from_static(b"during the outage"));
-    wait_until(Duration::from_secs(15), || a_stats.connected());
+    // The record may arrive before the delivery report that counts it: wait for both.
+    wait_until(Duration::from_secs(15), || a_stats.connected() && a_stats.produced() == 1);
     assert_eq!(a_stats.produced(), 1);
     assert!(
         shards.quiet(Duration::from_millis(500)).iter().all(|d| (d.0, d.1) != (0, 1)),
