@@ -12,8 +12,9 @@
 #                                 again, wait until it is healthy and nginx uses it
 #   cluster.sh rolling-restart [--pause S]   restart-node every engine, one at a time
 #   cluster.sh bench [ARGS...]    loadgen through nginx; results in results/<timestamp>/
-#   cluster.sh chaos (--kill K | --restart K | --rolling) [--after S] [-- ARGS...]
-#                                 bench ARGS with that fault S s (10) after loadgen starts
+#   cluster.sh chaos (--kill K | --restart K | --rolling | --broker D) [--after S]
+#                    [-- ARGS...] bench ARGS with that fault S s (10) after loadgen
+#                                 starts; --broker D stops Kafka for D s
 #   cluster.sh demo               up --nodes 2, bench, down, print the latency table
 #
 # nginx listens on 127.0.0.1:$CLUSTER_PORT (8080); engine K on CLUSTER_PORT+K
@@ -51,7 +52,7 @@ die() {
 }
 
 usage() {
-  sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '2,18s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -282,20 +283,23 @@ cmd_rolling_restart() {
 # connecting and warm-up, 5 s by default, come first). A node killed is restarted once
 # the bench is over, so the next run starts with the whole cluster.
 cmd_chaos() {
-  local fault="" k="" after=10 injector status=0
+  local fault="" k="" down="" after=10 injector status=0
   while [ $# -gt 0 ]; do
     case "$1" in
       --kill | --restart) fault="${1#--}"; k="${2:-}"; shift 2 || usage ;;
       --rolling) fault=rolling; shift ;;
+      --broker) fault=broker; down="${2:-}"; shift 2 || usage ;;
       --after) after="${2:-}"; shift 2 || usage ;;
       --after=*) after="${1#--after=}"; shift ;;
       --) shift; break ;;
       *) usage ;;
     esac
   done
-  [ -n "$fault" ] || die "chaos wants --kill K, --restart K or --rolling"
+  [ -n "$fault" ] || die "chaos wants --kill K, --restart K, --rolling or --broker D"
   [[ "$after" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--after wants seconds, not '$after'"
-  if [ "$fault" != rolling ]; then
+  if [ "$fault" = broker ]; then
+    [[ "$down" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--broker wants seconds, not '$down'"
+  elif [ "$fault" != rolling ]; then
     [[ "$k" =~ ^[0-9]+$ ]] || die "--$fault wants a node number, not '$k'"
     pid_matches "$(cat "$STATE/node$k.pid" 2>/dev/null || true)" "--node-id node$k " ||
       die "node$k is not running"
@@ -307,6 +311,11 @@ cmd_chaos() {
       kill) cmd_kill_node "$k" ;;
       restart) cmd_restart_node "$k" ;;
       rolling) cmd_rolling_restart ;;
+      broker)
+        bash "$KAFKA_SH" stop
+        sleep "$down"
+        bash "$KAFKA_SH" start
+        ;;
     esac
   ) &
   injector=$!
@@ -402,8 +411,10 @@ cmd_bench() {
     set -- --out "$BENCH_OUT" "$@"
   fi
   mkdir -p "$BENCH_OUT"
-  run_loadgen "$@" | tee "$BENCH_OUT/table.txt"
+  local status=0
+  run_loadgen "$@" | tee "$BENCH_OUT/table.txt" || status=$?
   log "bench: results in $BENCH_OUT"
+  return "$status"
 }
 
 # The one place that knows loadgen's command line. The default scenario is a

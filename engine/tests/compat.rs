@@ -5,7 +5,8 @@
 //! script's header). Streaming responses end every 4 KiB here, so the clients reopen
 //! them mid-test, and sessions move between the two shards. Needs `node` and `npm ci`
 //! in tests/compat (deploy/test.sh does it); skips without them unless
-//! CHAT_REQUIRE_EXTERNAL=1.
+//! CHAT_REQUIRE_EXTERNAL=1. `tests/compat/resume.mjs` runs the README's resuming
+//! @stomp/stompjs client across a dropped socket.
 
 mod common;
 
@@ -49,4 +50,28 @@ fn javascript_clients_work_unchanged() {
         status.success(),
         "chat-engine did not exit cleanly on SIGTERM: {status}"
     );
+}
+
+/// The README's resuming client: after its socket drops it resubscribes with `x-since`
+/// and ends with every message once, in order.
+#[test]
+fn the_readme_resuming_client_loses_and_repeats_nothing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+    if !node_available() {
+        return skip_unless_required("node is not on PATH");
+    }
+    if !dir.join("node_modules").is_dir() {
+        return skip_unless_required("tests/compat/node_modules is missing (run `npm ci` there)");
+    }
+    let engine = Engine::start(&["--shards", "2"]);
+    let (passed, output) = run_with_timeout(
+        Command::new("node")
+            .arg(dir.join("resume.mjs"))
+            .arg(format!("ws://127.0.0.1:{}/ws", engine.port()))
+            .current_dir(&dir),
+        "resume",
+        NODE_TIMEOUT,
+    );
+    println!("{output}");
+    assert!(passed, "resume.mjs failed:\n{output}\nengine log:\n{}", engine.log_tail(40));
 }

@@ -138,6 +138,14 @@ pub struct ScenarioArgs {
     /// `x-recovered` from it. Implies `--reconnect`.
     #[arg(long)]
     pub resume: bool,
+    /// Exit with status 4 when any measured message was lost or received twice (for CI
+    /// and fault drills: `cluster.sh chaos --kill 1 -- --resume --fail-on-loss`).
+    #[arg(long)]
+    pub fail_on_loss: bool,
+    /// Exit with status 4 when any measured message arrived after a later one of its
+    /// publisher.
+    #[arg(long)]
+    pub fail_on_reorder: bool,
     /// Wait before the first reconnect attempt, ms.
     #[arg(long, default_value_t = 100)]
     pub reconnect_initial_ms: u64,

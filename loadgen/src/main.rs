@@ -60,6 +60,14 @@ fn play(args: &ScenarioArgs, kind: &str) -> ExitCode {
         eprintln!("loadgen: no connection was ready; see errors above");
         return ExitCode::from(3);
     }
+    let m = &outcome.report.messages;
+    if (args.fail_on_loss && m.lost + m.duplicates > 0) || (args.fail_on_reorder && m.reorders > 0) {
+        eprintln!(
+            "loadgen: {} lost, {} duplicates, {} out of order (--fail-on-loss, --fail-on-reorder)",
+            m.lost, m.duplicates, m.reorders
+        );
+        return ExitCode::from(4);
+    }
     ExitCode::SUCCESS
 }
 
