@@ -19,6 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::{Headers as _, Message as _};
 
 use super::context::Context;
+use super::echoes::{Echo, Echoes};
 use super::setup::Setup;
 use crate::interest::Interest;
 use crate::message::{put_destination, Message, Position};
@@ -29,6 +30,8 @@ pub(super) struct Consumer {
     pub(super) senders: Vec<SharedSender<Vec<Arc<Message>>>>,
     /// This node's id: its records marked delivered on origin are skipped.
     pub(super) node_id: Bytes,
+    /// This node's records on their way; those delivered during an outage are skipped.
+    pub(super) echoes: Arc<Echoes>,
     pub(super) interest: Arc<Interest>,
     pub(super) stop: Arc<AtomicBool>,
     /// After a degraded start: what assigns the consumer once a broker answers.
@@ -44,6 +47,7 @@ impl Consumer {
             consumer,
             senders,
             node_id,
+            echoes,
             interest,
             stop,
             setup,
@@ -61,8 +65,10 @@ impl Consumer {
             assigned.store(true, Ordering::Release);
         }
         let mut batch = Batch {
+            arena: BytesMut::new(),
+            spans: Vec::new(),
             node_id,
-            ..Batch::default()
+            echoes,
         };
         let mut pending: Vec<Vec<Arc<Message>>> = shards.iter().map(|_| Vec::new()).collect();
         while !stop.load(Ordering::Relaxed) {
@@ -184,11 +190,11 @@ async fn stopped(stop: &AtomicBool) {
 }
 
 /// The records of one poll round, copied out of librdkafka into one buffer.
-#[derive(Default)]
 struct Batch {
     arena: BytesMut,
     spans: Vec<Spans>,
     node_id: Bytes,
+    echoes: Arc<Echoes>,
 }
 
 /// Where one record's parts lie in [`Batch::arena`].
@@ -222,8 +228,10 @@ impl Batch {
                             _ => {}
                         }
                     }
-                    if delivered && origin == Some(&self.node_id[..]) {
-                        // Published here during an outage and delivered here then.
+                    if origin == Some(&self.node_id[..])
+                        && (delivered || self.echoes.echoed(id.unwrap_or_default()) == Echo::Skip)
+                    {
+                        // Published here and delivered here during an outage.
                         continue;
                     }
                     let start = self.arena.len();

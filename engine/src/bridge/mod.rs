@@ -10,6 +10,7 @@
 
 mod consumer;
 mod context;
+mod echoes;
 mod producer;
 mod replay;
 mod setup;
@@ -31,6 +32,7 @@ use rdkafka::producer::ThreadedProducer;
 use crate::interest::Interest;
 use crate::message::Message;
 pub use consumer::split;
+pub use echoes::Echoes;
 pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
 use context::Context;
 use stats::Role;
@@ -127,6 +129,8 @@ pub struct ShardPort {
     pub replay: crossbeam_channel::Sender<ReplayRequest>,
     /// The answers to this shard's replay requests.
     pub replayed: SharedReceiver<ReplayAnswer>,
+    /// The node's messages on their way through Kafka (shared by all shards).
+    pub echoes: Arc<Echoes>,
 }
 
 /// Why the bridge could not start.
@@ -217,6 +221,7 @@ impl Bridge {
         let mut ports = Vec::with_capacity(shards);
         let (mut receivers, mut senders) = (Vec::with_capacity(shards), Vec::with_capacity(shards));
         let mut answers = Vec::with_capacity(shards);
+        let echoes = Echoes::new(shards, cfg.buffer_messages);
         for _ in 0..shards {
             let (outbound, receiver) = crossbeam_channel::bounded(cfg.buffer_messages);
             let (sender, inbound) = shared_channel::new_bounded(INBOUND_BATCHES);
@@ -229,6 +234,7 @@ impl Bridge {
                 inbound,
                 replay: replay.clone(),
                 replayed,
+                echoes: Arc::clone(&echoes),
             });
         }
 
@@ -262,6 +268,7 @@ impl Bridge {
             consumer,
             senders,
             node_id: Bytes::copy_from_slice(cfg.node_id.as_bytes()),
+            echoes,
             interest,
             stop,
             setup,

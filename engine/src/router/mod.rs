@@ -102,6 +102,8 @@ pub struct KafkaLink {
     pub replay: crossbeam_channel::Sender<bridge::ReplayRequest>,
     /// Whether Kafka is reachable, to deliver locally during an outage.
     pub stats: Arc<bridge::Stats>,
+    /// This node's messages on their way through Kafka.
+    pub echoes: Arc<bridge::Echoes>,
 }
 
 /// What a router needs from the configuration.
@@ -244,15 +246,28 @@ impl Router {
     /// # Errors
     /// `KafkaFull` when the Kafka queue is full: nothing was delivered anywhere.
     pub async fn publish(&self, mut msg: Message, started: Instant) -> Result<(), PublishError> {
-        msg.id = self.next_message_id();
+        let n = self.next_message.get();
+        self.next_message.set(n + 1);
+        msg.id = self.message_id(n);
         ShardStats::add(&self.stats.published, 1);
         if msg.channel().is_none() {
             self.publish_local(Arc::new(msg), started).await;
             return Ok(());
         }
         if let Some(kafka) = &self.links.kafka {
+            let shard = self.shard.0;
             if kafka.stats.connected() {
-                return kafka.outbound.try_send(msg).map_err(|_| PublishError::KafkaFull);
+                // Tracked before it leaves, so that its echo always finds it.
+                kafka.echoes.sent(shard, n, Arc::new(msg.clone()));
+                return kafka.outbound.try_send(msg).map_err(|_| {
+                    kafka.echoes.unsent(shard, n);
+                    PublishError::KafkaFull
+                });
+            }
+            // The broker is away. What this shard sent before it noticed is delivered
+            // here first, so that each publisher's order holds on this node.
+            for earlier in kafka.echoes.take(shard) {
+                self.publish_local(earlier, started).await;
             }
             msg.delivered_on_origin = true;
             kafka.outbound.try_send(msg.clone()).map_err(|_| PublishError::KafkaFull)?;
@@ -444,10 +459,9 @@ impl Router {
         })
     }
 
-    /// A fresh `message-id`: `{node}-{epoch}-{shard}-{n}`, unique across restarts.
-    fn next_message_id(&self) -> Bytes {
-        let n = self.next_message.get();
-        self.next_message.set(n + 1);
+    /// The `message-id` of this shard's `n`th message: `{node}-{epoch}-{shard}-{n}`,
+    /// unique across restarts.
+    fn message_id(&self, n: u64) -> Bytes {
         let mut id = BytesMut::with_capacity(self.id_prefix.len() + 20);
         id.put_slice(&self.id_prefix);
         id.put_slice(itoa::Buffer::new().format(n).as_bytes());

@@ -241,6 +241,7 @@ impl Shard {
                     outbound: port.outbound,
                     replay: port.replay,
                     stats: stats.clone(),
+                    echoes: port.echoes,
                 };
                 (Some(link), Some(port.inbound.connect().await), Some(port.replayed.connect().await))
             }

@@ -109,7 +109,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(w);
     let _ = writeln!(
         w,
-        "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>9}{:>9}",
+        "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>10}{:>10}",
         "node", "shard", "conns", "subs", "expected", "delivered", "lost", "dup", "reord", "reach", "p99 ms", "max ms"
     );
     for n in &report.nodes {
@@ -118,7 +118,7 @@ pub fn render(report: &Report) -> String {
             let p = &s.delivery.percentiles;
             let _ = writeln!(
                 w,
-                "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>9}{:>9}",
+                "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>10}{:>10}",
                 clip(&n.node, 15),
                 clip(&s.shard, 5),
                 c.connections,
@@ -137,7 +137,7 @@ pub fn render(report: &Report) -> String {
             let c = &n.counts;
             let _ = writeln!(
                 w,
-                "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>9}{:>9}",
+                "{:<16}{:>6}{:>7}{:>7}{:>11}{:>11}{:>8}{:>6}{:>6}{:>8}{:>10}{:>10}",
                 clip(&n.node, 15),
                 "all",
                 c.connections,
