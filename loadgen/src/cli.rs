@@ -191,6 +191,10 @@ pub struct ScenarioArgs {
     /// io_uring submission ring depth per shard.
     #[arg(long, default_value_t = 128)]
     pub ring_depth: usize,
+    /// Each shard spins this long, µs, before it sleeps: its receivers stay awake, so
+    /// on loopback the server no longer pays for waking them (0: sleep at once).
+    #[arg(long, default_value_t = 0)]
+    pub spin_us: u64,
     /// Test aid: this many subscribers stop reading for `--stall-ms`.
     #[arg(long, default_value_t = 0)]
     pub stall_subscribers: u32,
@@ -343,6 +347,28 @@ mod tests {
 
     fn parse_args(args: &[&str]) -> Result<Cli, Error> {
         parse(std::iter::once("loadgen").chain(args.iter().copied()).map(String::from))
+    }
+
+    #[test]
+    fn the_shipped_scenarios_parse_and_plan() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("loadgen/scenarios") {
+            let path = entry.expect("entry").path();
+            let file = path.to_str().expect("utf-8 path");
+            let Ok(Cli {
+                command: Command::Run(args),
+            }) = parse_args(&["run", "--scenario", file, "--target", "ws://127.0.0.1:1/ws"])
+            else {
+                panic!("{file} does not parse");
+            };
+            let scenario = crate::scenario::Scenario::from_args(&args).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(scenario.publishers > 0, "{file}");
+            names.push(path.file_stem().map(|s| s.to_string_lossy().into_owned()));
+        }
+        names.sort();
+        let names: Vec<String> = names.into_iter().flatten().collect();
+        assert_eq!(names, ["burst-b", "room-10k", "steady-c", "steady-d"]);
     }
 
     #[test]

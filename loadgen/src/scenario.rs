@@ -121,6 +121,8 @@ pub struct Scenario {
     pub cpus: Vec<usize>,
     /// io_uring memory per shard, bytes.
     pub io_memory_bytes: usize,
+    /// How long each shard spins before it sleeps (None: at once).
+    pub spin: Option<std::time::Duration>,
     /// io_uring ring depth per shard.
     pub ring_depth: usize,
     /// Metrics URLs to scrape.
@@ -331,6 +333,7 @@ impl Scenario {
             connect_concurrency: args.connect_concurrency as usize,
             cpus,
             io_memory_bytes: args.io_memory_kib * 1024,
+            spin: (args.spin_us > 0).then(|| std::time::Duration::from_micros(args.spin_us)),
             ring_depth: args.ring_depth,
             metrics_urls,
             server_pids: args.server_pids.clone(),

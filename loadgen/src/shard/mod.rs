@@ -99,10 +99,14 @@ pub fn start(
     for index in 0..scenario.shards() {
         let (scenario, control, events) = (scenario.clone(), control.clone(), events.clone());
         let core = scenario.cpus[index];
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(core))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(core))
             .name(&format!("lg-shard-{index}"))
             .io_memory(scenario.io_memory_bytes)
-            .ring_depth(scenario.ring_depth)
+            .ring_depth(scenario.ring_depth);
+        if let Some(spin) = scenario.spin {
+            builder = builder.spin_before_park(spin);
+        }
+        let handle = builder
             .spawn(move || async move {
                 let shard = Rc::new(Shard::new(index, core, scenario, control, events));
                 shard.run().await;
