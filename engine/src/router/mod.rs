@@ -98,10 +98,29 @@ pub struct Links {
 pub struct KafkaLink {
     /// Where chat messages go to Kafka (bounded: full means Kafka is behind or away).
     pub outbound: crossbeam_channel::Sender<Message>,
+    /// The byte bound of `outbound`.
+    pub budget: bridge::Budget,
     /// Where resumes ask for replays from the log.
     pub replay: crossbeam_channel::Sender<bridge::ReplayRequest>,
     /// Whether Kafka is reachable, to deliver locally during an outage.
     pub stats: Arc<bridge::Stats>,
+}
+
+impl KafkaLink {
+    /// Queues `msg` for Kafka within both bounds (messages and bytes).
+    ///
+    /// # Errors
+    /// `KafkaFull` when either bound is reached: nothing was queued.
+    fn send(&self, msg: Message) -> Result<(), PublishError> {
+        let size = bridge::Budget::size(&msg);
+        if !self.budget.take(size) {
+            return Err(PublishError::KafkaFull);
+        }
+        self.outbound.try_send(msg).map_err(|_| {
+            self.budget.give(size);
+            PublishError::KafkaFull
+        })
+    }
 }
 
 /// What a router needs from the configuration.
@@ -252,10 +271,10 @@ impl Router {
         }
         if let Some(kafka) = &self.links.kafka {
             if kafka.stats.connected() {
-                return kafka.outbound.try_send(msg).map_err(|_| PublishError::KafkaFull);
+                return kafka.send(msg);
             }
             msg.delivered_on_origin = true;
-            kafka.outbound.try_send(msg.clone()).map_err(|_| PublishError::KafkaFull)?;
+            kafka.send(msg.clone())?;
             self.publish_local(Arc::new(msg), started).await;
             return Ok(());
         }
