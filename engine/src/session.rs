@@ -20,8 +20,8 @@ use smallvec::SmallVec;
 use crate::fanout::WireKey;
 use crate::ids::{ConnId, SubId};
 use crate::message::{self, Message, Position};
-use crate::router::Resume;
 use crate::metrics::{ErrorKind, ShardStats};
+use crate::router::Resume;
 
 /// A token bucket's shape: one `SEND` every `interval` on average, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +218,12 @@ impl Session {
             let receipt = match frame.header(b"receipt") {
                 // Not echoed: the point is not to hold or send it back.
                 Some(r) if r.len() > env.settings.max_id_bytes => {
-                    return self.refuse(env, ProtocolRule::limit(ErrorKind::IdTooLong, "receipt id too long"), None, out);
+                    return self.refuse(
+                        env,
+                        ProtocolRule::limit(ErrorKind::IdTooLong, "receipt id too long"),
+                        None,
+                        out,
+                    );
                 }
                 r => r.map(Bytes::copy_from_slice),
             };
@@ -239,9 +244,9 @@ impl Session {
                     server::encode_end(self.framing(), 1000, &mut out.wire);
                     return self.end();
                 }
-                (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => {
-                    Err(ProtocolRule::stomp("acknowledgements and transactions are not supported"))
-                }
+                (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => Err(
+                    ProtocolRule::stomp("acknowledgements and transactions are not supported"),
+                ),
                 (_, Some(_)) => Err(ProtocolRule::stomp("clients may not send this command")),
             };
             match action {
@@ -263,7 +268,12 @@ impl Session {
             Outcome::Recovered(recovered) => {
                 if let Some(receipt) = receipt {
                     let flag: &[u8] = if recovered { b"true" } else { b"false" };
-                    self.send_frame(Command::Receipt, &[("receipt-id", receipt), ("x-recovered", flag)], b"", out);
+                    self.send_frame(
+                        Command::Receipt,
+                        &[("receipt-id", receipt), ("x-recovered", flag)],
+                        b"",
+                        out,
+                    );
                 }
                 Step::Continue
             }
@@ -305,7 +315,11 @@ impl Session {
 
     /// When [`Session::on_tick`] is next due, given that bytes last left at `last_sent`.
     pub fn next_deadline(&self, settings: &Settings, last_sent: Instant) -> Option<Instant> {
-        let stomp = self.clock.as_ref().and_then(stomp::Clock::next_deadline).or(self.connect_by);
+        let stomp = self
+            .clock
+            .as_ref()
+            .and_then(stomp::Clock::next_deadline)
+            .or(self.connect_by);
         let sockjs = self
             .framing()
             .is_sockjs()
@@ -338,7 +352,12 @@ impl Session {
             ProtocolError::Ws(e @ ws::Error::TooBig) => (ErrorKind::WsTooBig, e.close_code()),
             ProtocolError::SockJs(sockjs::Error::BadJson) => (ErrorKind::SockJs, 1002),
             ProtocolError::Stomp(e @ stomp::Error::LineTooLong) => {
-                return self.refuse(env, ProtocolRule::limit(ErrorKind::HeaderLineTooLong, e.message()), receipt, out)
+                return self.refuse(
+                    env,
+                    ProtocolRule::limit(ErrorKind::HeaderLineTooLong, e.message()),
+                    receipt,
+                    out,
+                )
             }
             ProtocolError::Stomp(e) => return self.refuse(env, ProtocolRule::stomp(e.message()), receipt, out),
             ProtocolError::Http(_) => (ErrorKind::Http, 1002),
@@ -389,7 +408,10 @@ impl Session {
             return Err(ProtocolRule::stomp("subscription id already in use"));
         }
         if self.subs.len() >= env.settings.max_subscriptions {
-            return Err(ProtocolRule::limit(ErrorKind::TooManySubscriptions, "too many subscriptions"));
+            return Err(ProtocolRule::limit(
+                ErrorKind::TooManySubscriptions,
+                "too many subscriptions",
+            ));
         }
         // Catching up is for chat channels, the destinations that have an order.
         let resume = match (frame.header(b"x-since"), frame.header(b"x-history")) {
@@ -401,7 +423,9 @@ impl Session {
                     .and_then(|n| n.parse::<usize>().ok())
                     .ok_or(ProtocolRule::stomp("x-history must be a number of messages"))?;
                 if n > env.settings.max_history {
-                    return Err(ProtocolRule::stomp("x-history asks for more messages than this server keeps"));
+                    return Err(ProtocolRule::stomp(
+                        "x-history asks for more messages than this server keeps",
+                    ));
                 }
                 Some(Resume::Last(n))
             }
@@ -423,7 +447,9 @@ impl Session {
     }
 
     fn on_unsubscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Option<Action>, ProtocolRule> {
-        let id = frame.header(b"id").ok_or(ProtocolRule::stomp("UNSUBSCRIBE without id"))?;
+        let id = frame
+            .header(b"id")
+            .ok_or(ProtocolRule::stomp("UNSUBSCRIBE without id"))?;
         let Some(at) = self.subs.iter().position(|(existing, _)| existing.0 == id) else {
             return Ok(None);
         };
@@ -446,7 +472,9 @@ impl Session {
             // Like Spring's simple broker: straight to the destination's subscribers.
             Message::new(Bytes::copy_from_slice(destination), frame.body.clone())
         } else {
-            return Err(ProtocolRule::stomp("unknown destination: send to /pub/chat or /sub/..."));
+            return Err(ProtocolRule::stomp(
+                "unknown destination: send to /pub/chat or /sub/...",
+            ));
         };
         Ok(Action::Publish(message))
     }
@@ -526,7 +554,10 @@ pub fn farewell_slow(framing: Framing, out: &mut Output) {
 /// Refuses a destination over `--max-destination-bytes`.
 fn check_destination(env: &Env<'_>, destination: &[u8]) -> Result<(), ProtocolRule> {
     if destination.len() > env.settings.max_destination_bytes {
-        return Err(ProtocolRule::limit(ErrorKind::DestinationTooLong, "destination too long"));
+        return Err(ProtocolRule::limit(
+            ErrorKind::DestinationTooLong,
+            "destination too long",
+        ));
     }
     Ok(())
 }

@@ -75,7 +75,11 @@ impl Bystanders {
 /// Sends `request` and reads the answer's status line.
 fn status_of(engine: &Engine, request: &[u8]) -> String {
     let answer = engine.raw(request);
-    String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned()
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Writes `chunk` again and again without reading, until the server stops taking
@@ -108,21 +112,35 @@ fn hostile_peers_are_answered_and_bounded_while_bystanders_chat() {
             break;
         }
     }
-    assert!(answer.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        answer.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     calm.still_chatting(&engine, "slow loris");
 
     // Heads and bodies over their limits.
-    let big_head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(20_000));
-    assert_eq!(status_of(&engine, big_head.as_bytes()), "HTTP/1.1 431 Request Header Fields Too Large");
+    let big_head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    assert_eq!(
+        status_of(&engine, big_head.as_bytes()),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
     let body = b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
     assert_eq!(status_of(&engine, body), "HTTP/1.1 413 Payload Too Large");
     let huge = b"POST /letters-chat-server/000/s1/xhr_send HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n";
-    assert!(status_of(&engine, huge).starts_with("HTTP/1.1 4"), "no overflow, no buffering");
+    assert!(
+        status_of(&engine, huge).starts_with("HTTP/1.1 4"),
+        "no overflow, no buffering"
+    );
     calm.still_chatting(&engine, "oversized heads and bodies");
 
     // WebSocket frames over the limit, whole or in fragments: 1009.
     let mut s = upgraded(&engine);
-    s.write_all(&[0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4]).expect("write");
+    s.write_all(&[0x82, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4])
+        .expect("write");
     assert_eq!(close_code(&mut s), 1009, "one frame of 1 MiB");
     let mut s = upgraded(&engine);
     let part = vec![b'x'; 40_000];
@@ -133,10 +151,22 @@ fn hostile_peers_are_answered_and_bounded_while_bystanders_chat() {
 
     // Over-long ids, destinations and header lines: an ERROR naming the limit.
     for (frame, message) in [
-        (format!("SUBSCRIBE\nid:{}\ndestination:/sub/chat/x\n\n\0", "i".repeat(300)), "subscription id too long"),
-        (format!("SUBSCRIBE\nid:s\ndestination:/sub/chat/{}\n\n\0", "d".repeat(300)), "destination too long"),
-        (format!("SUBSCRIBE\nid:s\ndestination:/sub/chat/x\nx:{}\n\n\0", "h".repeat(9000)), "header line too long"),
-        (format!("UNSUBSCRIBE\nid:s\nreceipt:{}\n\n\0", "r".repeat(300)), "receipt id too long"),
+        (
+            format!("SUBSCRIBE\nid:{}\ndestination:/sub/chat/x\n\n\0", "i".repeat(300)),
+            "subscription id too long",
+        ),
+        (
+            format!("SUBSCRIBE\nid:s\ndestination:/sub/chat/{}\n\n\0", "d".repeat(300)),
+            "destination too long",
+        ),
+        (
+            format!("SUBSCRIBE\nid:s\ndestination:/sub/chat/x\nx:{}\n\n\0", "h".repeat(9000)),
+            "header line too long",
+        ),
+        (
+            format!("UNSUBSCRIBE\nid:s\nreceipt:{}\n\n\0", "r".repeat(300)),
+            "receipt id too long",
+        ),
     ] {
         let mut c = Client::raw(engine.port());
         c.send(&frame);
@@ -154,7 +184,11 @@ fn hostile_peers_are_answered_and_bounded_while_bystanders_chat() {
     }
     c.send(&flood);
     let error = c.frame();
-    assert_eq!(header(&error, "message").as_deref(), Some("too many subscriptions"), "{error}");
+    assert_eq!(
+        header(&error, "message").as_deref(),
+        Some("too many subscriptions"),
+        "{error}"
+    );
     calm.still_chatting(&engine, "SUBSCRIBE flood");
 
     // Over the publish rate: an ERROR per refused SEND, the connection stays.
@@ -181,7 +215,11 @@ fn hostile_peers_are_answered_and_bounded_while_bystanders_chat() {
     }
     assert!(receipts >= 200 && errors >= 1, "{receipts} receipts, {errors} errors");
     c.send("DISCONNECT\nreceipt:bye\n\n\0");
-    assert_eq!(header(&c.frame(), "receipt-id").as_deref(), Some("bye"), "still connected");
+    assert_eq!(
+        header(&c.frame(), "receipt-id").as_deref(),
+        Some("bye"),
+        "still connected"
+    );
     calm.still_chatting(&engine, "publish-rate breach");
 
     // Readers that never read: PINGs, then RECEIPT requests, until dropped as slow
@@ -190,9 +228,15 @@ fn hostile_peers_are_answered_and_bounded_while_bystanders_chat() {
     let taken = flood_without_reading(upgraded(&engine), &pings, 256 << 20);
     calm.still_chatting(&engine, &format!("a PING flood ({taken} bytes)"));
     let mut s = upgraded(&engine);
-    s.write_all(&masked(0x81, b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0")).expect("connect");
+    s.write_all(&masked(0x81, b"CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0"))
+        .expect("connect");
     let receipts: Vec<u8> = (0..1000)
-        .flat_map(|i| masked(0x81, format!("UNSUBSCRIBE\nid:none\nreceipt:{:0>200}\n\n\0", i).as_bytes()))
+        .flat_map(|i| {
+            masked(
+                0x81,
+                format!("UNSUBSCRIBE\nid:none\nreceipt:{:0>200}\n\n\0", i).as_bytes(),
+            )
+        })
         .collect();
     let taken = flood_without_reading(s, &receipts, 256 << 20);
     calm.still_chatting(&engine, &format!("a RECEIPT flood ({taken} bytes)"));
@@ -248,7 +292,11 @@ fn kafka_outage_keeps_health_200_and_a_full_buffer_refuses_sends_without_closing
         "1",
     ]);
     let (status, text) = engine.get("/healthz").expect("health");
-    assert_eq!((status, text.as_str()), (200, "ok\nkafka: down\n"), "documented in deploy/k8s");
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "ok\nkafka: down\n"),
+        "documented in deploy/k8s"
+    );
     let mut c = Client::raw(engine.port());
     let message = "x".repeat(60_000);
     let mut refused = None;
@@ -266,7 +314,10 @@ fn kafka_outage_keeps_health_200_and_a_full_buffer_refuses_sends_without_closing
         assert_eq!(header(&frame, "receipt-id"), Some(format!("k{i}")));
     }
     let refused = refused.expect("1 MiB of buffer is full after 40 × 60 KB");
-    assert!(header(&refused, "message").is_some_and(|m| m.starts_with("cluster bus is full")), "{refused}");
+    assert!(
+        header(&refused, "message").is_some_and(|m| m.starts_with("cluster bus is full")),
+        "{refused}"
+    );
     c.send("UNSUBSCRIBE\nid:none\nreceipt:still-here\n\n\0");
     assert_eq!(header(&c.frame(), "receipt-id").as_deref(), Some("still-here"));
     assert!(engine.errors("kafka_backpressure") >= 1);

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
 use common::{body, close_code, header, masked, upgraded, Client, Engine};
@@ -227,6 +226,8 @@ fn a_slow_consumer_is_dropped_without_slowing_others() {
         "65536",
         "--max-outbound-bytes",
         "65536",
+        "--max-publish-rate",
+        "0",
     ]);
     let mut slow = Client::raw(engine.port());
     slow.subscribe("sub-0", "/sub/chat/flood");

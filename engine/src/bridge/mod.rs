@@ -31,8 +31,8 @@ use rdkafka::producer::ThreadedProducer;
 use crate::interest::Interest;
 use crate::message::Message;
 pub use consumer::split;
-pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
 use context::Context;
+pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
 use stats::Role;
 pub use stats::Stats;
 
@@ -176,9 +176,9 @@ impl Budget {
 
     /// Gives `bytes` back (never below zero: a sender may have bypassed the budget).
     pub fn give(&self, bytes: usize) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| Some(used.saturating_sub(bytes)));
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            Some(used.saturating_sub(bytes))
+        });
     }
 
     /// Bytes taken now.
@@ -438,7 +438,9 @@ fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
     } else if cfg.buffer_messages == 0 {
         Err(Error::Config("buffer_messages must be at least 1"))
     } else if cfg.buffer_bytes < cfg.max_message_bytes.saturating_mul(4) {
-        Err(Error::Config("buffer_bytes must hold at least four of the largest messages"))
+        Err(Error::Config(
+            "buffer_bytes must hold at least four of the largest messages",
+        ))
     } else if record_max_bytes(cfg) > 1_000_000_000 {
         Err(Error::Config("max_message_bytes must be under 500000000"))
     } else if cfg.linger_ms > 900_000 {
@@ -455,7 +457,9 @@ fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
 /// The largest record the bridge may produce: a body of `max_message_bytes` plus the
 /// server's `time`, the channel as key, the headers and the batch framing.
 pub(crate) fn record_max_bytes(cfg: &Config) -> usize {
-    cfg.max_message_bytes.saturating_mul(2).saturating_add(RECORD_OVERHEAD_BYTES)
+    cfg.max_message_bytes
+        .saturating_mul(2)
+        .saturating_add(RECORD_OVERHEAD_BYTES)
 }
 
 /// Room for a record's headers, `time` field and batch framing.

@@ -247,7 +247,8 @@ impl Router {
                 room.groups.swap_remove(g);
             }
         }
-        room.resuming.retain(|c| !(c.conn == conn && &c.key.subscription == sub));
+        room.resuming
+            .retain(|c| !(c.conn == conn && &c.key.subscription == sub));
         if room.is_empty() {
             index.remove(destination);
             self.interest.remove(self.shard.0, destination);
@@ -396,15 +397,12 @@ impl Router {
     /// same destination meanwhile, yielding between chunks of members.
     async fn deliver_in_chunks(&self, msg: Arc<Message>) {
         let destination = msg.destination.clone();
-        self.busy.borrow_mut().insert(destination.clone(), VecDeque::from([msg]));
+        self.busy
+            .borrow_mut()
+            .insert(destination.clone(), VecDeque::from([msg]));
         let mut first = true;
         loop {
-            let Some(msg) = self
-                .busy
-                .borrow()
-                .get(&destination)
-                .and_then(|q| q.front().cloned())
-            else {
+            let Some(msg) = self.busy.borrow().get(&destination).and_then(|q| q.front().cloned()) else {
                 return;
             };
             // A snapshot: members that join or leave meanwhile copy the list instead.

@@ -210,7 +210,11 @@ fn the_original_clients_flow_on_every_framing() {
         );
         assert_eq!(pair.effects.len(), 2);
         match &pair.effects[0] {
-            Action::Subscribe { destination, key, resume } => {
+            Action::Subscribe {
+                destination,
+                key,
+                resume,
+            } => {
                 assert_eq!(*resume, None);
                 assert_eq!(&destination[..], b"/sub/chat/global");
                 assert_eq!(key.subscription.0, Bytes::from_static(b"sub-0"));
@@ -404,7 +408,12 @@ fn resumes_and_history_are_asked_for_and_answered() {
     pair.answer = Outcome::Recovered(true);
     pair.send(
         Command::Subscribe,
-        &[("id", b"a"), ("destination", b"/sub/chat/x"), ("x-since", &text), ("receipt", b"r1")],
+        &[
+            ("id", b"a"),
+            ("destination", b"/sub/chat/x"),
+            ("x-since", &text),
+            ("receipt", b"r1"),
+        ],
         b"",
     );
     let receipt = pair.frame();
@@ -412,11 +421,20 @@ fn resumes_and_history_are_asked_for_and_answered() {
     pair.answer = Outcome::Recovered(false);
     pair.send(
         Command::Subscribe,
-        &[("id", b"b"), ("destination", b"/sub/chat/x"), ("x-since", b"garbage"), ("receipt", b"r2")],
+        &[
+            ("id", b"b"),
+            ("destination", b"/sub/chat/x"),
+            ("x-since", b"garbage"),
+            ("receipt", b"r2"),
+        ],
         b"",
     );
     assert_eq!(header(&pair.frame(), "x-recovered"), b"false");
-    pair.send(Command::Subscribe, &[("id", b"c"), ("destination", b"/sub/chat/x"), ("x-history", b"20")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"c"), ("destination", b"/sub/chat/x"), ("x-history", b"20")],
+        b"",
+    );
     let resumes: Vec<_> = pair
         .effects
         .iter()
@@ -427,12 +445,23 @@ fn resumes_and_history_are_asked_for_and_answered() {
         .collect();
     assert_eq!(
         resumes,
-        [Some(Resume::Since(position)), Some(Resume::Unreadable), Some(Resume::Last(20))]
+        [
+            Some(Resume::Since(position)),
+            Some(Resume::Unreadable),
+            Some(Resume::Last(20))
+        ]
     );
     // Above the cap, or not a number: an ERROR naming the header.
-    pair.send(Command::Subscribe, &[("id", b"d"), ("destination", b"/sub/chat/x"), ("x-history", b"101")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"d"), ("destination", b"/sub/chat/x"), ("x-history", b"101")],
+        b"",
+    );
     let error = pair.frame();
-    assert_eq!(header(&error, "message"), b"x-history asks for more messages than this server keeps");
+    assert_eq!(
+        header(&error, "message"),
+        b"x-history asks for more messages than this server keeps"
+    );
     assert!(pair.closed);
 }
 
@@ -574,7 +603,13 @@ fn limits_get_an_error_naming_them_and_are_counted_by_kind() {
     type Case = (fn(&mut Pair), &'static [u8], ErrorKind);
     let cases: [Case; 5] = [
         (
-            |p| p.send(Command::Subscribe, &[("id", &[b'i'; 17]), ("destination", b"/sub/chat/x")], b""),
+            |p| {
+                p.send(
+                    Command::Subscribe,
+                    &[("id", &[b'i'; 17]), ("destination", b"/sub/chat/x")],
+                    b"",
+                )
+            },
             b"subscription id too long",
             ErrorKind::IdTooLong,
         ),
@@ -589,12 +624,24 @@ fn limits_get_an_error_naming_them_and_are_counted_by_kind() {
             ErrorKind::DestinationTooLong,
         ),
         (
-            |p| p.send(Command::Subscribe, &[("id", b"s"), ("destination", b"/sub/chat/x"), ("x", &[b'v'; 63])], b""),
+            |p| {
+                p.send(
+                    Command::Subscribe,
+                    &[("id", b"s"), ("destination", b"/sub/chat/x"), ("x", &[b'v'; 63])],
+                    b"",
+                )
+            },
             b"header line too long",
             ErrorKind::HeaderLineTooLong,
         ),
         (
-            |p| p.send(Command::Send, &[("destination", b"/pub/chat"), ("receipt", &[b'r'; 17])], b"{}"),
+            |p| {
+                p.send(
+                    Command::Send,
+                    &[("destination", b"/pub/chat"), ("receipt", &[b'r'; 17])],
+                    b"{}",
+                )
+            },
             b"receipt id too long",
             ErrorKind::IdTooLong,
         ),
@@ -615,7 +662,11 @@ fn limits_get_an_error_naming_them_and_are_counted_by_kind() {
     pair.connect();
     pair.send(
         Command::Subscribe,
-        &[("id", &[b'i'; 16]), ("destination", &[b'd'; 32]), ("receipt", &[b'r'; 16])],
+        &[
+            ("id", &[b'i'; 16]),
+            ("destination", &[b'd'; 32]),
+            ("receipt", &[b'r'; 16]),
+        ],
         b"",
     );
     assert_eq!(header(&pair.frame(), "receipt-id"), &[b'r'; 16]);
@@ -656,7 +707,11 @@ fn sends_over_the_rate_get_an_error_and_the_connection_stays() {
     assert_eq!(send(&mut pair, b"6").command, Command::Error);
     pair.now += Duration::from_secs(10);
     for r in [&b"7"[..], b"8", b"9"] {
-        assert_eq!(send(&mut pair, r).command, Command::Receipt, "the burst refills, no more");
+        assert_eq!(
+            send(&mut pair, r).command,
+            Command::Receipt,
+            "the burst refills, no more"
+        );
     }
     assert_eq!(send(&mut pair, b"10").command, Command::Error);
 }
@@ -672,10 +727,17 @@ fn a_full_kafka_buffer_rejects_the_send_and_keeps_the_session() {
         br#"{"channel":"x"}"#,
     );
     let error = pair.frame();
-    assert_eq!((header(&error, "message"), header(&error, "receipt-id")), (&b"cluster bus is full"[..], &b"r"[..]));
+    assert_eq!(
+        (header(&error, "message"), header(&error, "receipt-id")),
+        (&b"cluster bus is full"[..], &b"r"[..])
+    );
     assert!(!pair.closed);
     pair.answer = Outcome::Done;
-    pair.send(Command::Send, &[("destination", b"/pub/chat"), ("receipt", b"s")], br#"{"channel":"x"}"#);
+    pair.send(
+        Command::Send,
+        &[("destination", b"/pub/chat"), ("receipt", b"s")],
+        br#"{"channel":"x"}"#,
+    );
     assert_eq!(header(&pair.frame(), "receipt-id"), b"s");
 }
 
@@ -685,7 +747,9 @@ fn a_connection_that_never_connects_is_closed_at_the_deadline() {
         let mut pair = Pair::new(framing);
         let opened = pair.now;
         assert_eq!(
-            pair.session.next_deadline(&pair.settings, pair.last_sent).map(|d| d.min(opened + Duration::from_secs(10))),
+            pair.session
+                .next_deadline(&pair.settings, pair.last_sent)
+                .map(|d| d.min(opened + Duration::from_secs(10))),
             Some(opened + Duration::from_secs(10))
         );
         pair.tick(Duration::from_secs(9));
@@ -702,4 +766,3 @@ fn a_connection_that_never_connects_is_closed_at_the_deadline() {
     pair.tick(Duration::from_secs(10));
     assert!(!pair.closed);
 }
-

@@ -131,7 +131,13 @@ pub async fn serve_handed(shard: Rc<Shard>, handoff: Handoff) {
     serve_from(shard, stream, handoff.buf, handoff.admission, peer).await;
 }
 
-async fn serve_from(shard: Rc<Shard>, stream: Stream, mut buf: BytesMut, mut admission: Admission, peer: Option<IpAddr>) {
+async fn serve_from(
+    shard: Rc<Shard>,
+    stream: Stream,
+    mut buf: BytesMut,
+    mut admission: Admission,
+    peer: Option<IpAddr>,
+) {
     // Boxed so that its state is freed once the connection is upgraded.
     let endpoint = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await {
         Next::Upgrade(endpoint) => endpoint,
@@ -368,7 +374,13 @@ async fn serve_http(
                 if !admission.claim(endpoints::client_ip(peer, &req, &config.trusted_proxies)) {
                     shard.stats.error(ErrorKind::AddressFull);
                     reply.clear();
-                    http::write_response(503, &[("Retry-After", "5")], b"too many connections from this address\n", false, &mut reply);
+                    http::write_response(
+                        503,
+                        &[("Retry-After", "5")],
+                        b"too many connections from this address\n",
+                        false,
+                        &mut reply,
+                    );
                     let _ = write_all(stream, &reply).await;
                     return Next::Close;
                 }
@@ -646,4 +658,3 @@ fn release_if_empty(buf: &mut BytesMut) {
         *buf = BytesMut::new();
     }
 }
-

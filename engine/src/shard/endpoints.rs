@@ -279,8 +279,8 @@ mod tests {
     #[test]
     fn client_addresses_come_from_trusted_proxies_only() {
         let ip = |s: &str| s.parse::<IpAddr>().ok();
-        let config = crate::config::Config::load(["e", "--trusted-proxies", "10.0.0.0/8"].map(String::from))
-            .expect("config");
+        let config =
+            crate::config::Config::load(["e", "--trusted-proxies", "10.0.0.0/8"].map(String::from)).expect("config");
         let trusted = &config.trusted_proxies;
         let proxy = ip("10.1.1.1");
         // From a stranger, the headers are ignored.
@@ -289,7 +289,10 @@ mod tests {
         // Through the proxy: the last untrusted hop, not what the client wrote before it.
         let chain = request(Some("6.6.6.6, 198.51.100.7, 10.2.2.2"), None);
         assert_eq!(client_ip(proxy, &chain, trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(proxy, &request(None, Some("198.51.100.8")), trusted), ip("198.51.100.8"));
+        assert_eq!(
+            client_ip(proxy, &request(None, Some("198.51.100.8")), trusted),
+            ip("198.51.100.8")
+        );
         assert_eq!(client_ip(proxy, &request(Some("junk"), None), trusted), proxy);
         assert_eq!(client_ip(None, &chain, trusted), None);
     }

@@ -34,9 +34,9 @@ use proto::{server, Framing};
 use crate::bridge::{self, ShardPort};
 use crate::config::Config;
 use crate::fanout::Outbound;
+use crate::history;
 use crate::ids::{ConnId, ShardId};
 use crate::interest::Interest;
-use crate::history;
 use crate::metrics::ShardStats;
 use crate::router::{self, KafkaLink, Links, Mesh, Router};
 use crate::session::{self, Settings};
@@ -254,7 +254,11 @@ impl Shard {
                     replay: port.replay,
                     stats: stats.clone(),
                 };
-                (Some(link), Some(port.inbound.connect().await), Some(port.replayed.connect().await))
+                (
+                    Some(link),
+                    Some(port.inbound.connect().await),
+                    Some(port.replayed.connect().await),
+                )
             }
             _ => (None, None, None),
         };
@@ -302,7 +306,7 @@ impl Shard {
             limits: server::Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 max_headers: MAX_HEADERS,
-                max_line_bytes: config.max_header_line_bytes,
+                max_line_bytes: config.max_header_line_bytes.min(config.max_frame_bytes),
             },
         };
         // Each end waits for its peer's: connect all of them at once, or two shards would

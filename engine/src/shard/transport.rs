@@ -108,7 +108,8 @@ async fn receive(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut, req: &R
     // The client may go away while nothing is being written: watch for the end of its
     // side (a pipelined request's bytes are kept in `buf`).
     let max_head = shard.node.config.max_head_bytes;
-    let peer_gone = async { while read_until(shard, stream, buf, None).await == Read::Bytes && buf.len() <= max_head {} };
+    let peer_gone =
+        async { while read_until(shard, stream, buf, None).await == Read::Bytes && buf.len() <= max_head {} };
     futures_lite::pin!(peer_gone);
     loop {
         let taken = futures_lite::future::or(async { Some(hs.out.take(&mut spare).await) }, async {
