@@ -37,6 +37,9 @@ impl EngineProcess {
                 &cpu.to_string(),
                 "--log",
                 "warn",
+                // One publisher drives the whole load: no per-connection rate limit.
+                "--max-publish-rate",
+                "0",
             ])
             .args(extra)
             .stdin(Stdio::null())

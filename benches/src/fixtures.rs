@@ -33,6 +33,7 @@ pub const WS_LIMITS: ws::Limits = ws::Limits {
 pub const STOMP_LIMITS: stomp::Limits = stomp::Limits {
     max_frame_bytes: 1 << 20,
     max_headers: 64,
+    max_line_bytes: 8 * 1024,
 };
 
 /// A fixed wall-clock reading (2026-11-18T11:06:40.123Z) for `chat::prepare`.

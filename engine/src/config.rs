@@ -61,9 +61,50 @@ pub struct Config {
     /// Outbound bytes a connection may have queued before it is dropped as too slow.
     #[arg(long, env = "CHAT_MAX_OUTBOUND_BYTES", default_value_t = 4 << 20)]
     pub max_outbound_bytes: usize,
-    /// Subscriptions one connection may hold.
+    /// Subscriptions one connection may hold; more get an `ERROR`.
     #[arg(long, env = "CHAT_MAX_SUBSCRIPTIONS", default_value_t = 1024)]
     pub max_subscriptions: usize,
+    /// Largest HTTP request head (request line and headers), bytes; larger gets 431.
+    #[arg(long, env = "CHAT_MAX_HEAD_BYTES", default_value_t = 8 * 1024)]
+    pub max_head_bytes: usize,
+    /// Time a client has to send a whole HTTP request head, counted from the connection's
+    /// start or the end of its previous request (not per read), ms; then 408 and close.
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+    /// Time an upgraded connection (or SockJS session) has to send `CONNECT`, ms; then it
+    /// is closed (1008).
+    #[arg(long, env = "CHAT_CONNECT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub connect_timeout_ms: u64,
+    /// Longest STOMP command or header line, bytes (at most `--max-frame-bytes` in
+    /// effect); longer gets an `ERROR`.
+    #[arg(long, env = "CHAT_MAX_HEADER_LINE_BYTES", default_value_t = 8 * 1024)]
+    pub max_header_line_bytes: usize,
+    /// Longest subscription id and `receipt` id, bytes; longer gets an `ERROR`.
+    #[arg(long, env = "CHAT_MAX_ID_BYTES", default_value_t = 256)]
+    pub max_id_bytes: usize,
+    /// Longest `SUBSCRIBE` or `SEND` destination, bytes; longer gets an `ERROR`.
+    #[arg(long, env = "CHAT_MAX_DESTINATION_BYTES", default_value_t = 256)]
+    pub max_destination_bytes: usize,
+    /// Connections this node holds at once (all shards); more get 503 and are closed.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+    /// Connections one client address holds at once (loopback not counted); more get 503
+    /// and are closed. Behind a proxy the address comes from `X-Forwarded-For` or
+    /// `X-Real-IP`, and only when the peer is one of `--trusted-proxies`.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 1024)]
+    pub max_connections_per_address: usize,
+    /// Proxies (addresses or CIDR blocks, comma-separated, e.g. `10.0.0.0/8,127.0.0.1`)
+    /// whose `X-Forwarded-For`/`X-Real-IP` name the client; default: none, so the
+    /// peer's address counts.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = Cidr::parse)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// `SEND`s one connection may make per second on average (0: unlimited); over it a
+    /// `SEND` gets an `ERROR` and is dropped, the connection stays.
+    #[arg(long, env = "CHAT_MAX_PUBLISH_RATE", default_value_t = 500)]
+    pub max_publish_rate: u32,
+    /// `SEND`s one connection may make at once after a quiet spell.
+    #[arg(long, env = "CHAT_PUBLISH_BURST", default_value_t = 1000)]
+    pub publish_burst: u32,
     /// Seconds a SIGTERM drain waits for clients to go before exiting.
     #[arg(long, env = "CHAT_DRAIN_SECS", default_value_t = 5)]
     pub drain_secs: u64,
@@ -91,6 +132,10 @@ pub struct Config {
     /// Messages a shard may have waiting for Kafka before publishers get an ERROR.
     #[arg(long, env = "CHAT_KAFKA_BUFFER", default_value_t = 100_000)]
     pub kafka_buffer: usize,
+    /// Bytes of message bodies a shard may have waiting for Kafka (in its queue, and as
+    /// much again in librdkafka's) before publishers get an ERROR, MiB.
+    #[arg(long, env = "CHAT_KAFKA_BUFFER_MIB", default_value_t = 32)]
+    pub kafka_buffer_mib: usize,
     /// A librdkafka setting for every Kafka client, applied after the engine's own
     /// (repeatable), e.g. `security.protocol=SASL_SSL`, `sasl.mechanism=SCRAM-SHA-256`,
     /// `sasl.username=..`, `sasl.password=..`, `ssl.ca.location=..`. Env
@@ -152,6 +197,56 @@ impl std::fmt::Debug for KafkaProperty {
             Some((key, _)) => write!(f, "{key}=<hidden>"),
             None => f.write_str("<malformed>"),
         }
+    }
+}
+
+/// An address block of `--trusted-proxies`: an address, or an address and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not an address or CIDR block"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}`: bad prefix length"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.addr, ip) {
+            (V4(a), V4(b)) => (
+                u128::from(u32::from(a)) << 96,
+                u128::from(u32::from(b)) << 96,
+                self.prefix,
+            ),
+            (V6(a), V6(b)) => (u128::from(a), u128::from(b), self.prefix),
+            _ => return false,
+        };
+        let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+        a & mask == b & mask
     }
 }
 
@@ -253,6 +348,8 @@ impl Config {
             fetch_wait_ms: self.kafka_fetch_wait_ms,
             acks: self.kafka_acks.clone(),
             buffer_messages: self.kafka_buffer,
+            buffer_bytes: self.kafka_buffer_mib.saturating_mul(1 << 20),
+            max_message_bytes: self.max_frame_bytes,
             replay_max_messages: self.replay_max,
             replay_queue: REPLAY_QUEUE,
             properties: self
@@ -306,8 +403,52 @@ impl Config {
         if matches!(&self.ws_echo_path, Some(p) if !p.starts_with('/')) {
             return invalid("ws-echo-path", "must start with /");
         }
-        if self.node_id.is_empty() || self.node_id.contains(|c: char| c.is_whitespace() || c == '=') {
-            return invalid("node-id", "must be non-empty, without spaces or '='");
+        // It goes into `server` headers, Kafka client ids and Prometheus label values.
+        let id_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if self.node_id.is_empty() || self.node_id.len() > 64 || !self.node_id.chars().all(id_char) {
+            return invalid("node-id", "must be 1 to 64 of [A-Za-z0-9._-]");
+        }
+        if self.sockjs_heartbeat_ms < 100 {
+            return invalid(
+                "sockjs-heartbeat-ms",
+                "must be at least 100 (0 would send h frames without pause)",
+            );
+        }
+        if self.heartbeat_ms < 100 {
+            return invalid("heartbeat-ms", "must be at least 100");
+        }
+        if self.drain_secs > MAX_DRAIN_SECS {
+            return invalid("drain-secs", "must be at most 3600");
+        }
+        if self.max_head_bytes < 1024 {
+            return invalid("max-head-bytes", "must be at least 1024");
+        }
+        if self.handshake_timeout_ms < 100 || self.connect_timeout_ms < 100 {
+            return invalid(
+                "handshake-timeout-ms",
+                "handshake-timeout-ms and connect-timeout-ms must be at least 100",
+            );
+        }
+        if self.max_header_line_bytes < 256 {
+            return invalid("max-header-line-bytes", "must be at least 256");
+        }
+        if self.max_id_bytes < 16 || self.max_destination_bytes < 16 {
+            return invalid(
+                "max-id-bytes",
+                "max-id-bytes and max-destination-bytes must be at least 16",
+            );
+        }
+        if self.max_connections == 0 || self.max_connections_per_address == 0 {
+            return invalid(
+                "max-connections",
+                "max-connections and max-connections-per-address must be at least 1",
+            );
+        }
+        if self.publish_burst == 0 {
+            return invalid("publish-burst", "must be at least 1");
+        }
+        if self.kafka_buffer_mib == 0 || self.kafka_buffer_mib > 64 * 1024 {
+            return invalid("kafka-buffer-mib", "must be between 1 and 65536");
         }
         if self.max_frame_bytes < 1024 {
             return invalid("max-frame-bytes", "must be at least 1024");
@@ -325,7 +466,10 @@ impl Config {
             return invalid("io-memory-kib", "must be at least 16");
         }
         if self.history_messages == 0 || self.history_mib == 0 || self.history_secs == 0 {
-            return invalid("history-messages", "history bounds (messages, MiB, seconds) must be at least 1");
+            return invalid(
+                "history-messages",
+                "history bounds (messages, MiB, seconds) must be at least 1",
+            );
         }
         if self.max_history > self.history_messages {
             return invalid("max-history", "must be at most history-messages");
@@ -356,6 +500,9 @@ impl Config {
         Ok(())
     }
 }
+
+/// Longest `--drain-secs`: an hour. Far larger values overflow the shutdown deadline.
+const MAX_DRAIN_SECS: u64 = 3600;
 
 /// Replay requests a node's bridge queues before it answers "not recovered" at once.
 const REPLAY_QUEUE: usize = 1024;
@@ -545,6 +692,38 @@ mod tests {
                 ("sasl.mechanism", "SCRAM-SHA-512"),
             ]
         );
+    }
+
+    #[test]
+    fn startup_traps_are_refused_naming_their_key() {
+        let cases: [(&[&str], &str); 9] = [
+            (&["--sockjs-heartbeat-ms", "0"], "`sockjs-heartbeat-ms`"),
+            (&["--drain-secs", "18446744073709551615"], "`drain-secs`"),
+            (&["--node-id", "a\"b"], "`node-id`"),
+            (&["--node-id", "line\nbreak"], "`node-id`"),
+            (&["--node-id", "back\\slash"], "`node-id`"),
+            (&["--log", "info,engine=loud"], "`log`"),
+            (&["--max-header-line-bytes", "10"], "`max-header-line-bytes`"),
+            (&["--publish-burst", "0"], "`publish-burst`"),
+            (&["--trusted-proxies", "10.0.0.0/33"], "trusted-proxies"),
+        ];
+        for (args, key) in cases {
+            let err = load(args).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(key), "{args:?}: {err}");
+        }
+        assert!(load(&["--node-id", "pod-7.zone_a", "--drain-secs", "3600"]).is_ok());
+    }
+
+    #[test]
+    fn trusted_proxies_match_addresses_and_blocks() {
+        let c = load(&["--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1"]).expect("load");
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("an address");
+        let trusted = |s| c.trusted_proxies.iter().any(|p| p.contains(ip(s)));
+        assert!(trusted("10.200.3.4") && trusted("127.0.0.1") && trusted("::1"));
+        assert!(trusted("::ffff:10.1.2.3"), "IPv4-mapped");
+        assert!(!trusted("11.0.0.1") && !trusted("127.0.0.2") && !trusted("::2"));
+        let all = Cidr::parse("0.0.0.0/0").expect("a block");
+        assert!(all.contains(ip("203.0.113.9")) && !all.contains(ip("2001:db8::1")));
     }
 
     #[test]

@@ -162,14 +162,24 @@ impl Outbound {
         true
     }
 
-    /// Appends a reply of the connection's own (a `RECEIPT`, an `ERROR`, a pong). Replies
-    /// are small and always queued while open, even past the bound, so a client always
-    /// gets its `ERROR` or `RECEIPT`.
+    /// Appends a reply of the connection's own (a `RECEIPT`, an `ERROR`, a pong, an echo),
+    /// also while closing gracefully (its last words). Replies count against the same
+    /// bound as deliveries: a client that sends but never reads overflows the queue and
+    /// is dropped as a slow consumer, instead of growing it without end.
     pub fn push_reply(&self, bytes: &[u8]) {
         if self.closing.get() == Closing::Overflow {
             return;
         }
-        self.with_queue(|queue| queue.extend_from_slice(bytes));
+        let fits = self.with_queue(|queue| {
+            let fits = queue.len() + bytes.len() <= self.max_bytes;
+            if fits {
+                queue.extend_from_slice(bytes);
+            }
+            fits
+        });
+        if !fits {
+            self.close(Closing::Overflow);
+        }
         self.wake();
     }
 
@@ -364,9 +374,18 @@ mod tests {
     }
 
     #[test]
-    fn replies_pass_the_bound_while_open() {
-        let out = Outbound::new(4, Instant::now());
+    fn replies_count_against_the_bound() {
+        let out = Outbound::new(10, Instant::now());
+        assert!(out.push(b"MSG"));
         out.push_reply(b"RECEIPT");
-        assert_eq!(out.len(), 7);
+        assert_eq!((out.len(), out.closing()), (10, Closing::Open));
+        // A client that never reads: its next pong overflows the queue and drops it.
+        out.push_reply(b"PONG");
+        assert_eq!((out.len(), out.closing()), (10, Closing::Overflow));
+        // Last words while closing gracefully still go, within the bound.
+        let out = Outbound::new(10, Instant::now());
+        out.close(Closing::Graceful);
+        out.push_reply(b"GOODBYE");
+        assert_eq!((out.len(), out.closing()), (7, Closing::Graceful));
     }
 }

@@ -42,6 +42,27 @@ pub enum ErrorKind {
     SockJsSessionsFull,
     /// A SockJS session closed because no request polled it for the disconnect delay.
     SockJsAbandoned,
+    /// An HTTP request head not complete within the handshake time (408).
+    HttpTimeout,
+    /// An HTTP request head over its limit (431), or a body over its limit or where no
+    /// endpoint takes one (413).
+    HttpTooLarge,
+    /// An upgraded connection that sent no `CONNECT` within the deadline.
+    ConnectTimeout,
+    /// A STOMP command or header line over `--max-header-line-bytes`.
+    HeaderLineTooLong,
+    /// A subscription or receipt id over `--max-id-bytes`.
+    IdTooLong,
+    /// A destination over `--max-destination-bytes`.
+    DestinationTooLong,
+    /// A `SUBSCRIBE` past `--max-subscriptions`.
+    TooManySubscriptions,
+    /// A `SEND` over the connection's publish rate.
+    PublishRate,
+    /// A connection refused because the node holds `--max-connections` (503).
+    NodeFull,
+    /// A connection refused because its address holds `--max-connections-per-address`.
+    AddressFull,
 }
 
 const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
@@ -60,9 +81,19 @@ const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
     (ErrorKind::SockJsSecondReceiver, "sockjs_second_receiver"),
     (ErrorKind::SockJsSessionsFull, "sockjs_sessions_full"),
     (ErrorKind::SockJsAbandoned, "sockjs_abandoned"),
+    (ErrorKind::HttpTimeout, "http_timeout"),
+    (ErrorKind::HttpTooLarge, "http_too_large"),
+    (ErrorKind::ConnectTimeout, "connect_timeout"),
+    (ErrorKind::HeaderLineTooLong, "header_line_too_long"),
+    (ErrorKind::IdTooLong, "id_too_long"),
+    (ErrorKind::DestinationTooLong, "destination_too_long"),
+    (ErrorKind::TooManySubscriptions, "too_many_subscriptions"),
+    (ErrorKind::PublishRate, "publish_rate"),
+    (ErrorKind::NodeFull, "connections_node"),
+    (ErrorKind::AddressFull, "connections_address"),
 ];
 /// How many kinds of errors are counted.
-const ERROR_KIND_COUNT: usize = 15;
+const ERROR_KIND_COUNT: usize = 25;
 
 /// One shard's numbers.
 #[derive(Debug, Default)]

@@ -20,8 +20,17 @@ use smallvec::SmallVec;
 use crate::fanout::WireKey;
 use crate::ids::{ConnId, SubId};
 use crate::message::{self, Message, Position};
-use crate::router::Resume;
 use crate::metrics::{ErrorKind, ShardStats};
+use crate::router::Resume;
+
+/// A token bucket's shape: one `SEND` every `interval` on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Time per message at the sustained rate.
+    pub interval: Duration,
+    /// Messages that may come at once after a quiet spell (at least 1).
+    pub burst: u32,
+}
 
 /// What every session of a shard is told by the configuration.
 #[derive(Debug, Clone)]
@@ -34,6 +43,14 @@ pub struct Settings {
     pub sockjs_heartbeat: Duration,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// Longest subscription id and `receipt` id.
+    pub max_id_bytes: usize,
+    /// Longest destination of a `SUBSCRIBE` or `SEND`.
+    pub max_destination_bytes: usize,
+    /// How long an upgraded connection may take to send `CONNECT`.
+    pub connect_timeout: Duration,
+    /// The publish rate of one connection, when limited.
+    pub publish_rate: Option<Rate>,
     /// Largest `x-history` a client may ask for.
     pub max_history: usize,
     /// Decoder limits.
@@ -119,6 +136,9 @@ pub enum Outcome {
     Recovered(bool),
     /// Refused: the client gets an `ERROR` with this text, then the connection closes.
     Refused(&'static str),
+    /// Not done for now (a full Kafka buffer): the client gets an `ERROR` with this text
+    /// and may send again; the connection stays open.
+    Rejected(&'static str),
 }
 
 /// A STOMP session over raw or SockJS framing.
@@ -130,6 +150,11 @@ pub struct Session {
     clock: Option<stomp::Clock>,
     /// (subscription id, destination) of each subscription.
     subs: SmallVec<[(SubId, Bytes); 2]>,
+    /// Until when the client may still send `CONNECT` (set by `open`, cleared by it).
+    connect_by: Option<Instant>,
+    /// The publish bucket's theoretical arrival time (GCRA): a `SEND` is over the rate
+    /// when this is more than the burst's tolerance ahead of now.
+    publish_at: Option<Instant>,
     closed: bool,
 }
 
@@ -142,12 +167,16 @@ impl Session {
             version: None,
             clock: None,
             subs: SmallVec::new(),
+            connect_by: None,
+            publish_at: None,
             closed: false,
         }
     }
 
-    /// Greets the client where the framing asks for it (SockJS's `o`).
-    pub fn open(&mut self, out: &mut Output) -> Step {
+    /// Greets the client where the framing asks for it (SockJS's `o`) and starts the
+    /// clock within which it must send `CONNECT`.
+    pub fn open(&mut self, env: &Env<'_>, out: &mut Output) -> Step {
+        self.connect_by = Some(env.now + env.settings.connect_timeout);
         server::encode_open(self.framing(), &mut out.wire);
         Step::Continue
     }
@@ -186,28 +215,44 @@ impl Session {
                 }
             };
             ShardStats::add(&env.stats.frames_in, 1);
-            let receipt = frame.header(b"receipt").map(Bytes::copy_from_slice);
+            let receipt = match frame.header(b"receipt") {
+                // Not echoed: the point is not to hold or send it back.
+                Some(r) if r.len() > env.settings.max_id_bytes => {
+                    return self.refuse(
+                        env,
+                        ProtocolRule::limit(ErrorKind::IdTooLong, "receipt id too long"),
+                        None,
+                        out,
+                    );
+                }
+                r => r.map(Bytes::copy_from_slice),
+            };
             let action = match (frame.command, self.version) {
                 (Command::Connect | Command::Stomp, None) => self.on_connect(env, &frame, out).map(|()| None),
-                (Command::Connect | Command::Stomp, Some(_)) => Err(ProtocolRule("already connected")),
-                (_, None) => Err(ProtocolRule("send CONNECT first")),
+                (Command::Connect | Command::Stomp, Some(_)) => Err(ProtocolRule::stomp("already connected")),
+                (_, None) => Err(ProtocolRule::stomp("send CONNECT first")),
                 (Command::Subscribe, Some(_)) => self.on_subscribe(env, &frame).map(Some),
                 (Command::Unsubscribe, Some(_)) => self.on_unsubscribe(env, &frame),
+                (Command::Send, Some(_)) if !self.take_publish_token(env) => {
+                    env.stats.error(ErrorKind::PublishRate);
+                    self.send_error(PUBLISH_RATE, receipt.as_deref(), out);
+                    continue;
+                }
                 (Command::Send, Some(_)) => self.on_send(env, &frame, out).map(Some),
                 (Command::Disconnect, Some(_)) => {
                     self.send_receipt(receipt.as_deref(), out);
                     server::encode_end(self.framing(), 1000, &mut out.wire);
                     return self.end();
                 }
-                (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => {
-                    Err(ProtocolRule("acknowledgements and transactions are not supported"))
-                }
-                (_, Some(_)) => Err(ProtocolRule("clients may not send this command")),
+                (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => Err(
+                    ProtocolRule::stomp("acknowledgements and transactions are not supported"),
+                ),
+                (_, Some(_)) => Err(ProtocolRule::stomp("clients may not send this command")),
             };
             match action {
                 Ok(Some(action)) => return Step::Effect(Effect { action, receipt }),
                 Ok(None) => self.send_receipt(receipt.as_deref(), out),
-                Err(ProtocolRule(message)) => return self.refuse(env, message, receipt.as_deref(), out),
+                Err(rule) => return self.refuse(env, rule, receipt.as_deref(), out),
             }
         }
     }
@@ -223,11 +268,20 @@ impl Session {
             Outcome::Recovered(recovered) => {
                 if let Some(receipt) = receipt {
                     let flag: &[u8] = if recovered { b"true" } else { b"false" };
-                    self.send_frame(Command::Receipt, &[("receipt-id", receipt), ("x-recovered", flag)], b"", out);
+                    self.send_frame(
+                        Command::Receipt,
+                        &[("receipt-id", receipt), ("x-recovered", flag)],
+                        b"",
+                        out,
+                    );
                 }
                 Step::Continue
             }
-            Outcome::Refused(message) => self.refuse(env, message, receipt, out),
+            Outcome::Refused(message) => self.refuse(env, ProtocolRule::stomp(message), receipt, out),
+            Outcome::Rejected(message) => {
+                self.send_error(message, receipt, out);
+                Step::Continue
+            }
         }
     }
 
@@ -238,6 +292,10 @@ impl Session {
             return Step::Close;
         }
         let framing = self.framing();
+        if self.connect_by.is_some_and(|by| env.now >= by) {
+            env.stats.error(ErrorKind::ConnectTimeout);
+            return self.goodbye(1008, "no CONNECT in time", out);
+        }
         if let Some(clock) = &mut self.clock {
             clock.on_sent(last_sent);
             match clock.on_tick(env.now) {
@@ -257,7 +315,11 @@ impl Session {
 
     /// When [`Session::on_tick`] is next due, given that bytes last left at `last_sent`.
     pub fn next_deadline(&self, settings: &Settings, last_sent: Instant) -> Option<Instant> {
-        let stomp = self.clock.as_ref().and_then(stomp::Clock::next_deadline);
+        let stomp = self
+            .clock
+            .as_ref()
+            .and_then(stomp::Clock::next_deadline)
+            .or(self.connect_by);
         let sockjs = self
             .framing()
             .is_sockjs()
@@ -289,7 +351,15 @@ impl Session {
             ProtocolError::Ws(e @ ws::Error::InvalidUtf8) => (ErrorKind::WsUtf8, e.close_code()),
             ProtocolError::Ws(e @ ws::Error::TooBig) => (ErrorKind::WsTooBig, e.close_code()),
             ProtocolError::SockJs(sockjs::Error::BadJson) => (ErrorKind::SockJs, 1002),
-            ProtocolError::Stomp(e) => return self.refuse(env, e.message(), receipt, out),
+            ProtocolError::Stomp(e @ stomp::Error::LineTooLong) => {
+                return self.refuse(
+                    env,
+                    ProtocolRule::limit(ErrorKind::HeaderLineTooLong, e.message()),
+                    receipt,
+                    out,
+                )
+            }
+            ProtocolError::Stomp(e) => return self.refuse(env, ProtocolRule::stomp(e.message()), receipt, out),
             ProtocolError::Http(_) => (ErrorKind::Http, 1002),
         };
         env.stats.error(kind);
@@ -302,6 +372,7 @@ impl Session {
         let hb = env.settings.heartbeat_ms;
         let heartbeat = stomp::negotiate_heartbeat(frame.header(b"heart-beat"), hb, hb).map_err(ProtocolRule::from)?;
         self.version = Some(version);
+        self.connect_by = None;
         self.codec.set_version(version);
         self.clock = Some(stomp::Clock::new(heartbeat, env.now));
         let mut beat = itoa::Buffer::new().format(heartbeat.header.0).to_owned();
@@ -321,18 +392,26 @@ impl Session {
     fn on_subscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Action, ProtocolRule> {
         let destination = frame
             .header(b"destination")
-            .ok_or(ProtocolRule("SUBSCRIBE without destination"))?;
+            .ok_or(ProtocolRule::stomp("SUBSCRIBE without destination"))?;
+        check_destination(env, destination)?;
         // STOMP 1.0 makes `id` optional; the destination then names the subscription.
         let id = match (frame.header(b"id"), self.version) {
             (Some(id), _) => id,
             (None, Some(Version::V1_0)) => destination,
-            (None, _) => return Err(ProtocolRule("SUBSCRIBE without id")),
+            (None, _) => return Err(ProtocolRule::stomp("SUBSCRIBE without id")),
         };
+        // Each distinct id costs one more encoding of every message of the destination.
+        if id.len() > env.settings.max_id_bytes {
+            return Err(ProtocolRule::limit(ErrorKind::IdTooLong, "subscription id too long"));
+        }
         if self.subs.iter().any(|(existing, _)| existing.0 == id) {
-            return Err(ProtocolRule("subscription id already in use"));
+            return Err(ProtocolRule::stomp("subscription id already in use"));
         }
         if self.subs.len() >= env.settings.max_subscriptions {
-            return Err(ProtocolRule("too many subscriptions"));
+            return Err(ProtocolRule::limit(
+                ErrorKind::TooManySubscriptions,
+                "too many subscriptions",
+            ));
         }
         // Catching up is for chat channels, the destinations that have an order.
         let resume = match (frame.header(b"x-since"), frame.header(b"x-history")) {
@@ -342,9 +421,11 @@ impl Session {
                 let n = std::str::from_utf8(n)
                     .ok()
                     .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or(ProtocolRule("x-history must be a number of messages"))?;
+                    .ok_or(ProtocolRule::stomp("x-history must be a number of messages"))?;
                 if n > env.settings.max_history {
-                    return Err(ProtocolRule("x-history asks for more messages than this server keeps"));
+                    return Err(ProtocolRule::stomp(
+                        "x-history asks for more messages than this server keeps",
+                    ));
                 }
                 Some(Resume::Last(n))
             }
@@ -366,7 +447,9 @@ impl Session {
     }
 
     fn on_unsubscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Option<Action>, ProtocolRule> {
-        let id = frame.header(b"id").ok_or(ProtocolRule("UNSUBSCRIBE without id"))?;
+        let id = frame
+            .header(b"id")
+            .ok_or(ProtocolRule::stomp("UNSUBSCRIBE without id"))?;
         let Some(at) = self.subs.iter().position(|(existing, _)| existing.0 == id) else {
             return Ok(None);
         };
@@ -378,17 +461,20 @@ impl Session {
     fn on_send(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<Action, ProtocolRule> {
         let destination = frame
             .header(b"destination")
-            .ok_or(ProtocolRule("SEND without destination"))?;
+            .ok_or(ProtocolRule::stomp("SEND without destination"))?;
+        check_destination(env, destination)?;
         let message = if destination == message::PUBLISH_DESTINATION {
             message::prepare(&frame.body, env.wall, &mut out.json).map_err(|e| match e {
-                message::Error::NotAnObject => ProtocolRule("body is not a JSON object"),
-                message::Error::NoChannel => ProtocolRule("body has no non-empty string field \"channel\""),
+                message::Error::NotAnObject => ProtocolRule::stomp("body is not a JSON object"),
+                message::Error::NoChannel => ProtocolRule::stomp("body has no non-empty string field \"channel\""),
             })?
         } else if destination.starts_with(message::SUBSCRIBE_PREFIX) {
             // Like Spring's simple broker: straight to the destination's subscribers.
             Message::new(Bytes::copy_from_slice(destination), frame.body.clone())
         } else {
-            return Err(ProtocolRule("unknown destination: send to /pub/chat or /sub/..."));
+            return Err(ProtocolRule::stomp(
+                "unknown destination: send to /pub/chat or /sub/...",
+            ));
         };
         Ok(Action::Publish(message))
     }
@@ -400,8 +486,14 @@ impl Session {
     }
 
     /// Answers a frame the server will not take: `ERROR`, then close.
-    fn refuse(&mut self, env: &Env<'_>, message: &str, receipt: Option<&[u8]>, out: &mut Output) -> Step {
-        env.stats.error(ErrorKind::Stomp);
+    fn refuse(&mut self, env: &Env<'_>, rule: ProtocolRule, receipt: Option<&[u8]>, out: &mut Output) -> Step {
+        env.stats.error(rule.kind);
+        self.send_error(rule.message, receipt, out);
+        self.goodbye(1000, "", out)
+    }
+
+    /// Queues an `ERROR` saying `message`, naming the frame's `receipt` when it had one.
+    fn send_error(&self, message: &str, receipt: Option<&[u8]>, out: &mut Output) {
         let mut headers: SmallVec<[(&str, &[u8]); 3]> = SmallVec::new();
         headers.push(("message", message.as_bytes()));
         headers.push(("content-type", b"text/plain"));
@@ -409,7 +501,19 @@ impl Session {
             headers.push(("receipt-id", receipt));
         }
         self.send_frame(Command::Error, &headers, message.as_bytes(), out);
-        self.goodbye(1000, "", out)
+    }
+
+    /// Takes one token from the publish bucket; false when the connection is over its rate.
+    fn take_publish_token(&mut self, env: &Env<'_>) -> bool {
+        let Some(rate) = env.settings.publish_rate else {
+            return true;
+        };
+        let at = self.publish_at.map_or(env.now, |at| at.max(env.now));
+        if at > env.now + rate.interval * rate.burst.saturating_sub(1) {
+            return false;
+        }
+        self.publish_at = Some(at + rate.interval);
+        true
     }
 
     fn send_frame(&self, command: Command, headers: &[(&str, &[u8])], body: &[u8], out: &mut Output) {
@@ -447,14 +551,46 @@ pub fn farewell_slow(framing: Framing, out: &mut Output) {
     server::encode_close(framing, 1008, REASON, &mut out.wire);
 }
 
-/// A rule of this server or of STOMP that a frame broke; the text is the `ERROR`'s
-/// `message`.
+/// Refuses a destination over `--max-destination-bytes`.
+fn check_destination(env: &Env<'_>, destination: &[u8]) -> Result<(), ProtocolRule> {
+    if destination.len() > env.settings.max_destination_bytes {
+        return Err(ProtocolRule::limit(
+            ErrorKind::DestinationTooLong,
+            "destination too long",
+        ));
+    }
+    Ok(())
+}
+
+/// The `message` of the `ERROR` for a `SEND` over the publish rate.
+const PUBLISH_RATE: &str = "publish rate exceeded: message not accepted, send it again later";
+
+/// A rule of this server or of STOMP that a frame broke: the text is the `ERROR`'s
+/// `message`, the kind what `/metrics` counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProtocolRule(&'static str);
+struct ProtocolRule {
+    message: &'static str,
+    kind: ErrorKind,
+}
+
+impl ProtocolRule {
+    /// A STOMP rule (`chat_errors_total{kind="stomp"}`).
+    const fn stomp(message: &'static str) -> Self {
+        ProtocolRule {
+            message,
+            kind: ErrorKind::Stomp,
+        }
+    }
+
+    /// A limit of this server, counted by its own kind.
+    const fn limit(kind: ErrorKind, message: &'static str) -> Self {
+        ProtocolRule { message, kind }
+    }
+}
 
 impl From<stomp::Error> for ProtocolRule {
     fn from(e: stomp::Error) -> Self {
-        ProtocolRule(e.message())
+        ProtocolRule::stomp(e.message())
     }
 }
 

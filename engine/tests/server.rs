@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::Duration;
 
-use common::{body, header, Client, Engine};
+use common::{body, close_code, header, masked, upgraded, Client, Engine};
 use tungstenite::Message;
 
 /// Opens raw clients until both shards of a 2-shard engine have one.
@@ -166,54 +165,6 @@ fn raw_websocket_negotiates_the_stomp_subprotocol() {
     );
 }
 
-/// Completes a handshake on a plain socket, for sending hand-made frames.
-fn upgraded(engine: &Engine) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", engine.port())).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
-    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).expect("handshake answer");
-        head.push(byte[0]);
-    }
-    s
-}
-
-/// Reads frames until a close frame; returns its code.
-fn close_code(s: &mut TcpStream) -> u16 {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = s.read(&mut buf) {
-        if n == 0 {
-            break;
-        }
-        all.extend_from_slice(&buf[..n]);
-    }
-    let mut at = 0;
-    while at + 2 <= all.len() {
-        let (op, len) = (all[at] & 0x0f, (all[at + 1] & 0x7f) as usize);
-        let (start, len) = match len {
-            126 => (at + 4, u16::from_be_bytes([all[at + 2], all[at + 3]]) as usize),
-            127 => panic!("huge frame"),
-            n => (at + 2, n),
-        };
-        if op == 0x8 {
-            return u16::from_be_bytes([all[start], all[start + 1]]);
-        }
-        at = start + len;
-    }
-    panic!("no close frame in {all:?}");
-}
-
-fn masked(opcode_byte: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [1u8, 2, 3, 4];
-    let mut f = vec![opcode_byte, 0x80 | payload.len() as u8];
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    f
-}
-
 #[test]
 fn hostile_input_is_rejected_while_others_keep_chatting() {
     let engine = Engine::start(&["--shards", "2", "--cpus", "0", "--max-frame-bytes", "4096"]);
@@ -275,6 +226,8 @@ fn a_slow_consumer_is_dropped_without_slowing_others() {
         "65536",
         "--max-outbound-bytes",
         "65536",
+        "--max-publish-rate",
+        "0",
     ]);
     let mut slow = Client::raw(engine.port());
     slow.subscribe("sub-0", "/sub/chat/flood");

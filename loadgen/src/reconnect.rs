@@ -330,6 +330,7 @@ mod tests {
         let mut decoder = proto::stomp::Decoder::new(proto::stomp::Limits {
             max_frame_bytes: 4096,
             max_headers: 16,
+            max_line_bytes: usize::MAX,
         });
         decoder.set_version(proto::stomp::Version::V1_2);
         let Ok(Some(proto::stomp::Item::Frame(frame))) = decoder.decode(&mut out) else {

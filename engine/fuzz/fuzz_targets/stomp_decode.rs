@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 const LIMITS: Limits = Limits {
     max_frame_bytes: 4096,
     max_headers: 16,
+    max_line_bytes: 8 * 1024,
 };
 
 fuzz_target!(|data: &[u8]| {

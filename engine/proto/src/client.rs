@@ -168,6 +168,7 @@ impl Codec {
             stomp: stomp::Decoder::new(stomp::Limits {
                 max_frame_bytes,
                 max_headers: 64,
+                max_line_bytes: usize::MAX,
             }),
             stream: BytesMut::new(),
             json_scratch: Vec::new(),

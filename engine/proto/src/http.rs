@@ -34,6 +34,10 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
     /// `Access-Control-Request-Headers` (CORS preflight).
     pub cors_request_headers: Option<&'a str>,
+    /// `X-Forwarded-For` (the first such header), as a proxy in front sets it.
+    pub forwarded_for: Option<&'a str>,
+    /// `X-Real-IP`, as Nginx sets it.
+    pub real_ip: Option<&'a str>,
     /// `Content-Length`, parsed (0 when absent or chunked).
     pub content_length: usize,
     /// `Transfer-Encoding: chunked`: the body is read with [`decode_chunked`].
@@ -119,6 +123,8 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
         protocols: SmallVec::new(),
         origin: None,
         cors_request_headers: None,
+        forwarded_for: None,
+        real_ip: None,
         content_length: 0,
         chunked: false,
         keep_alive: minor_version >= 1,
@@ -150,6 +156,10 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             &mut request.origin
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             &mut request.cors_request_headers
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            &mut request.forwarded_for
+        } else if name.eq_ignore_ascii_case("x-real-ip") {
+            &mut request.real_ip
         } else if name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(header.value)?;
             // RFC 9112 §6.3: differing lengths make the message boundary unknowable.

@@ -34,6 +34,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most headers in one STOMP frame.
     pub max_headers: usize,
+    /// Longest STOMP command or header line.
+    pub max_line_bytes: usize,
 }
 
 /// The decoders of one server-side connection.
@@ -63,6 +65,7 @@ impl Codec {
             stomp: stomp::Decoder::new(stomp::Limits {
                 max_frame_bytes: limits.max_frame_bytes,
                 max_headers: limits.max_headers,
+                max_line_bytes: limits.max_line_bytes,
             }),
             stream: BytesMut::new(),
         }
@@ -305,6 +308,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_frame_bytes: 64 * 1024,
         max_headers: 64,
+        max_line_bytes: 8 * 1024,
     };
 
     fn decode_all(codec: &mut Codec, buf: &mut BytesMut) -> Vec<Inbound> {

@@ -423,6 +423,7 @@ mod tests {
         let mut decoder = stomp::Decoder::new(stomp::Limits {
             max_frame_bytes: 65536,
             max_headers: 32,
+            max_line_bytes: 8 * 1024,
         });
         let mut commands = Vec::new();
         for message in &OBSERVED[..2] {

@@ -151,6 +151,8 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// Most headers in one frame.
     pub max_headers: usize,
+    /// Longest command or header line (its EOL not counted).
+    pub max_line_bytes: usize,
 }
 
 /// A broken STOMP rule; `message()` is the text of the `message` header of the `ERROR`.
@@ -168,6 +170,9 @@ pub enum Error {
     /// Over `max_frame_bytes` or `max_headers`.
     #[error("frame too large")]
     TooBig,
+    /// A command or header line over `max_line_bytes`.
+    #[error("header line too long")]
+    LineTooLong,
     /// No version in `accept-version` that the server speaks.
     #[error("supported protocol versions are 1.0,1.1,1.2")]
     UnsupportedVersion,
@@ -184,6 +189,7 @@ impl Error {
             Error::UnknownCommand => "unknown command",
             Error::BadEscape => "invalid header escape sequence",
             Error::TooBig => "frame too large",
+            Error::LineTooLong => "header line too long",
             Error::UnsupportedVersion => "supported protocol versions are 1.0,1.1,1.2",
             Error::BadHeartBeat => "invalid heart-beat header",
         }

@@ -331,13 +331,21 @@ mod tests {
         for (shard, queue) in pending.iter().enumerate() {
             let expected: Vec<_> = records
                 .iter()
-                .filter(|r| interest.shards_for(&r.destination) & (1 << shard) != 0 || interest.owner(&r.destination) == shard)
+                .filter(|r| {
+                    interest.shards_for(&r.destination) & (1 << shard) != 0 || interest.owner(&r.destination) == shard
+                })
                 .map(|r| r.destination.clone())
                 .collect();
             let got: Vec<_> = queue.iter().map(|r| r.destination.clone()).collect();
             assert_eq!(got, expected, "shard {shard}");
         }
-        assert!(pending[0].iter().filter(|r| r.channel().as_deref() == Some(&b"a"[..])).count() == 2);
+        assert!(
+            pending[0]
+                .iter()
+                .filter(|r| r.channel().as_deref() == Some(&b"a"[..]))
+                .count()
+                == 2
+        );
     }
 
     #[test]

@@ -33,8 +33,8 @@ use crate::interest::Interest;
 use crate::message::Message;
 pub use consumer::split;
 pub use echoes::Echoes;
-pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
 use context::Context;
+pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
 use stats::Role;
 pub use stats::Stats;
 
@@ -61,6 +61,13 @@ pub struct Config {
     pub acks: String,
     /// Bound of each shard's outbound queue, in messages (default 100 000).
     pub buffer_messages: usize,
+    /// Bound of each shard's outbound queue, in bytes of bodies and destinations
+    /// ([`Budget`]); librdkafka's own queue holds as much again for every shard.
+    pub buffer_bytes: usize,
+    /// Largest chat message body the node accepts (`--max-frame-bytes`): librdkafka's
+    /// `message.max.bytes` and the topic's `max.message.bytes` are set to hold a record
+    /// of it, so nothing acknowledged by a `RECEIPT` is refused by Kafka later.
+    pub max_message_bytes: usize,
     /// Most messages one replay (a resume from the log) may bring back.
     pub replay_max_messages: usize,
     /// Replay requests that may wait; more are answered "not recovered" at once.
@@ -83,6 +90,8 @@ impl std::fmt::Debug for Config {
             .field("fetch_wait_ms", &self.fetch_wait_ms)
             .field("acks", &self.acks)
             .field("buffer_messages", &self.buffer_messages)
+            .field("buffer_bytes", &self.buffer_bytes)
+            .field("max_message_bytes", &self.max_message_bytes)
             .field("replay_max_messages", &self.replay_max_messages)
             .field("replay_queue", &self.replay_queue)
             .field("property_keys", &keys)
@@ -101,6 +110,8 @@ impl Default for Config {
             fetch_wait_ms: 5,
             acks: "all".to_owned(),
             buffer_messages: 100_000,
+            buffer_bytes: 32 << 20,
+            max_message_bytes: 1 << 20,
             replay_max_messages: 10_000,
             replay_queue: 1024,
             properties: Vec::new(),
@@ -122,6 +133,8 @@ pub struct ShardPort {
     /// Where the shard publishes chat messages, with `try_send`: bounded by
     /// [`Config::buffer_messages`]; `Full` means Kafka is behind or away.
     pub outbound: crossbeam_channel::Sender<Message>,
+    /// The byte bound of `outbound`: take [`Budget::size`] of a message before sending it.
+    pub budget: Budget,
     /// Batches of messages read from Kafka for this shard; the shard connects it on its
     /// executor.
     pub inbound: SharedReceiver<Vec<Arc<Message>>>,
@@ -131,6 +144,51 @@ pub struct ShardPort {
     pub replayed: SharedReceiver<ReplayAnswer>,
     /// The node's messages on their way through Kafka (shared by all shards).
     pub echoes: Arc<Echoes>,
+}
+
+/// The bytes of one shard's messages between its `try_send` and librdkafka's queue,
+/// bounded by [`Config::buffer_bytes`]: the shard takes, the producer thread gives back.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    used: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            used: Arc::default(),
+            max,
+        }
+    }
+
+    /// What a message costs: its body and destination.
+    pub fn size(message: &Message) -> usize {
+        message.body.len() + message.destination.len()
+    }
+
+    /// Takes `bytes`; false, taking nothing, when that would pass the bound.
+    pub fn take(&self, bytes: usize) -> bool {
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) > self.max {
+            self.give(bytes);
+            return false;
+        }
+        true
+    }
+
+    /// Gives `bytes` back (never below zero: a sender may have bypassed the budget).
+    pub fn give(&self, bytes: usize) {
+        let _ = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            Some(used.saturating_sub(bytes))
+        });
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
 }
 
 /// Why the bridge could not start.
@@ -189,6 +247,7 @@ impl Bridge {
                 .map_err(kafka("create admin client"))?,
             topic: cfg.topic.clone(),
             partitions: cfg.partitions,
+            max_record_bytes: record_max_bytes(cfg),
             request_wait: REQUEST_WAIT,
             topic_exists: AtomicBool::new(false),
         };
@@ -220,6 +279,7 @@ impl Bridge {
         let (replay, requests) = crossbeam_channel::bounded(cfg.replay_queue);
         let mut ports = Vec::with_capacity(shards);
         let (mut receivers, mut senders) = (Vec::with_capacity(shards), Vec::with_capacity(shards));
+        let mut budgets = Vec::with_capacity(shards);
         let mut answers = Vec::with_capacity(shards);
         let echoes = Echoes::new(shards, cfg.buffer_messages);
         for _ in 0..shards {
@@ -229,8 +289,11 @@ impl Bridge {
             receivers.push(receiver);
             senders.push(sender);
             answers.push(answer);
+            let budget = Budget::new(cfg.buffer_bytes);
+            budgets.push(budget.clone());
             ports.push(ShardPort {
                 outbound,
+                budget,
                 inbound,
                 replay: replay.clone(),
                 replayed,
@@ -249,6 +312,7 @@ impl Bridge {
         let out = producer::Producer {
             producer,
             receivers,
+            budgets,
             topic: cfg.topic.clone(),
             node_id: Bytes::copy_from_slice(cfg.node_id.as_bytes()),
             stop: Arc::clone(&stop),
@@ -380,6 +444,12 @@ fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
         Err(Error::Config("replay_queue must be at least 1"))
     } else if cfg.buffer_messages == 0 {
         Err(Error::Config("buffer_messages must be at least 1"))
+    } else if cfg.buffer_bytes < cfg.max_message_bytes.saturating_mul(4) {
+        Err(Error::Config(
+            "buffer_bytes must hold at least four of the largest messages",
+        ))
+    } else if record_max_bytes(cfg) > 1_000_000_000 {
+        Err(Error::Config("max_message_bytes must be under 500000000"))
     } else if cfg.linger_ms > 900_000 {
         Err(Error::Config("linger_ms must be at most 900000"))
     } else if cfg.fetch_wait_ms > 300_000 {
@@ -390,6 +460,17 @@ fn check(cfg: &Config, shards: usize) -> Result<(), Error> {
         Ok(())
     }
 }
+
+/// The largest record the bridge may produce: a body of `max_message_bytes` plus the
+/// server's `time`, the channel as key, the headers and the batch framing.
+pub(crate) fn record_max_bytes(cfg: &Config) -> usize {
+    cfg.max_message_bytes
+        .saturating_mul(2)
+        .saturating_add(RECORD_OVERHEAD_BYTES)
+}
+
+/// Room for a record's headers, `time` field and batch framing.
+const RECORD_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// Settings every client shares.
 fn common_config(cfg: &Config, role: &str) -> ClientConfig {
@@ -416,6 +497,8 @@ fn producer_config(cfg: &Config, shards: usize) -> ClientConfig {
     let idempotent = matches!(cfg.acks.as_str(), "all" | "-1");
     // librdkafka's own queue holds up to as many records as all shard queues together.
     let queue_messages = cfg.buffer_messages.saturating_mul(shards).clamp(10_000, 100_000_000);
+    // And as many bytes as all shard budgets together.
+    let queue_kbytes = (cfg.buffer_bytes.saturating_mul(shards) / 1024).clamp(1024, 2_097_151);
     let mut config = common_config(cfg, "out");
     config
         .set("linger.ms", cfg.linger_ms.to_string())
@@ -424,7 +507,10 @@ fn producer_config(cfg: &Config, shards: usize) -> ClientConfig {
         // 0: retry forever; a record the bridge accepted is never dropped silently.
         .set("message.timeout.ms", "0")
         .set("queue.buffering.max.messages", queue_messages.to_string())
-        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.kbytes", queue_kbytes.to_string())
+        // A record of the largest accepted message must fit, or librdkafka would refuse
+        // it after the client got its RECEIPT (its default is 1,000,000 bytes).
+        .set("message.max.bytes", record_max_bytes(cfg).to_string())
         .set("statistics.interval.ms", STATS_INTERVAL_MS);
     apply_properties(&mut config, cfg);
     config

@@ -24,6 +24,8 @@ use crate::message::{channel_of, Message};
 pub(super) struct Producer {
     pub(super) producer: ThreadedProducer<Context>,
     pub(super) receivers: Vec<Receiver<Message>>,
+    /// Each shard's byte budget, by shard index: given back as librdkafka takes a record.
+    pub(super) budgets: Vec<super::Budget>,
     pub(super) topic: String,
     pub(super) node_id: Bytes,
     pub(super) stop: Arc<AtomicBool>,
@@ -83,6 +85,9 @@ impl Producer {
                     Ok(message) => {
                         moved += 1;
                         self.send(&message);
+                        if let Some(budget) = self.budgets.get(index) {
+                            budget.give(super::Budget::size(&message));
+                        }
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {

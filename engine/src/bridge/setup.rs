@@ -22,6 +22,9 @@ pub(super) struct Setup {
     pub(super) admin: AdminClient<Context>,
     pub(super) topic: String,
     pub(super) partitions: i32,
+    /// The topic's `max.message.bytes` when the bridge creates it (an existing topic
+    /// keeps its own: raise it there, or the broker refuses large records).
+    pub(super) max_record_bytes: usize,
     /// How long one broker request may take.
     pub(super) request_wait: Duration,
     /// Set once the topic is known to exist, so later attempts skip creating it.
@@ -79,7 +82,9 @@ impl Setup {
         let options = AdminOptions::new()
             .request_timeout(Some(self.request_wait))
             .operation_timeout(Some(self.request_wait));
-        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1));
+        let max_record_bytes = self.max_record_bytes.to_string();
+        let topic = NewTopic::new(&self.topic, self.partitions, TopicReplication::Fixed(1))
+            .set("max.message.bytes", &max_record_bytes);
         // The admin client runs its own polling thread, so no async runtime is needed.
         let results =
             future::block_on(self.admin.create_topics([&topic], &options)).map_err(|e| format!("create topic: {e}"))?;

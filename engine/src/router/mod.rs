@@ -98,12 +98,31 @@ pub struct Links {
 pub struct KafkaLink {
     /// Where chat messages go to Kafka (bounded: full means Kafka is behind or away).
     pub outbound: crossbeam_channel::Sender<Message>,
+    /// The byte bound of `outbound`.
+    pub budget: bridge::Budget,
     /// Where resumes ask for replays from the log.
     pub replay: crossbeam_channel::Sender<bridge::ReplayRequest>,
     /// Whether Kafka is reachable, to deliver locally during an outage.
     pub stats: Arc<bridge::Stats>,
     /// This node's messages on their way through Kafka.
     pub echoes: Arc<bridge::Echoes>,
+}
+
+impl KafkaLink {
+    /// Queues `msg` for Kafka within both bounds (messages and bytes).
+    ///
+    /// # Errors
+    /// `KafkaFull` when either bound is reached: nothing was queued.
+    fn send(&self, msg: Message) -> Result<(), PublishError> {
+        let size = bridge::Budget::size(&msg);
+        if !self.budget.take(size) {
+            return Err(PublishError::KafkaFull);
+        }
+        self.outbound.try_send(msg).map_err(|_| {
+            self.budget.give(size);
+            PublishError::KafkaFull
+        })
+    }
 }
 
 /// What a router needs from the configuration.
@@ -230,7 +249,8 @@ impl Router {
                 room.groups.swap_remove(g);
             }
         }
-        room.resuming.retain(|c| !(c.conn == conn && &c.key.subscription == sub));
+        room.resuming
+            .retain(|c| !(c.conn == conn && &c.key.subscription == sub));
         if room.is_empty() {
             index.remove(destination);
             self.interest.remove(self.shard.0, destination);
@@ -259,10 +279,7 @@ impl Router {
             if kafka.stats.connected() {
                 // Tracked before it leaves, so that its echo always finds it.
                 kafka.echoes.sent(shard, n, Arc::new(msg.clone()));
-                return kafka.outbound.try_send(msg).map_err(|_| {
-                    kafka.echoes.unsent(shard, n);
-                    PublishError::KafkaFull
-                });
+                return kafka.send(msg).inspect_err(|_| kafka.echoes.unsent(shard, n));
             }
             // The broker is away. What this shard sent before it noticed is delivered
             // here first, so that each publisher's order holds on this node.
@@ -270,7 +287,7 @@ impl Router {
                 self.publish_local(earlier, started).await;
             }
             msg.delivered_on_origin = true;
-            kafka.outbound.try_send(msg.clone()).map_err(|_| PublishError::KafkaFull)?;
+            kafka.send(msg.clone())?;
             self.publish_local(Arc::new(msg), started).await;
             return Ok(());
         }
@@ -392,15 +409,12 @@ impl Router {
     /// same destination meanwhile, yielding between chunks of members.
     async fn deliver_in_chunks(&self, msg: Arc<Message>) {
         let destination = msg.destination.clone();
-        self.busy.borrow_mut().insert(destination.clone(), VecDeque::from([msg]));
+        self.busy
+            .borrow_mut()
+            .insert(destination.clone(), VecDeque::from([msg]));
         let mut first = true;
         loop {
-            let Some(msg) = self
-                .busy
-                .borrow()
-                .get(&destination)
-                .and_then(|q| q.front().cloned())
-            else {
+            let Some(msg) = self.busy.borrow().get(&destination).and_then(|q| q.front().cloned()) else {
                 return;
             };
             // A snapshot: members that join or leave meanwhile copy the list instead.

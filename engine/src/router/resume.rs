@@ -156,7 +156,14 @@ impl Router {
 
     /// Queues `messages`, then the live ones held meanwhile, and moves the subscriber into
     /// the room; false when it was dropped for falling behind or left meanwhile.
-    fn go_live(&self, destination: &Bytes, conn: ConnId, key: &WireKey, since: Option<Position>, messages: &[Arc<Message>]) -> bool {
+    fn go_live(
+        &self,
+        destination: &Bytes,
+        conn: ConnId,
+        key: &WireKey,
+        since: Option<Position>,
+        messages: &[Arc<Message>],
+    ) -> bool {
         let mut index = self.index.borrow_mut();
         let Some(room) = index.get_mut(destination) else {
             return false;
@@ -203,7 +210,10 @@ impl Router {
     /// reached the position it asks through.
     pub(super) async fn answer(&self, request: ResumeRequest) {
         let head = self.history.borrow().head(&request.destination);
-        if request.through.is_some_and(|through| head.is_none_or(|head| head < through)) {
+        if request
+            .through
+            .is_some_and(|through| head.is_none_or(|head| head < through))
+        {
             self.parked
                 .borrow_mut()
                 .entry(request.destination.clone())

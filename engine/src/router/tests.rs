@@ -79,9 +79,20 @@ where
         .io_memory(64 * 1024)
         .ring_depth(16)
         .spawn(move || async move {
-            let links = Links { peers: None, kafka: None };
+            let links = Links {
+                peers: None,
+                kafka: None,
+            };
             let stats = Arc::new(ShardStats::default());
-            let router = Rc::new(Router::new(ShardId(0), "n", 1 << 32, Arc::new(Interest::new(1)), links, settings(), stats));
+            let router = Rc::new(Router::new(
+                ShardId(0),
+                "n",
+                1 << 32,
+                Arc::new(Interest::new(1)),
+                links,
+                settings(),
+                stats,
+            ));
             test(router).await;
         })
         .expect("an executor starts");
@@ -94,7 +105,10 @@ fn one_order_with_positions_and_resume_from_any_of_them() {
         let live = Rc::new(Outbound::new(1 << 20, Instant::now()));
         router.subscribe(Bytes::from_static(b"/sub/chat/a"), key("s"), ConnId(1), live.clone());
         for i in 0..5 {
-            router.publish(chat("a", &i.to_string()), Instant::now()).await.expect("accepted");
+            router
+                .publish(chat("a", &i.to_string()), Instant::now())
+                .await
+                .expect("accepted");
         }
         let got = received(&live);
         assert_eq!(texts(&got), ["0", "1", "2", "3", "4"]);
@@ -122,7 +136,13 @@ fn one_order_with_positions_and_resume_from_any_of_them() {
         // The last two, then live.
         let join = Rc::new(Outbound::new(1 << 20, Instant::now()));
         let recovered = router
-            .subscribe_from(Bytes::from_static(b"/sub/chat/a"), key("t"), ConnId(3), join.clone(), Resume::Last(2))
+            .subscribe_from(
+                Bytes::from_static(b"/sub/chat/a"),
+                key("t"),
+                ConnId(3),
+                join.clone(),
+                Resume::Last(2),
+            )
             .await;
         assert!(recovered);
         assert_eq!(texts(&received(&join)), ["4", "5"]);
@@ -135,7 +155,13 @@ fn one_order_with_positions_and_resume_from_any_of_them() {
         ] {
             let other = Rc::new(Outbound::new(1 << 20, Instant::now()));
             let recovered = router
-                .subscribe_from(Bytes::from_static(b"/sub/chat/a"), key("u"), ConnId(9), other.clone(), resume)
+                .subscribe_from(
+                    Bytes::from_static(b"/sub/chat/a"),
+                    key("u"),
+                    ConnId(9),
+                    other.clone(),
+                    resume,
+                )
                 .await;
             assert!(!recovered, "{resume:?}");
             assert!(received(&other).is_empty(), "{resume:?}");
@@ -149,7 +175,10 @@ fn other_destinations_have_no_positions() {
     one_shard(|router| async move {
         let out = Rc::new(Outbound::new(1 << 20, Instant::now()));
         router.subscribe(Bytes::from_static(b"/sub/notice"), key("s"), ConnId(1), out.clone());
-        let notice = Message::new(Bytes::from_static(b"/sub/notice"), Bytes::from_static(br#"{"message":"n"}"#));
+        let notice = Message::new(
+            Bytes::from_static(b"/sub/notice"),
+            Bytes::from_static(br#"{"message":"n"}"#),
+        );
         router.publish(notice, Instant::now()).await.expect("accepted");
         assert_eq!(received(&out), [("n".to_owned(), String::new())]);
     });
@@ -179,7 +208,15 @@ where
                         kafka: None,
                     };
                     let stats = Arc::new(ShardStats::default());
-                    let router = Rc::new(Router::new(ShardId(shard), "n", 1 << 32, interest.clone(), links, settings(), stats));
+                    let router = Rc::new(Router::new(
+                        ShardId(shard),
+                        "n",
+                        1 << 32,
+                        interest.clone(),
+                        links,
+                        settings(),
+                        stats,
+                    ));
                     for (_, receiver) in receivers.streams() {
                         let router = router.clone();
                         glommio::spawn_local(async move { router.serve_peer(receiver).await }).detach();
@@ -220,7 +257,10 @@ fn the_owner_orders_and_answers_resumes_across_shards() {
         let live = Rc::new(Outbound::new(1 << 20, Instant::now()));
         router.subscribe(destination.clone(), key("s"), ConnId(1), live.clone());
         for i in 0..20 {
-            router.publish(chat(&channel, &i.to_string()), Instant::now()).await.expect("accepted");
+            router
+                .publish(chat(&channel, &i.to_string()), Instant::now())
+                .await
+                .expect("accepted");
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut got = Vec::new();
@@ -236,10 +276,19 @@ fn the_owner_orders_and_answers_resumes_across_shards() {
         // messages are being published: no gap, no duplicate at the seam.
         let back = Rc::new(Outbound::new(1 << 20, Instant::now()));
         let (resumed, ()) = futures_lite::future::zip(
-            router.subscribe_from(destination.clone(), key("r"), ConnId(2), back.clone(), Resume::Since(fifth)),
+            router.subscribe_from(
+                destination.clone(),
+                key("r"),
+                ConnId(2),
+                back.clone(),
+                Resume::Since(fifth),
+            ),
             async {
                 for i in 20..40 {
-                    router.publish(chat(&channel, &i.to_string()), Instant::now()).await.expect("accepted");
+                    router
+                        .publish(chat(&channel, &i.to_string()), Instant::now())
+                        .await
+                        .expect("accepted");
                 }
             },
         )

@@ -39,21 +39,30 @@ impl Pair {
             heartbeat_ms: 10_000,
             sockjs_heartbeat: Duration::from_secs(25),
             max_subscriptions: 4,
+            max_id_bytes: 16,
+            max_destination_bytes: 32,
+            connect_timeout: Duration::from_secs(10),
+            publish_rate: Some(Rate {
+                interval: Duration::from_millis(100),
+                burst: 3,
+            }),
             max_history: 100,
             limits: server::Limits {
                 max_frame_bytes: 4096,
                 max_headers: 16,
+                max_line_bytes: 64,
             },
         };
         let mut out = Output::default();
         let mut session = Session::new(ConnId(7), framing, &settings);
-        session.open(&mut out);
         let now = Instant::now();
+        let stats = ShardStats::default();
+        session.open(&world(&settings, &stats, now), &mut out);
         let mut pair = Pair {
             client: client::Codec::new(framing, 1 << 20, 3),
             session,
             settings,
-            stats: ShardStats::default(),
+            stats,
             out,
             now,
             last_sent: now,
@@ -201,7 +210,11 @@ fn the_original_clients_flow_on_every_framing() {
         );
         assert_eq!(pair.effects.len(), 2);
         match &pair.effects[0] {
-            Action::Subscribe { destination, key, resume } => {
+            Action::Subscribe {
+                destination,
+                key,
+                resume,
+            } => {
                 assert_eq!(*resume, None);
                 assert_eq!(&destination[..], b"/sub/chat/global");
                 assert_eq!(key.subscription.0, Bytes::from_static(b"sub-0"));
@@ -395,7 +408,12 @@ fn resumes_and_history_are_asked_for_and_answered() {
     pair.answer = Outcome::Recovered(true);
     pair.send(
         Command::Subscribe,
-        &[("id", b"a"), ("destination", b"/sub/chat/x"), ("x-since", &text), ("receipt", b"r1")],
+        &[
+            ("id", b"a"),
+            ("destination", b"/sub/chat/x"),
+            ("x-since", &text),
+            ("receipt", b"r1"),
+        ],
         b"",
     );
     let receipt = pair.frame();
@@ -403,11 +421,20 @@ fn resumes_and_history_are_asked_for_and_answered() {
     pair.answer = Outcome::Recovered(false);
     pair.send(
         Command::Subscribe,
-        &[("id", b"b"), ("destination", b"/sub/chat/x"), ("x-since", b"garbage"), ("receipt", b"r2")],
+        &[
+            ("id", b"b"),
+            ("destination", b"/sub/chat/x"),
+            ("x-since", b"garbage"),
+            ("receipt", b"r2"),
+        ],
         b"",
     );
     assert_eq!(header(&pair.frame(), "x-recovered"), b"false");
-    pair.send(Command::Subscribe, &[("id", b"c"), ("destination", b"/sub/chat/x"), ("x-history", b"20")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"c"), ("destination", b"/sub/chat/x"), ("x-history", b"20")],
+        b"",
+    );
     let resumes: Vec<_> = pair
         .effects
         .iter()
@@ -418,12 +445,23 @@ fn resumes_and_history_are_asked_for_and_answered() {
         .collect();
     assert_eq!(
         resumes,
-        [Some(Resume::Since(position)), Some(Resume::Unreadable), Some(Resume::Last(20))]
+        [
+            Some(Resume::Since(position)),
+            Some(Resume::Unreadable),
+            Some(Resume::Last(20))
+        ]
     );
     // Above the cap, or not a number: an ERROR naming the header.
-    pair.send(Command::Subscribe, &[("id", b"d"), ("destination", b"/sub/chat/x"), ("x-history", b"101")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"d"), ("destination", b"/sub/chat/x"), ("x-history", b"101")],
+        b"",
+    );
     let error = pair.frame();
-    assert_eq!(header(&error, "message"), b"x-history asks for more messages than this server keeps");
+    assert_eq!(
+        header(&error, "message"),
+        b"x-history asks for more messages than this server keeps"
+    );
     assert!(pair.closed);
 }
 
@@ -477,6 +515,8 @@ fn traffic_postpones_heart_beats() {
 fn sockjs_sessions_send_h_frames() {
     for framing in [Framing::SockJs, Framing::SockJsHttp] {
         let mut pair = Pair::new(framing);
+        // Past the CONNECT deadline it would be closed (its own test): not here.
+        pair.session.connect_by = None;
         pair.tick(Duration::from_secs(26));
         assert_eq!(pair.event(), Some(Event::HeartBeat));
         assert_eq!(
@@ -485,6 +525,7 @@ fn sockjs_sessions_send_h_frames() {
         );
     }
     let mut pair = Pair::new(Framing::SockJsHttp);
+    pair.session.connect_by = None;
     pair.to_client.clear();
     pair.tick(Duration::from_secs(26));
     assert_eq!(&pair.to_client[..], b"h\n", "a bare line, no WebSocket header");
@@ -540,4 +581,188 @@ fn masked(payload: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
     proto::ws::encode_frame(proto::ws::OpCode::Text, payload, Some([5, 6, 7, 8]), &mut out);
     out
+}
+
+/// How many errors of `kind` the pair's shard counted.
+fn counted(pair: &Pair, kind: crate::metrics::ErrorKind) -> u64 {
+    pair.stats.errors[kind as usize].load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The `ERROR` a closed pair got, its `receipt-id`, and its close code.
+fn refusal(pair: &mut Pair) -> (Vec<u8>, Option<Vec<u8>>, Option<u16>) {
+    assert!(pair.closed, "not closed");
+    let error = pair.frame();
+    assert_eq!(error.command, Command::Error);
+    let receipt = error.header(b"receipt-id").map(<[u8]>::to_vec);
+    (header(&error, "message").to_vec(), receipt, pair.close_code())
+}
+
+#[test]
+fn limits_get_an_error_naming_them_and_are_counted_by_kind() {
+    use crate::metrics::ErrorKind;
+    type Case = (fn(&mut Pair), &'static [u8], ErrorKind);
+    let cases: [Case; 5] = [
+        (
+            |p| {
+                p.send(
+                    Command::Subscribe,
+                    &[("id", &[b'i'; 17]), ("destination", b"/sub/chat/x")],
+                    b"",
+                )
+            },
+            b"subscription id too long",
+            ErrorKind::IdTooLong,
+        ),
+        (
+            |p| p.send(Command::Subscribe, &[("id", b"s"), ("destination", &[b'd'; 33])], b""),
+            b"destination too long",
+            ErrorKind::DestinationTooLong,
+        ),
+        (
+            |p| p.send(Command::Send, &[("destination", &[b'd'; 33])], b"{}"),
+            b"destination too long",
+            ErrorKind::DestinationTooLong,
+        ),
+        (
+            |p| {
+                p.send(
+                    Command::Subscribe,
+                    &[("id", b"s"), ("destination", b"/sub/chat/x"), ("x", &[b'v'; 63])],
+                    b"",
+                )
+            },
+            b"header line too long",
+            ErrorKind::HeaderLineTooLong,
+        ),
+        (
+            |p| {
+                p.send(
+                    Command::Send,
+                    &[("destination", b"/pub/chat"), ("receipt", &[b'r'; 17])],
+                    b"{}",
+                )
+            },
+            b"receipt id too long",
+            ErrorKind::IdTooLong,
+        ),
+    ];
+    for (play, message, kind) in cases {
+        let mut pair = Pair::new(Framing::Raw);
+        pair.connect();
+        play(&mut pair);
+        let (got, receipt, close) = refusal(&mut pair);
+        assert_eq!(got, message, "{}", String::from_utf8_lossy(message));
+        assert_eq!(receipt, None, "an over-long receipt is never echoed");
+        assert_eq!(close, Some(1000));
+        assert_eq!(counted(&pair, kind), 1, "{kind:?}");
+        assert!(pair.effects.is_empty());
+    }
+    // At the limits, all is well.
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    pair.send(
+        Command::Subscribe,
+        &[
+            ("id", &[b'i'; 16]),
+            ("destination", &[b'd'; 32]),
+            ("receipt", &[b'r'; 16]),
+        ],
+        b"",
+    );
+    assert_eq!(header(&pair.frame(), "receipt-id"), &[b'r'; 16]);
+    assert!(!pair.closed);
+    // Too many subscriptions has its own kind too.
+    for id in [&b"a"[..], b"b", b"c", b"e"] {
+        pair.send(Command::Subscribe, &[("id", id), ("destination", b"/sub/chat/x")], b"");
+    }
+    assert_eq!(refusal(&mut pair).0, b"too many subscriptions");
+    assert_eq!(counted(&pair, ErrorKind::TooManySubscriptions), 1);
+}
+
+#[test]
+fn sends_over_the_rate_get_an_error_and_the_connection_stays() {
+    let mut pair = Pair::new(Framing::SockJs);
+    pair.connect();
+    let send = |pair: &mut Pair, receipt: &[u8]| {
+        pair.send(
+            Command::Send,
+            &[("destination", b"/pub/chat"), ("receipt", receipt)],
+            br#"{"channel":"x"}"#,
+        );
+        pair.frame()
+    };
+    // A burst of 3, then one per 100 ms.
+    for r in [&b"1"[..], b"2", b"3"] {
+        assert_eq!(send(&mut pair, r).command, Command::Receipt);
+    }
+    let error = send(&mut pair, b"4");
+    assert_eq!(error.command, Command::Error);
+    assert_eq!(header(&error, "receipt-id"), b"4");
+    assert!(header(&error, "message").starts_with(b"publish rate exceeded"));
+    assert!(!pair.closed, "a refused SEND does not end the session");
+    assert_eq!(pair.effects.len(), 3, "the refused message went nowhere");
+    assert_eq!(counted(&pair, crate::metrics::ErrorKind::PublishRate), 1);
+    pair.now += Duration::from_millis(100);
+    assert_eq!(send(&mut pair, b"5").command, Command::Receipt);
+    assert_eq!(send(&mut pair, b"6").command, Command::Error);
+    pair.now += Duration::from_secs(10);
+    for r in [&b"7"[..], b"8", b"9"] {
+        assert_eq!(
+            send(&mut pair, r).command,
+            Command::Receipt,
+            "the burst refills, no more"
+        );
+    }
+    assert_eq!(send(&mut pair, b"10").command, Command::Error);
+}
+
+#[test]
+fn a_full_kafka_buffer_rejects_the_send_and_keeps_the_session() {
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    pair.answer = Outcome::Rejected("cluster bus is full");
+    pair.send(
+        Command::Send,
+        &[("destination", b"/pub/chat"), ("receipt", b"r")],
+        br#"{"channel":"x"}"#,
+    );
+    let error = pair.frame();
+    assert_eq!(
+        (header(&error, "message"), header(&error, "receipt-id")),
+        (&b"cluster bus is full"[..], &b"r"[..])
+    );
+    assert!(!pair.closed);
+    pair.answer = Outcome::Done;
+    pair.send(
+        Command::Send,
+        &[("destination", b"/pub/chat"), ("receipt", b"s")],
+        br#"{"channel":"x"}"#,
+    );
+    assert_eq!(header(&pair.frame(), "receipt-id"), b"s");
+}
+
+#[test]
+fn a_connection_that_never_connects_is_closed_at_the_deadline() {
+    for framing in [Framing::Raw, Framing::SockJs, Framing::SockJsHttp] {
+        let mut pair = Pair::new(framing);
+        let opened = pair.now;
+        assert_eq!(
+            pair.session
+                .next_deadline(&pair.settings, pair.last_sent)
+                .map(|d| d.min(opened + Duration::from_secs(10))),
+            Some(opened + Duration::from_secs(10))
+        );
+        pair.tick(Duration::from_secs(9));
+        assert!(!pair.closed);
+        pair.tick(Duration::from_secs(1));
+        assert!(pair.closed, "{framing:?}");
+        assert_eq!(pair.close_code(), Some(1008));
+        assert_eq!(counted(&pair, crate::metrics::ErrorKind::ConnectTimeout), 1);
+    }
+    // CONNECT in time clears it.
+    let mut pair = Pair::new(Framing::Raw);
+    pair.connect();
+    pair.send_bytes(masked(b"\n"));
+    pair.tick(Duration::from_secs(10));
+    assert!(!pair.closed);
 }

@@ -11,17 +11,21 @@
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+use proto::sockjs::http::Transport;
 use proto::{http, server, ws, Framing};
 
-use super::{endpoints, transport, Handoff, Shard};
+use super::{endpoints, transport, Handoff, Node, Shard};
 use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
 use crate::metrics::{ErrorKind, ShardStats};
@@ -39,9 +43,82 @@ pub(super) enum Endpoint {
     Echo,
 }
 
-/// Serves one accepted connection to its end.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    serve_from(shard, stream, BytesMut::new()).await;
+/// A connection's place in the node's counts: node-wide from its accept, per client
+/// address once its first request names the client. Dropping it gives both back.
+#[derive(Debug)]
+pub struct Admission {
+    node: Arc<Node>,
+    /// The address it is counted under, if any (loopback clients are not counted).
+    address: Option<IpAddr>,
+    /// Whether its client address was looked at already.
+    claimed: bool,
+}
+
+impl Admission {
+    /// Counts a new connection; `None` when the node holds `--max-connections`.
+    fn enter(node: &Arc<Node>) -> Option<Self> {
+        if node.connections.fetch_add(1, Relaxed) >= node.config.max_connections {
+            node.connections.fetch_sub(1, Relaxed);
+            return None;
+        }
+        Some(Admission {
+            node: node.clone(),
+            address: None,
+            claimed: false,
+        })
+    }
+
+    /// Counts the connection under client address `ip` (once); false when that address
+    /// holds `--max-connections-per-address` already. Loopback is not counted: local
+    /// tools and benchmarks come from there, and so does a proxy on the same host that
+    /// is not in `--trusted-proxies`.
+    fn claim(&mut self, ip: Option<IpAddr>) -> bool {
+        if std::mem::replace(&mut self.claimed, true) {
+            return true;
+        }
+        let Some(ip) = ip.filter(|ip| !ip.is_loopback()) else {
+            return true;
+        };
+        let Ok(mut counts) = self.node.per_address.lock() else {
+            return true;
+        };
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= self.node.config.max_connections_per_address {
+            return false;
+        }
+        *count += 1;
+        self.address = Some(ip);
+        true
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.node.connections.fetch_sub(1, Relaxed);
+        if let (Some(ip), Ok(mut counts)) = (self.address, self.node.per_address.lock()) {
+            if let Some(count) = counts.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one accepted connection from `peer` to its end; a node already holding
+/// `--max-connections` answers 503 and closes.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: Option<IpAddr>) {
+    let stream: Stream = Rc::new(RefCell::new(stream));
+    let Some(admission) = Admission::enter(&shard.node) else {
+        shard.stats.error(ErrorKind::NodeFull);
+        let mut reply = BytesMut::new();
+        http::write_response(503, &[("Retry-After", "5")], b"node full\n", false, &mut reply);
+        let _ = write_all(&stream, &reply).await;
+        shutdown(&stream);
+        return;
+    };
+    serve_from(shard, stream, BytesMut::new(), admission, peer).await;
 }
 
 /// Serves a connection handed over by another shard, whose unread bytes are `buf`.
@@ -49,20 +126,27 @@ pub async fn serve_handed(shard: Rc<Shard>, handoff: Handoff) {
     // SAFETY: the descriptor is a `dup` the sending shard made for this shard alone; the
     // stream takes it over.
     let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(handoff.fd)) };
-    serve_from(shard, stream, handoff.buf).await;
+    let peer = stream.peer_addr().ok().map(|a| a.ip());
+    let stream: Stream = Rc::new(RefCell::new(stream));
+    serve_from(shard, stream, handoff.buf, handoff.admission, peer).await;
 }
 
-async fn serve_from(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut) {
-    let stream: Stream = Rc::new(RefCell::new(stream));
+async fn serve_from(
+    shard: Rc<Shard>,
+    stream: Stream,
+    mut buf: BytesMut,
+    mut admission: Admission,
+    peer: Option<IpAddr>,
+) {
     // Boxed so that its state is freed once the connection is upgraded.
-    let endpoint = match Box::pin(serve_http(&shard, &stream, &mut buf)).await {
+    let endpoint = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await {
         Next::Upgrade(endpoint) => endpoint,
         Next::Close => {
             shutdown(&stream);
             return;
         }
         Next::Handoff(owner) => {
-            hand_off(&shard, owner, stream, buf).await;
+            hand_off(&shard, owner, stream, buf, admission).await;
             return;
         }
     };
@@ -75,7 +159,7 @@ async fn serve_from(shard: Rc<Shard>, stream: TcpStream, mut buf: BytesMut) {
         Endpoint::Stomp(framing) => {
             shard.sessions.borrow_mut().insert(conn, (out.clone(), framing));
             let mut session = Session::new(conn, framing, &shard.settings);
-            shard.step(&out, |_, o| session.open(o));
+            shard.step(&out, |env, o| session.open(env, o));
             stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
             let subs = session.take_subscriptions();
             ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
@@ -196,7 +280,7 @@ pub(super) async fn drive(
                 Ok(()) => Outcome::Done,
                 Err(PublishError::KafkaFull) => {
                     shard.stats.error(ErrorKind::KafkaBackpressure);
-                    Outcome::Refused("cluster bus is full: message not accepted, send it again later")
+                    Outcome::Rejected("cluster bus is full: message not accepted, send it again later")
                 }
             },
         };
@@ -268,15 +352,44 @@ enum Next {
 }
 
 /// Serves HTTP requests until one upgrades to a WebSocket, the connection should close,
-/// or a request must be served by another shard (`buf` then still holds it whole).
-async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> Next {
+/// or a request must be served by another shard (`buf` then still holds it whole). Each
+/// request, head and body, must be complete within `--handshake-timeout-ms` of the end
+/// of the one before (or of the accept), however it trickles in.
+async fn serve_http(
+    shard: &Rc<Shard>,
+    stream: &Stream,
+    buf: &mut BytesMut,
+    admission: &mut Admission,
+    peer: Option<IpAddr>,
+) -> Next {
     let mut reply = BytesMut::new();
     let mut chunked = BytesMut::new();
-    let max_body = shard.node.config.max_frame_bytes;
+    let config = &shard.node.config;
+    let max_head = config.max_head_bytes;
+    let handshake = Duration::from_millis(config.handshake_timeout_ms);
+    let mut deadline = Instant::now() + handshake;
     loop {
-        let step = match http::parse_request(buf, MAX_HEAD_BYTES) {
+        let step = match http::parse_request(buf, max_head) {
             Ok(Some((req, n))) => {
+                if !admission.claim(endpoints::client_ip(peer, &req, &config.trusted_proxies)) {
+                    shard.stats.error(ErrorKind::AddressFull);
+                    reply.clear();
+                    http::write_response(
+                        503,
+                        &[("Retry-After", "5")],
+                        b"too many connections from this address\n",
+                        false,
+                        &mut reply,
+                    );
+                    let _ = write_all(stream, &reply).await;
+                    return Next::Close;
+                }
                 let action = endpoints::route(shard, &req);
+                // Only `xhr_send` takes a body (at most a frame); any other gets 413.
+                let max_body = match &action {
+                    endpoints::Action::SockJs(r) if r.transport == Transport::XhrSend => config.max_frame_bytes,
+                    _ => 0,
+                };
                 if let endpoints::Action::SockJs(r) = &action {
                     if r.owner != shard.index {
                         ShardStats::add(&shard.stats.handoffs, 1);
@@ -289,14 +402,15 @@ async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> N
                     match http::decode_chunked(&buf[n..], max_body, &mut chunked) {
                         Ok(Some(len)) => Ok(Some(n + len)),
                         // Chunk framing costs a few bytes per chunk: bound the raw bytes too.
-                        Ok(None) if buf.len() - n > 2 * max_body + MAX_HEAD_BYTES => Err(http::Error::BodyTooLarge),
+                        Ok(None) if buf.len() - n > 2 * max_body + max_head => Err(http::Error::BodyTooLarge),
                         Ok(None) => Ok(None),
                         Err(e) => Err(e),
                     }
-                } else if req.content_length > max_body {
-                    Err(http::Error::BodyTooLarge)
                 } else {
-                    Ok((buf.len() >= n + req.content_length).then_some(n + req.content_length))
+                    match n.checked_add(req.content_length) {
+                        Some(end) if req.content_length <= max_body => Ok((buf.len() >= end).then_some(end)),
+                        _ => Err(http::Error::BodyTooLarge),
+                    }
                 };
                 match body {
                     Ok(Some(used)) => Some((action, n, used, req.chunked)),
@@ -317,10 +431,19 @@ async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> N
             Err(e) => Some((endpoints::Action::Reject(e), 0, buf.len(), false)),
         };
         let Some((action, head_bytes, used, chunked_body)) = step else {
-            if read_until(shard, stream, buf, Some(Instant::now() + HEAD_TIMEOUT)).await != Read::Bytes {
-                return Next::Close;
+            match read_until(shard, stream, buf, Some(deadline)).await {
+                Read::Bytes => continue,
+                Read::Closed => return Next::Close,
+                // Silence between keep-alive requests just ends; a request begun gets 408.
+                Read::Deadline if buf.is_empty() => return Next::Close,
+                Read::Deadline => {
+                    shard.stats.error(ErrorKind::HttpTimeout);
+                    reply.clear();
+                    http::write_response(408, &[], b"request not complete in time\n", false, &mut reply);
+                    let _ = write_all(stream, &reply).await;
+                    return Next::Close;
+                }
             }
-            continue;
         };
         let mut request = buf.split_to(used);
         let body: Bytes = if chunked_body {
@@ -341,7 +464,10 @@ async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> N
                 keep_alive.then_some(None)
             }
             endpoints::Action::Reject(e) => {
-                shard.stats.error(ErrorKind::Http);
+                shard.stats.error(match e {
+                    http::Error::TooLarge | http::Error::BodyTooLarge => ErrorKind::HttpTooLarge,
+                    _ => ErrorKind::Http,
+                });
                 let headers: &[(&str, &str)] = if e == http::Error::UnsupportedVersion {
                     &[("Sec-WebSocket-Version", "13")]
                 } else {
@@ -363,6 +489,7 @@ async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> N
                 if !transport::serve(shard, stream, buf, r, body).await {
                     return Next::Close;
                 }
+                deadline = Instant::now() + handshake;
                 continue;
             }
         };
@@ -372,7 +499,7 @@ async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> N
         ShardStats::add(&shard.stats.bytes_out, reply.len() as u64);
         match outcome {
             Some(Some(endpoint)) => return Next::Upgrade(endpoint),
-            Some(None) => {}
+            Some(None) => deadline = Instant::now() + handshake,
             None => return Next::Close,
         }
     }
@@ -381,7 +508,7 @@ async fn serve_http(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut) -> N
 /// Hands the connection to shard `owner`: a `dup` of its socket and its unread bytes go
 /// over the hand-off channel; this shard's descriptor closes when `stream` drops. The
 /// socket is not shut down: it lives on in the owner.
-async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut) {
+async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut, admission: Admission) {
     let fd = {
         let Ok(socket) = stream.try_borrow() else {
             return;
@@ -397,7 +524,7 @@ async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut) {
         unsafe { OwnedFd::from_raw_fd(fd) }
     };
     drop(stream);
-    if !shard.hand_off(owner, Handoff { fd, buf }).await {
+    if !shard.hand_off(owner, Handoff { fd, buf, admission }).await {
         shard.stats.error(ErrorKind::Io);
     }
 }
@@ -531,8 +658,3 @@ fn release_if_empty(buf: &mut BytesMut) {
         *buf = BytesMut::new();
     }
 }
-
-/// Largest HTTP request head.
-pub(super) const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// How long a client may take to send a request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);

@@ -3,6 +3,7 @@
 //! SockJS HTTP transport a request is for (with the shard that owns its session). No I/O:
 //! `conn.rs` writes what [`route`] decides, `transport.rs` serves the transports.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
@@ -11,6 +12,7 @@ use proto::{http, sockjs, Framing};
 
 use super::conn::Endpoint;
 use super::{sessions, transport, Shard};
+use crate::config::Cidr;
 use crate::metrics::{self, ShardStats};
 
 /// What to do with one HTTP request.
@@ -107,6 +109,25 @@ pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
             None => respond(404, "not found\n".into()),
         },
     }
+}
+
+/// The client's address: the peer's, or, when the peer is one of `trusted` proxies, the
+/// last address in `X-Forwarded-For` that is not a trusted proxy (the ones before it
+/// were written by the client and may be forged), else `X-Real-IP`.
+pub(super) fn client_ip(peer: Option<IpAddr>, req: &http::Request<'_>, trusted: &[Cidr]) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|block| block.contains(ip));
+    let peer = peer?;
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let forwarded = req.forwarded_for.and_then(|list| {
+        list.rsplit(',')
+            .map(|entry| entry.trim().parse::<IpAddr>())
+            .find(|ip| !ip.as_ref().is_ok_and(|ip| is_trusted(*ip)))
+            .and_then(Result::ok)
+    });
+    let real = || req.real_ip.and_then(|ip| ip.trim().parse().ok());
+    Some(forwarded.or_else(real).unwrap_or(peer))
 }
 
 /// A request of a SockJS HTTP transport: a preflight is answered here, the rest goes to
@@ -239,3 +260,40 @@ const UNSUPPORTED: &str = "not served: use the websocket, xhr-streaming, eventso
 
 /// Subprotocols offered for raw STOMP, best first.
 const STOMP_PROTOCOLS: &[&str] = &["v12.stomp", "v11.stomp", "v10.stomp"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(forwarded_for: Option<&'static str>, real_ip: Option<&'static str>) -> http::Request<'static> {
+        let head = "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (mut req, _) = http::parse_request(head.as_bytes(), 1024)
+            .ok()
+            .flatten()
+            .expect("a request");
+        req.forwarded_for = forwarded_for;
+        req.real_ip = real_ip;
+        req
+    }
+
+    #[test]
+    fn client_addresses_come_from_trusted_proxies_only() {
+        let ip = |s: &str| s.parse::<IpAddr>().ok();
+        let config =
+            crate::config::Config::load(["e", "--trusted-proxies", "10.0.0.0/8"].map(String::from)).expect("config");
+        let trusted = &config.trusted_proxies;
+        let proxy = ip("10.1.1.1");
+        // From a stranger, the headers are ignored.
+        let forged = request(Some("1.2.3.4"), Some("1.2.3.4"));
+        assert_eq!(client_ip(ip("203.0.113.5"), &forged, trusted), ip("203.0.113.5"));
+        // Through the proxy: the last untrusted hop, not what the client wrote before it.
+        let chain = request(Some("6.6.6.6, 198.51.100.7, 10.2.2.2"), None);
+        assert_eq!(client_ip(proxy, &chain, trusted), ip("198.51.100.7"));
+        assert_eq!(
+            client_ip(proxy, &request(None, Some("198.51.100.8")), trusted),
+            ip("198.51.100.8")
+        );
+        assert_eq!(client_ip(proxy, &request(Some("junk"), None), trusted), proxy);
+        assert_eq!(client_ip(None, &chain, trusted), None);
+    }
+}

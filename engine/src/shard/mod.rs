@@ -16,6 +16,7 @@ mod transport;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -33,9 +34,9 @@ use proto::{server, Framing};
 use crate::bridge::{self, ShardPort};
 use crate::config::Config;
 use crate::fanout::Outbound;
+use crate::history;
 use crate::ids::{ConnId, ShardId};
 use crate::interest::Interest;
-use crate::history;
 use crate::metrics::ShardStats;
 use crate::router::{self, KafkaLink, Links, Mesh, Router};
 use crate::session::{self, Settings};
@@ -56,6 +57,12 @@ pub struct Node {
     pub epoch: u64,
     /// SockJS HTTP-transport sessions on all shards (bounded by `--max-sockjs-sessions`).
     pub sockjs_sessions: AtomicUsize,
+    /// Connections open on all shards (bounded by `--max-connections`).
+    pub connections: AtomicUsize,
+    /// Connections open per client address (bounded by `--max-connections-per-address`).
+    /// A lock, but only taken when a connection's first request arrives and when it
+    /// closes, never per frame; entries at zero are removed.
+    pub per_address: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// A connection on its way to the shard that owns its next request's SockJS session: a
@@ -66,6 +73,8 @@ pub struct Handoff {
     pub fd: OwnedFd,
     /// Unread bytes, the request's head first.
     pub buf: BytesMut,
+    /// Its place in the node's connection counts, which moves with it.
+    pub admission: conn::Admission,
 }
 
 /// One shard's ends of the hand-off channels: to each other shard and from each, by
@@ -129,6 +138,8 @@ pub fn run(
         kafka,
         epoch: epoch(),
         sockjs_sessions: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
+        per_address: Mutex::default(),
     });
     let mut handoff_ports = handoff_channels(shards).into_iter();
     let mesh = (shards > 1).then(|| MeshBuilder::<Mesh, _>::full(shards, MESH_QUEUE));
@@ -239,11 +250,16 @@ impl Shard {
             (Some(port), Some(stats)) => {
                 let link = KafkaLink {
                     outbound: port.outbound,
+                    budget: port.budget,
                     replay: port.replay,
                     stats: stats.clone(),
                     echoes: port.echoes,
                 };
-                (Some(link), Some(port.inbound.connect().await), Some(port.replayed.connect().await))
+                (
+                    Some(link),
+                    Some(port.inbound.connect().await),
+                    Some(port.replayed.connect().await),
+                )
             }
             _ => (None, None, None),
         };
@@ -280,10 +296,18 @@ impl Shard {
             heartbeat_ms: config.heartbeat_ms,
             sockjs_heartbeat: Duration::from_millis(config.sockjs_heartbeat_ms),
             max_subscriptions: config.max_subscriptions,
+            max_id_bytes: config.max_id_bytes,
+            max_destination_bytes: config.max_destination_bytes,
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            publish_rate: (config.max_publish_rate > 0).then(|| session::Rate {
+                interval: Duration::from_secs(1) / config.max_publish_rate,
+                burst: config.publish_burst,
+            }),
             max_history: config.max_history,
             limits: server::Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 max_headers: MAX_HEADERS,
+                max_line_bytes: config.max_header_line_bytes.min(config.max_frame_bytes),
             },
         };
         // Each end waits for its peer's: connect all of them at once, or two shards would
@@ -426,7 +450,8 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             Ok(stream) => {
                 ShardStats::add(&shard.stats.accepted, 1);
                 let _ = stream.set_nodelay(true);
-                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                let peer = stream.peer_addr().ok().map(|a| a.ip());
+                glommio::spawn_local(conn::serve(shard.clone(), stream, peer)).detach();
             }
             Err(e) => {
                 // Out of file descriptors or a transient error: back off, don't spin.

@@ -209,7 +209,7 @@ impl Shard {
         let now = Instant::now();
         let out = Rc::new(Outbound::new(self.node.config.max_outbound_bytes, now));
         let mut session = Session::new(conn, Framing::SockJsHttp, &self.settings);
-        self.step(&out, |_, o| session.open(o));
+        self.step(&out, |env, o| session.open(env, o));
         let hs = Rc::new(HttpSession {
             id: id.into(),
             conn,

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use proto::sockjs::http::{self as sockjs_http, Transport};
 use proto::{http, server, Framing};
 
-use super::conn::{read_until, write_all, Read, Stream, MAX_HEAD_BYTES};
+use super::conn::{read_until, write_all, Read, Stream};
 use super::sessions::{HttpSession, Refused};
 use super::Shard;
 use crate::fanout::Closing;
@@ -107,8 +107,9 @@ async fn receive(shard: &Rc<Shard>, stream: &Stream, buf: &mut BytesMut, req: &R
     let mut spare = Vec::new();
     // The client may go away while nothing is being written: watch for the end of its
     // side (a pipelined request's bytes are kept in `buf`).
+    let max_head = shard.node.config.max_head_bytes;
     let peer_gone =
-        async { while read_until(shard, stream, buf, None).await == Read::Bytes && buf.len() <= MAX_HEAD_BYTES {} };
+        async { while read_until(shard, stream, buf, None).await == Read::Bytes && buf.len() <= max_head {} };
     futures_lite::pin!(peer_gone);
     loop {
         let taken = futures_lite::future::or(async { Some(hs.out.take(&mut spare).await) }, async {

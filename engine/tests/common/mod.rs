@@ -404,3 +404,99 @@ pub fn body(frame: &str) -> &str {
         .map(|(_, b)| b.trim_end_matches('\0'))
         .unwrap_or("")
 }
+
+/// Completes a WebSocket handshake at `/ws` on a plain socket (with `extra` header lines,
+/// each ending in `\r\n`), for sending hand-made frames.
+pub fn upgraded_with(engine: &Engine, extra: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", engine.port())).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let request = format!("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("handshake answer");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s
+}
+
+/// [`upgraded_with`] without extra headers.
+pub fn upgraded(engine: &Engine) -> TcpStream {
+    upgraded_with(engine, "")
+}
+
+/// Reads frames until a close frame; returns its code.
+pub fn close_code(s: &mut TcpStream) -> u16 {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&buf[..n]);
+    }
+    let mut at = 0;
+    while at + 2 <= all.len() {
+        let (op, len) = (all[at] & 0x0f, (all[at + 1] & 0x7f) as usize);
+        let (start, len) = match len {
+            126 => (at + 4, u16::from_be_bytes([all[at + 2], all[at + 3]]) as usize),
+            127 => panic!("huge frame"),
+            n => (at + 2, n),
+        };
+        if op == 0x8 {
+            return u16::from_be_bytes([all[start], all[start + 1]]);
+        }
+        at = start + len;
+    }
+    panic!("no close frame in {all:?}");
+}
+
+/// A masked client frame: `first_byte` (FIN, opcode) and `payload`, any length.
+pub fn masked(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1u8, 2, 3, 4];
+    let mut f = vec![first_byte];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+impl Engine {
+    /// The engine's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The engine's resident memory from `/proc/<pid>/status`, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `chat_errors_total` of `kind`, summed over shards.
+    pub fn errors(&self, kind: &str) -> u64 {
+        let metrics = self.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let tag = format!("kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("chat_errors_total{"))
+            .filter_map(|l| l.split_once(&tag).and_then(|(_, n)| n.trim().parse::<u64>().ok()))
+            .sum()
+    }
+}

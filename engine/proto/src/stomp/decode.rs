@@ -139,6 +139,11 @@ impl Decoder {
         while self.scanned < window_end {
             let Some(offset) = memchr2(b'\n', 0, &buf[self.scanned..window_end]) else {
                 self.scanned = window_end;
+                // A line longer than the limit fails as soon as that many bytes are here,
+                // so the outcome does not depend on how the input was split.
+                if window_end - self.line_start > self.limits.max_line_bytes.saturating_add(1) {
+                    return Err(Error::LineTooLong);
+                }
                 break;
             };
             let eol = self.scanned + offset;
@@ -146,6 +151,9 @@ impl Decoder {
                 return Err(Error::Malformed("NUL before the end of the headers"));
             }
             let start = self.line_start;
+            if trim_cr(&buf[start..eol]).len() > self.limits.max_line_bytes {
+                return Err(Error::LineTooLong);
+            }
             let line = trim_cr(&buf[start..eol]);
             self.scanned = eol + 1;
             self.line_start = eol + 1;
@@ -311,6 +319,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_frame_bytes: 64 * 1024,
         max_headers: 16,
+        max_line_bytes: 1 << 20,
     };
 
     /// Items decoded until the end of the input or the first error.
@@ -607,8 +616,27 @@ mod tests {
         let limits = Limits {
             max_frame_bytes: 100,
             max_headers: 4,
+            max_line_bytes: 1 << 20,
         };
         assert_fails(b"SEND\ncontent-length:101\n\n", limits, Version::V1_2, Error::TooBig);
+    }
+
+    #[test]
+    fn header_lines_over_the_limit_fail_in_every_split() {
+        let limits = Limits {
+            max_frame_bytes: 1000,
+            max_headers: 4,
+            max_line_bytes: 12,
+        };
+        // 12 bytes with a `\r\n` EOL are fine; 13 are not, with or without the EOL yet.
+        assert_decodes_with_limits(
+            b"SEND\r\nid:123456789\r\n\nx\0",
+            limits,
+            &[frame(Command::Send, &[("id", "123456789")], b"x")],
+        );
+        assert_fails(b"SEND\nid:1234567890\n\nx\0", limits, Version::V1_2, Error::LineTooLong);
+        assert_fails(b"SEND\nid:1234567890123456", limits, Version::V1_2, Error::LineTooLong);
+        assert_fails(b"SUBSCRIBEXXXXX\n\n\0", limits, Version::V1_2, Error::LineTooLong);
     }
 
     #[test]
@@ -617,12 +645,14 @@ mod tests {
         let limits = Limits {
             max_frame_bytes: 10,
             max_headers: 4,
+            max_line_bytes: 1 << 20,
         };
         assert_decodes_with_limits(b"SEND\n\nabcd\0", limits, &[frame(Command::Send, &[], b"abcd")]);
         assert_fails(b"SEND\n\nabcde\0", limits, Version::V1_2, Error::TooBig);
         let limits = Limits {
             max_frame_bytes: 25,
             max_headers: 4,
+            max_line_bytes: 1 << 20,
         };
         assert_decodes_with_limits(
             b"SEND\ncontent-length:2\n\nab\0",
@@ -658,6 +688,7 @@ mod tests {
         let limits = Limits {
             max_frame_bytes: 1000,
             max_headers: 2,
+            max_line_bytes: 1 << 20,
         };
         assert_decodes_with_limits(
             b"SEND\na:1\nb:2\n\n\0",
