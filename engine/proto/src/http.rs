@@ -34,6 +34,8 @@ pub struct Request<'a> {
     pub origin: Option<&'a str>,
     /// `Access-Control-Request-Headers` (CORS preflight).
     pub cors_request_headers: Option<&'a str>,
+    /// `Authorization` (the HTTP API's `Bearer` key).
+    pub authorization: Option<&'a str>,
     /// `Content-Length`, parsed (0 when absent or chunked).
     pub content_length: usize,
     /// `Transfer-Encoding: chunked`: the body is read with [`decode_chunked`].
@@ -119,6 +121,7 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
         protocols: SmallVec::new(),
         origin: None,
         cors_request_headers: None,
+        authorization: None,
         content_length: 0,
         chunked: false,
         keep_alive: minor_version >= 1,
@@ -150,6 +153,8 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             &mut request.origin
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             &mut request.cors_request_headers
+        } else if name.eq_ignore_ascii_case("authorization") {
+            &mut request.authorization
         } else if name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(header.value)?;
             // RFC 9112 §6.3: differing lengths make the message boundary unknowable.
@@ -341,8 +346,10 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        202 => "Accepted",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -808,8 +815,10 @@ mod tests {
         let expected = [
             (101, "Switching Protocols"),
             (200, "OK"),
+            (202, "Accepted"),
             (204, "No Content"),
             (400, "Bad Request"),
+            (401, "Unauthorized"),
             (403, "Forbidden"),
             (404, "Not Found"),
             (405, "Method Not Allowed"),
