@@ -8,20 +8,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{body, header, Client, Engine};
+use common::{body, clients_on_both_shards, header, Client, Engine};
 use tungstenite::Message;
-
-/// Opens raw clients until both shards of a 2-shard engine have one.
-fn clients_on_both_shards(engine: &Engine) -> (Client, Client) {
-    let first = Client::raw(engine.port());
-    for _ in 0..64 {
-        let other = Client::raw(engine.port());
-        if other.shard() != first.shard() {
-            return (first, other);
-        }
-    }
-    panic!("64 connections all landed on shard {}", first.shard());
-}
 
 #[test]
 fn clients_on_different_shards_chat() {
