@@ -8,6 +8,7 @@
 //! deliveries, big fan-outs), so neither can starve the other. `run` starts them and
 //! returns when all have drained.
 
+pub mod api;
 pub mod conn;
 mod endpoints;
 pub mod sessions;
@@ -56,6 +57,8 @@ pub struct Node {
     pub epoch: u64,
     /// SockJS HTTP-transport sessions on all shards (bounded by `--max-sockjs-sessions`).
     pub sockjs_sessions: AtomicUsize,
+    /// The HTTP API's keys (`--api-key-file`); the API answers 404 without them.
+    pub api_keys: Option<api::Keys>,
 }
 
 /// A connection on its way to the shard that owns its next request's SockJS session: a
@@ -122,6 +125,7 @@ pub fn run(
     };
     let ports: Arc<Mutex<Vec<Option<ShardPort>>>> = Arc::new(Mutex::new(ports));
     let stats = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
+    let api_keys = config.api_keys()?;
     let node = Arc::new(Node {
         config,
         stats,
@@ -129,6 +133,7 @@ pub fn run(
         kafka,
         epoch: epoch(),
         sockjs_sessions: AtomicUsize::new(0),
+        api_keys,
     });
     let mut handoff_ports = handoff_channels(shards).into_iter();
     let mesh = (shards > 1).then(|| MeshBuilder::<Mesh, _>::full(shards, MESH_QUEUE));
