@@ -106,7 +106,20 @@ pub fn read(report: &Report) -> Reading {
         );
     }
     let lag_ms = ms(report.latency.send_lag.percentiles.p99_us);
+    let host_busy = cpu.host_busy.is_some_and(|busy| busy >= BUSY_HOST);
     if lag_ms >= SEND_LAG_MIN_MS && lag_ms >= SEND_LAG_SHARE * p99_ms {
+        // Late sends with cores of its own to spare: something else held the CPU.
+        if host_busy {
+            let own = cpu.loadgen_shards.iter().map(|s| s.utilisation).fold(0.0, f64::max);
+            return reading(
+                Limit::HostCpu,
+                format!(
+                    "the load generator used only {:.0}% of its core yet sent late (publish lag p99 {lag_ms:.1} ms, {:.0}% of the delivery p99 {p99_ms:.1} ms): the cores were taken by other processes{host}",
+                    own * 100.0,
+                    100.0 * lag_ms / p99_ms.max(f64::MIN_POSITIVE)
+                ),
+            );
+        }
         return reading(
             Limit::LoadGenerator,
             format!(
@@ -130,7 +143,7 @@ pub fn read(report: &Report) -> Reading {
             ),
         );
     }
-    if cpu.host_busy.is_some_and(|busy| busy >= BUSY_HOST) {
+    if host_busy {
         return reading(
             Limit::HostCpu,
             format!(
@@ -276,10 +289,15 @@ mod tests {
         let mut r = served();
         r.latency.delivery = latencies(&[(69_000, 95), (417_000, 5)]);
         r.latency.send_lag = latencies(&[(1_000, 95), (159_000, 5)]);
-        r.cpu.host_busy = Some(0.97);
         let reading = read(&r);
         assert_eq!(reading.limit, Limit::LoadGenerator, "{reading}");
         assert!(reading.why.contains("publish lag p99 159"), "{reading}");
+        // The same on a host whose cores were busy with other work while the load
+        // generator's own core was mostly idle: the host is the cause.
+        r.cpu.host_busy = Some(0.97);
+        let reading = read(&r);
+        assert_eq!(reading.limit, Limit::HostCpu, "{reading}");
+        assert!(reading.why.contains("only 10% of its core yet sent late"), "{reading}");
         assert!(reading.why.contains("97% busy"), "{reading}");
         // A little lag under a long tail is not the cause.
         let mut r = served();
