@@ -39,6 +39,9 @@ pub struct Step {
     /// What limited the step (`report::limit`).
     #[serde(default)]
     pub limit: Option<limit::Reading>,
+    /// Runs at this rate: 2 when a broken step was run again to confirm it.
+    #[serde(default)]
+    pub tries: u32,
 }
 
 /// Cluster size for a target, extrapolated from the knee.
@@ -165,8 +168,10 @@ pub fn knee(steps: &[Step], objectives: Objectives) -> Option<Knee> {
 }
 
 /// Runs `base` at each of `rates` in turn, a fresh run of `step_secs` measured seconds
-/// each, until one breaks `objectives` or the rates run out. Each step's files go to
-/// `out/step-NN` when `out` is given; `label` prefixes the progress lines.
+/// each, until one breaks `objectives` or the rates run out. With `confirm`, a step that
+/// breaks them is run once more and counts as broken only if it breaks them again (on a
+/// shared host one pause can spoil a short step). Each step's files go to `out/step-NN`
+/// when `out` is given; `label` prefixes the progress lines.
 ///
 /// # Errors
 /// A bad scenario, a step that cannot start, or output that cannot be written.
@@ -175,6 +180,7 @@ pub fn climb(
     rates: impl IntoIterator<Item = f64>,
     step_secs: f64,
     objectives: Objectives,
+    confirm: bool,
     out: Option<&Path>,
     label: &str,
 ) -> Result<Climb, Error> {
@@ -182,27 +188,35 @@ pub fn climb(
     let (mut knee, mut broken) = (None, None);
     let mut stopped_because = "tried every rate".to_string();
     for rate in rates {
-        let mut scenario_args = base.clone();
-        scenario_args.rate = rate;
-        scenario_args.rate_per_publisher = None;
-        scenario_args.duration = step_secs;
-        scenario_args.out = None;
-        let scenario = Scenario::from_args(&scenario_args)?;
-        let outcome = run::run(scenario, "run")?;
-        if let Some(dir) = out {
-            output::write(
-                &dir.join(format!("step-{:02}", steps.len())),
-                &outcome.report,
-                &outcome.log,
-            )?;
-        }
-        let step = evaluate(rate, &outcome.report, objectives);
-        eprintln!(
-            "{label}: rate {:.0}/s: {} → {}",
-            rate,
-            table::brief(&outcome.report),
-            if step.ok { "ok" } else { "objective broken" }
-        );
+        let mut tries = 0;
+        let (step, outcome) = loop {
+            let mut scenario_args = base.clone();
+            scenario_args.rate = rate;
+            scenario_args.rate_per_publisher = None;
+            scenario_args.duration = step_secs;
+            scenario_args.out = None;
+            let scenario = Scenario::from_args(&scenario_args)?;
+            let outcome = run::run(scenario, "run")?;
+            if let Some(dir) = out {
+                let name = match tries {
+                    0 => format!("step-{:02}", steps.len()),
+                    n => format!("step-{:02}-try-{}", steps.len(), n + 1),
+                };
+                output::write(&dir.join(name), &outcome.report, &outcome.log)?;
+            }
+            let mut step = evaluate(rate, &outcome.report, objectives);
+            step.tries = tries + 1;
+            eprintln!(
+                "{label}: rate {:.0}/s: {} → {}",
+                rate,
+                table::brief(&outcome.report),
+                if step.ok { "ok" } else { "objective broken" }
+            );
+            tries += 1;
+            if step.ok || !confirm || tries > 1 || run::interrupted() {
+                break (step, outcome);
+            }
+        };
         let ok = step.ok;
         steps.push(step);
         if run::interrupted() {
@@ -249,6 +263,7 @@ pub fn sweep(args: &SweepArgs) -> Result<SweepReport, Error> {
         rates,
         args.step_secs,
         objectives,
+        false,
         args.scenario.out.as_deref(),
         "sweep",
     )?;
@@ -365,6 +380,7 @@ fn evaluate(rate: f64, report: &Report, objectives: Objectives) -> Step {
         nodes,
         ok,
         limit: Some(limit::read(report)),
+        tries: 1,
     }
 }
 
@@ -422,6 +438,7 @@ mod tests {
             nodes: 1,
             ok: p99_ms <= objectives.p99_ms && loss <= objectives.loss,
             limit: None,
+            tries: 1,
         }
     }
 
@@ -481,6 +498,7 @@ mod tests {
             nodes: 2,
             ok: true,
             limit: None,
+            tries: 1,
         };
         let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
             "loadgen",

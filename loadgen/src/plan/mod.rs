@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{Cli, Command as Sub, Mix, PlanArgs, ScenarioArgs};
 use crate::output;
 use crate::report::limit::Reading;
+use crate::server::{Probe, Sample};
 use crate::sweep::{self, Knee, Objectives, Step};
 
 /// One climb: a mix and a density on a cluster size.
@@ -38,7 +39,8 @@ pub struct Series {
     pub knee: Option<Knee>,
     /// What limited the step that broke the objectives.
     pub limit: Option<Reading>,
-    /// Server RSS growth per connection, bytes (the nodes' mean), at the last good step.
+    /// Server memory per user, bytes (the nodes' mean): RSS at the highest step above RSS
+    /// when the cluster size came up, history and buffers included (an upper bound).
     pub bytes_per_connection: Option<f64>,
     /// Deliveries per second per node at the last good step.
     pub deliveries_per_node: Option<f64>,
@@ -157,6 +159,14 @@ pub fn plan(args: &PlanArgs) -> Result<Plan, Error> {
     nodes.dedup();
     for &n in &nodes {
         cluster.up(n)?;
+        // Each node's memory before this size's climbs: their growth is what users cost.
+        let fresh = Probe {
+            urls: (1..=n)
+                .map(|k| format!("http://127.0.0.1:{}/metrics", u32::from(args.cluster_port) + k))
+                .collect(),
+            pids: Vec::new(),
+        }
+        .sample();
         for &mix in &settings.mixes {
             for &users_per_node in &settings.users_per_node {
                 let label = format!("plan {} nodes={n} users/node={users_per_node}", mix_name(mix));
@@ -166,8 +176,8 @@ pub fn plan(args: &PlanArgs) -> Result<Plan, Error> {
                 let rates = std::iter::successors(Some(args.mpm_start), |m| Some(m * args.mpm_factor))
                     .take_while(|&m| m <= args.mpm_max)
                     .map(|mpm| mpm * users / 60.0);
-                let climb = sweep::climb(&base, rates, settings.step_secs, objectives, Some(&dir), &label)?;
-                series.push(series_of(mix, n, users_per_node, base.channels, climb, objectives));
+                let climb = sweep::climb(&base, rates, settings.step_secs, objectives, true, Some(&dir), &label)?;
+                series.push(series_of(mix, n, users_per_node, &base, climb, objectives, &fresh));
                 if crate::run::interrupted() {
                     break;
                 }
@@ -320,27 +330,41 @@ fn scenario_args(
     }
 }
 
+/// One climb's series. Memory per user: each node's RSS at the start of the highest step
+/// measured above its RSS when this cluster size came up (`fresh`), over its users:
+/// connections, their buffers and the history of the messages so far (bounded by
+/// `--history-*`), so an upper bound of what a user costs.
 fn series_of(
     mix: Mix,
     nodes: u32,
     users_per_node: u32,
-    channels: u32,
+    base: &ScenarioArgs,
     climb: sweep::Climb,
     objectives: Objectives,
+    fresh: &Sample,
 ) -> Series {
     let knee = sweep::knee(&climb.steps, objectives);
     let last_good = climb.knee.as_ref();
-    let bytes: Vec<f64> = last_good
-        .map(|r| r.memory.iter().filter_map(|m| m.bytes_per_connection).collect())
+    let highest = climb.broken.as_ref().or(last_good);
+    let growth: Vec<f64> = highest
+        .map(|r| {
+            r.memory
+                .iter()
+                .filter_map(|m| {
+                    let before = fresh.readings.iter().find(|f| f.name == m.name)?.rss_bytes?;
+                    Some((m.rss_after_bytes - before).max(0.0) / f64::from(users_per_node.max(1)))
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Series {
         mix: mix_name(mix).into(),
         nodes,
         users_per_node,
-        channels,
+        channels: base.channels,
         knee,
         limit: climb.steps.last().filter(|s| !s.ok).and_then(|s| s.limit.clone()),
-        bytes_per_connection: (!bytes.is_empty()).then(|| bytes.iter().sum::<f64>() / bytes.len() as f64),
+        bytes_per_connection: (!growth.is_empty()).then(|| growth.iter().sum::<f64>() / growth.len() as f64),
         deliveries_per_node: last_good.map(|r| r.throughput.delivered_per_s / f64::from(nodes.max(1))),
         steps: climb.steps,
     }
@@ -403,7 +427,7 @@ pub fn size(series: &[Series], mix: &str, args: &PlanArgs, node_memory_gib: f64)
     }
     if let Some(m) = users_memory {
         basis.push_str(&format!(
-            "; memory holds {:.0} users/node ({:.0} B per connection, 80% of {node_memory_gib:.1} GiB)",
+            "; memory holds {:.0} users/node ({:.0} B per user with history and buffers, 80% of {node_memory_gib:.1} GiB)",
             m,
             densest.bytes_per_connection.unwrap_or(0.0)
         ));
@@ -454,11 +478,16 @@ impl Cluster {
     }
 }
 
-/// The command line, as typed (the program as `loadgen`).
+/// The command line, as typed (the program as `loadgen`), after the settings of the
+/// environment that change what `cluster.sh` starts.
 fn command_line() -> String {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    args.insert(0, "loadgen".into());
-    args.join(" ")
+    let mut words: Vec<String> = ["CHAT_ENGINE_ARGS", "CLUSTER_SHARDS"]
+        .iter()
+        .filter_map(|name| Some(format!("{name}={:?}", std::env::var(name).ok()?)))
+        .collect();
+    words.push("loadgen".into());
+    words.extend(std::env::args().skip(1));
+    words.join(" ")
 }
 
 /// The 1-minute load average.

@@ -83,7 +83,7 @@ pub fn markdown(plan: &Plan) -> String {
     }
     let _ = writeln!(
         w,
-        "- Sizing is a linear extrapolation from each knee (messages per node per second, memory per connection), stated as such; steps are {} runs, so a knee is known to about one step of the ladder (the estimate interpolates the p99 between the last good step and the first broken one).\n",
+        "- Sizing is a linear extrapolation from each knee (messages per node per second, memory per user), stated as such; steps are {} runs, a broken step is run a second time and counts only if it breaks again, and a knee is known to about one step of the ladder (the estimate interpolates the p99 between the last good step and the first broken one).\n",
         if plan.mode == "quick" { "short (quick mode)" } else { "full-length" }
     );
     for mix in mixes(plan) {
@@ -102,10 +102,11 @@ fn section(w: &mut String, plan: &Plan, mix: &str) {
     );
     for s in plan.series.iter().filter(|s| s.mix == mix) {
         for step in &s.steps {
+            let again = if step.tries > 1 { " (second try)" } else { "" };
             let verdict = match (&step.ok, &step.limit) {
-                (true, _) => "ok".to_string(),
-                (false, Some(reading)) => format!("broken: {reading}"),
-                (false, None) => "broken".to_string(),
+                (true, _) => format!("ok{again}"),
+                (false, Some(reading)) => format!("broken{again}: {reading}"),
+                (false, None) => format!("broken{again}"),
             };
             let _ = writeln!(
                 w,
@@ -131,9 +132,9 @@ fn section(w: &mut String, plan: &Plan, mix: &str) {
 
 fn knee_line(s: &Series, slo_p99_ms: f64) -> String {
     let head = format!("{} node(s) × {} users", s.nodes, s.users_per_node);
-    let memory = s
-        .bytes_per_connection
-        .map_or_else(String::new, |b| format!("; RSS +{b:.0} B per connection"));
+    let memory = s.bytes_per_connection.map_or_else(String::new, |b| {
+        format!("; {b:.0} B of RSS per user (history and buffers included)")
+    });
     let deliveries = s.deliveries_per_node.map_or_else(String::new, |d| {
         format!("; {d:.0} deliveries/s per node at the last good step")
     });

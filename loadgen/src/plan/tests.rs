@@ -36,6 +36,7 @@ fn step(rate_per_s: f64, p99_ms: f64, ok: bool, limit: Option<Limit>) -> Step {
             limit,
             why: "synthetic".into(),
         }),
+        tries: 1,
     }
 }
 
