@@ -27,6 +27,7 @@
 # With --tls nginx serves https/wss on the same port with a self-signed certificate
 # for 127.0.0.1 and localhost, made once in $CLUSTER_STATE/tls (cert.pem is the CA
 # to trust) and kept across runs; engines stay plain HTTP behind it.
+# demo sizes its load to the host's cores (see demo_load; DEMO_SCALE=N as if N cores).
 # Environment: CLUSTER_PORT, CLUSTER_STATE, CLUSTER_SHARDS (shards per engine, 1),
 # CHAT_ENGINE_BIN / CHAT_LOADGEN_BIN (default target/release; set to skip the build),
 # CHAT_ENGINE_ARGS (extra engine flags), CHAT_BASE_PATH, KAFKA_PORT, KAFKA_SH.
@@ -440,15 +441,35 @@ run_loadgen() {
   "$CHAT_LOADGEN_BIN" "${args[@]}" "$@"
 }
 
+# The demo's load follows the host: Kafka, two engines, nginx and loadgen all run on
+# it, and bench's default chat (1000 users, 2000 msg/s = 20,000 deliveries/s) wants about
+# ten cores for them to stay out of each other's way. Per core: 100 users in 10 channels,
+# 200 msg/s (2,000 deliveries/s); capped at the full chat. DEMO_SCALE overrides the
+# core count.
+demo_load() {
+  local cores scale
+  cores="$(nproc)"
+  scale="${DEMO_SCALE:-$cores}"
+  [[ "$scale" =~ ^[1-9][0-9]*$ ]] || die "DEMO_SCALE wants a whole number of cores, not '$scale'"
+  [ "$scale" -le 10 ] || scale=10
+  DEMO_ARGS=(--connections $((100 * scale)) --channels $((10 * scale))
+    --publishers $((10 * scale)) --rate $((200 * scale)))
+  log "demo: $cores core(s) here, sized for $scale: $((100 * scale)) users in $((10 * scale))" \
+    "channels, $((200 * scale)) msg/s ($((2000 * scale)) deliveries/s). Kafka, both engines," \
+    "nginx and loadgen share these cores; the full chat (1000 users, 2000 msg/s) is sized for" \
+    "10 (DEMO_SCALE=10 runs it here anyway, and the report's limit line says what gives first)"
+}
+
 cmd_demo() {
   trap 'exit 130' INT
   trap 'exit 143' TERM
   trap 'cmd_down' EXIT
+  demo_load
   cmd_up --nodes 2
-  cmd_bench
+  cmd_bench "${DEMO_ARGS[@]}"
   trap - EXIT
   cmd_down
-  printf '\nLatency through nginx, 2 nodes (%s):\n' "$BENCH_OUT"
+  printf '\nLatency through nginx, 2 nodes, %s (%s):\n' "${DEMO_ARGS[*]}" "$BENCH_OUT"
   cat "$BENCH_OUT/table.txt"
 }
 

@@ -162,6 +162,12 @@ pub struct Config {
     /// `x-recovered:false`, ms.
     #[arg(long, env = "CHAT_RESUME_TIMEOUT_MS", default_value_t = 10_000)]
     pub resume_timeout_ms: u64,
+    /// Turns on the HTTP API (`POST /api/publish`, `GET /api/channels`) for clients that
+    /// send `Authorization: Bearer <key>` with a key of this file: one key per line, blank
+    /// lines and `#` comments skipped (two keys let one be rotated). Read at startup;
+    /// without it the API answers 404.
+    #[arg(long, env = "CHAT_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
     /// Log filter (`tracing` env-filter syntax).
     #[arg(long, env = "CHAT_LOG", default_value = "info")]
     pub log: String,
@@ -334,6 +340,24 @@ impl Config {
             Some(n) => n,
             None => self.cpus()?.len(),
         })
+    }
+
+    /// The HTTP API's keys, read from `--api-key-file`; `None` without the flag.
+    ///
+    /// # Errors
+    /// A file that cannot be read or holds no key.
+    pub fn api_keys(&self) -> Result<Option<crate::shard::api::Keys>, Error> {
+        let Some(path) = &self.api_key_file else {
+            return Ok(None);
+        };
+        let invalid = |reason: String| Error::Invalid {
+            key: "api-key-file",
+            reason: format!("{}: {reason}", path.display()),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        crate::shard::api::Keys::parse(&text)
+            .map(Some)
+            .ok_or_else(|| invalid("holds no key (one per line)".into()))
     }
 
     /// The Kafka bridge settings, when `--kafka-brokers` turns cluster mode on.

@@ -5,8 +5,10 @@
 //! message path never takes a lock. Hand-written: a histogram observation is a few
 //! relaxed adds, and the text is tested against the format below.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Kinds of errors counted in `chat_errors_total{kind=...}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,10 @@ pub enum ErrorKind {
     NodeFull,
     /// A connection refused because its address holds `--max-connections-per-address`.
     AddressFull,
+    /// An HTTP API request without a valid key (401).
+    ApiUnauthorized,
+    /// An HTTP API request with a bad body (400) or one over `--max-frame-bytes` (413).
+    ApiBadRequest,
 }
 
 const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
@@ -91,9 +97,11 @@ const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
     (ErrorKind::PublishRate, "publish_rate"),
     (ErrorKind::NodeFull, "connections_node"),
     (ErrorKind::AddressFull, "connections_address"),
+    (ErrorKind::ApiUnauthorized, "api_unauthorized"),
+    (ErrorKind::ApiBadRequest, "api_bad_request"),
 ];
 /// How many kinds of errors are counted.
-const ERROR_KIND_COUNT: usize = 25;
+const ERROR_KIND_COUNT: usize = 27;
 
 /// One shard's numbers.
 #[derive(Debug, Default)]
@@ -132,6 +140,10 @@ pub struct ShardStats {
     pub fanout_size: Histogram<Size>,
     /// Bytes in an outbound queue at each write to its socket.
     pub outbound_queue: Histogram<Bytes>,
+    /// This shard's subscribers by destination, for the HTTP API's channel list. The
+    /// router updates it as subscribers join and leave a room; only an API request reads
+    /// it, so the lock is always free on the message path.
+    pub subscribers: Mutex<HashMap<bytes::Bytes, usize>>,
 }
 
 /// The upper bounds of a histogram's buckets, in its integer unit (at most 15).
@@ -254,6 +266,26 @@ pub fn escape_label(value: &str) -> String {
 }
 
 impl ShardStats {
+    /// Counts a subscriber of `destination` joining (`true`) or leaving its room.
+    pub fn count_subscriber(&self, destination: &[u8], joined: bool) {
+        let Ok(mut rooms) = self.subscribers.lock() else {
+            return;
+        };
+        if joined {
+            match rooms.get_mut(destination) {
+                Some(n) => *n += 1,
+                None => {
+                    rooms.insert(bytes::Bytes::copy_from_slice(destination), 1);
+                }
+            }
+        } else if let Some(n) = rooms.get_mut(destination) {
+            *n -= 1;
+            if *n == 0 {
+                rooms.remove(destination);
+            }
+        }
+    }
+
     /// Adds `n` to a counter.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {

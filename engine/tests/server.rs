@@ -7,20 +7,8 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{body, close_code, header, masked, upgraded, Client, Engine};
+use common::{body, clients_on_both_shards, close_code, header, masked, upgraded, Client, Engine};
 use tungstenite::Message;
-
-/// Opens raw clients until both shards of a 2-shard engine have one.
-fn clients_on_both_shards(engine: &Engine) -> (Client, Client) {
-    let first = Client::raw(engine.port());
-    for _ in 0..64 {
-        let other = Client::raw(engine.port());
-        if other.shard() != first.shard() {
-            return (first, other);
-        }
-    }
-    panic!("64 connections all landed on shard {}", first.shard());
-}
 
 #[test]
 fn clients_on_different_shards_chat() {

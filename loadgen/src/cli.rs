@@ -1,5 +1,5 @@
-//! The command line: `run`, `sweep`, `hold` and `merge`, with the scenario flags shared by
-//! the first three. `--scenario FILE` names a TOML file whose keys are the flag names
+//! The command line: `run`, `sweep`, `hold`, `merge` and `plan`, with the scenario flags
+//! shared by the first three. `--scenario FILE` names a TOML file whose keys are the flag names
 //! without `--`; flags given on the command line win over the file. `parse` turns
 //! `std::env::args()` into a `Cli`; `scenario.rs` checks the values.
 
@@ -34,6 +34,9 @@ pub enum Command {
     Hold(ScenarioArgs),
     /// Combines the reports (and latency logs) of several runs into one.
     Merge(MergeArgs),
+    /// Capacity planning: climbs room-size mixes and densities on 1- and 2-node local
+    /// clusters (`deploy/cluster.sh`) to their p99 knees and sizes a population.
+    Plan(PlanArgs),
 }
 
 /// How subscribers are spread over channels.
@@ -244,6 +247,75 @@ pub struct SweepArgs {
     pub target_rate: Option<f64>,
 }
 
+/// How users are spread over rooms in a capacity plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mix {
+    /// Rooms of 10.
+    Small,
+    /// Rooms of 100.
+    Large,
+    /// A zipf spread (exponent 1) over rooms averaging 25: a few big, many small.
+    Mixed,
+}
+
+/// `plan`: which clusters and scenarios to climb, the objectives and the population.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// The local cluster script: `up --nodes N` before each size, `down` at the end.
+    #[arg(long, default_value = "deploy/cluster.sh")]
+    pub cluster_sh: PathBuf,
+    /// The cluster's port (its `CLUSTER_PORT`): node K listens on port + K, and loadgen
+    /// connects to the nodes directly.
+    #[arg(long, default_value_t = 8080)]
+    pub cluster_port: u16,
+    /// Cluster sizes to measure, e.g. `1,2`.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub nodes: Vec<u32>,
+    /// Room-size mixes (default small,large; with --full also mixed).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub mixes: Vec<Mix>,
+    /// Users (connections) per node (default 200; with --full 250,1000).
+    #[arg(long, value_delimiter = ',')]
+    pub users_per_node: Vec<u32>,
+    /// First step: messages per user per minute.
+    #[arg(long, default_value_t = 6.0)]
+    pub mpm_start: f64,
+    /// Each step multiplies the messages per user per minute by this.
+    #[arg(long, default_value_t = 2.0)]
+    pub mpm_factor: f64,
+    /// Last step tried.
+    #[arg(long, default_value_t = 1920.0)]
+    pub mpm_max: f64,
+    /// Measured seconds per step (default 5; with --full 15).
+    #[arg(long)]
+    pub step_secs: Option<f64>,
+    /// Warm-up seconds per step (default 2; with --full 5).
+    #[arg(long)]
+    pub warmup: Option<f64>,
+    /// The full plan: three mixes, two densities, longer steps (about an hour on 2
+    /// cores); without it the quick plan (a few minutes).
+    #[arg(long)]
+    pub full: bool,
+    /// Latency objective: p99 of delivery latency, ms.
+    #[arg(long, default_value_t = 50.0)]
+    pub slo_p99_ms: f64,
+    /// Loss objective: lost / expected.
+    #[arg(long, default_value_t = 0.001)]
+    pub slo_loss: f64,
+    /// The population to size for, users.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u64,
+    /// Their messages per user per minute.
+    #[arg(long, default_value_t = 2.0)]
+    pub msgs_per_user_per_min: f64,
+    /// Cores for the load generator's shards (each run's `--cpus`); default all.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Where plan.md, plan.json, the plots and every step's files go.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
 /// `merge DIR... --out DIR`.
 #[derive(Debug, Clone, Args)]
 pub struct MergeArgs {
@@ -281,7 +353,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, Error> {
     let scenario = match &first.command {
         Command::Run(s) | Command::Hold(s) => s.scenario.clone(),
         Command::Sweep(s) => s.scenario.scenario.clone(),
-        Command::Merge(_) => None,
+        Command::Merge(_) | Command::Plan(_) => None,
     };
     let Some(path) = scenario else {
         return Ok(first);

@@ -12,7 +12,8 @@
 //! - [`track`] and [`stats`]: sequence tracking, message tables, histograms, CPU.
 //! - [`reconnect`]: the sans-IO part of `--reconnect`/`--resume`: backoff, positions,
 //!   the resuming `SUBSCRIBE` and what its `RECEIPT` says.
-//! - [`run`], [`sweep`], [`merge`]: the subcommands; [`server`] samples the servers.
+//! - [`run`], [`sweep`], [`merge`], [`plan`]: the subcommands; [`server`] samples the
+//!   servers.
 //! - [`report`] and [`output`]: the report (table, JSON), the interval log and SVG plots.
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod merge;
 pub mod net;
 pub mod output;
+pub mod plan;
 pub mod reconnect;
 pub mod report;
 pub mod run;

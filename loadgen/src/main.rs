@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use loadgen::cli::{self, Command, ScenarioArgs};
 use loadgen::report::table;
 use loadgen::scenario::Scenario;
-use loadgen::{merge, output, run, sweep};
+use loadgen::{merge, output, plan, run, sweep};
 
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args()) {
@@ -25,6 +25,19 @@ fn main() -> ExitCode {
         Command::Sweep(args) => match sweep::sweep(&args) {
             Ok(report) => {
                 print!("{}", sweep::render(&report));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Plan(args) => match plan::plan(&args) {
+            Ok(plan) => {
+                println!("plan: {} written", args.out.join("plan.md").display());
+                for s in &plan.sizing {
+                    println!(
+                        "{}: {} node(s), limited first by {}; {}",
+                        s.mix, s.nodes, s.limited_by, s.basis
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),

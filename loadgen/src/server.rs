@@ -1,8 +1,9 @@
 //! The server's side of the bill: CPU seconds and resident memory of each node, read from
 //! its Prometheus `/metrics` (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
-//! labelled `node`) or, where those are missing, from `/proc/<pid>/stat` and `status` of
-//! `--server-pid`. Sampled by the main thread at the edges of the measured window; a
-//! node that does not answer is left out, never waited on for long.
+//! labelled `node`; also its shard count and its Kafka bridge's state and lag) or, where
+//! those are missing, from `/proc/<pid>/stat` and `status` of `--server-pid`; and how busy
+//! this host's cores were (`/proc/stat`). Sampled by the main thread at the edges of the
+//! measured window; a node that does not answer is left out, never waited on for long.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -30,6 +31,15 @@ pub struct Reading {
     pub cpu_s: Option<f64>,
     /// Resident memory, bytes.
     pub rss_bytes: Option<f64>,
+    /// Its shards, one core each (distinct `shard` labels of `chat_connections`).
+    #[serde(default)]
+    pub shards: Option<u32>,
+    /// Whether its Kafka bridge was connected (`chat_kafka_connected`); absent without Kafka.
+    #[serde(default)]
+    pub kafka_connected: Option<bool>,
+    /// `chat_kafka_lag_seconds`: sum (seconds) and count so far.
+    #[serde(default)]
+    pub kafka_lag: Option<(f64, f64)>,
 }
 
 /// All servers at one moment.
@@ -39,6 +49,32 @@ pub struct Sample {
     pub at_ns: u64,
     /// One reading per server.
     pub readings: Vec<Reading>,
+    /// This host's cores: busy and total clock ticks so far, over all of them.
+    #[serde(default)]
+    pub host_ticks: Option<(u64, u64)>,
+}
+
+/// One server's use of a window between two samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerCpu {
+    /// Node id or `pid N`.
+    pub name: String,
+    /// `metrics` or `proc`.
+    pub source: String,
+    /// Seconds used in the window.
+    pub cpu_s: f64,
+    /// Cores it used on average over the window (`cpu_s` / the window).
+    #[serde(default)]
+    pub cores_used: Option<f64>,
+    /// Its shards, one core each, when its `/metrics` says.
+    #[serde(default)]
+    pub shards: Option<u32>,
+    /// Whether its Kafka bridge was disconnected at either edge of the window.
+    #[serde(default)]
+    pub kafka_down: Option<bool>,
+    /// Mean produce-to-consume time of the Kafka records it read in the window, ms.
+    #[serde(default)]
+    pub kafka_lag_ms: Option<f64>,
 }
 
 impl Probe {
@@ -62,32 +98,82 @@ impl Probe {
                     source: "proc".into(),
                     cpu_s: proc_cpu_s(pid),
                     rss_bytes: proc_rss_bytes(pid),
+                    shards: None,
+                    kafka_connected: None,
+                    kafka_lag: None,
                 });
             }
         }
         Sample {
             at_ns: crate::stats::now_ns(),
             readings,
+            host_ticks: host_ticks(),
         }
     }
 }
 
-/// Per server: `after - before` of CPU seconds (servers present in both).
-pub fn cpu_used(before: &Sample, after: &Sample) -> Vec<(String, String, f64)> {
+/// Per server present in both samples: what it used between them.
+pub fn cpu_used(before: &Sample, after: &Sample) -> Vec<ServerCpu> {
+    let window_s = after.at_ns.saturating_sub(before.at_ns) as f64 / 1e9;
     after
         .readings
         .iter()
         .filter_map(|a| {
             let b = before.readings.iter().find(|b| b.name == a.name)?;
-            Some((a.name.clone(), a.source.clone(), (a.cpu_s? - b.cpu_s?).max(0.0)))
+            let cpu_s = (a.cpu_s? - b.cpu_s?).max(0.0);
+            let kafka_lag_ms = match (a.kafka_lag, b.kafka_lag) {
+                (Some((sum_a, n_a)), Some((sum_b, n_b))) if n_a > n_b => Some((sum_a - sum_b) * 1e3 / (n_a - n_b)),
+                _ => None,
+            };
+            Some(ServerCpu {
+                name: a.name.clone(),
+                source: a.source.clone(),
+                cpu_s,
+                cores_used: (window_s > 0.0).then(|| cpu_s / window_s),
+                shards: a.shards,
+                kafka_down: match (a.kafka_connected, b.kafka_connected) {
+                    (None, None) => None,
+                    (a, b) => Some(a == Some(false) || b == Some(false)),
+                },
+                kafka_lag_ms,
+            })
         })
         .collect()
+}
+
+/// How busy this host's cores were between two samples, 0..1 of all of them.
+pub fn host_busy(before: &Sample, after: &Sample) -> Option<f64> {
+    let ((busy_b, total_b), (busy_a, total_a)) = (before.host_ticks?, after.host_ticks?);
+    let total = total_a.checked_sub(total_b).filter(|&t| t > 0)?;
+    Some(busy_a.saturating_sub(busy_b) as f64 / total as f64)
+}
+
+/// Busy and total clock ticks of all cores so far, from the `cpu` line of `/proc/stat`
+/// (idle and iowait are the idle part).
+pub fn host_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_host_ticks(stat.lines().next()?)
+}
+
+fn parse_host_ticks(cpu_line: &str) -> Option<(u64, u64)> {
+    let mut fields = cpu_line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let ticks: Vec<u64> = fields.take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
 }
 
 /// The reading of one `/metrics` text: the node label and the two process series.
 pub fn parse_metrics(text: &str, url: &str) -> Reading {
     let mut node = None;
     let (mut cpu_s, mut rss_bytes) = (None, None);
+    let mut shards: Vec<String> = Vec::new();
+    let mut kafka_connected = None;
+    let (mut lag_sum, mut lag_count) = (None, None);
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -100,6 +186,14 @@ pub fn parse_metrics(text: &str, url: &str) -> Reading {
         match name {
             "process_cpu_seconds_total" => cpu_s = value.or(cpu_s),
             "process_resident_memory_bytes" => rss_bytes = value.or(rss_bytes),
+            "chat_connections" => {
+                if let Some(shard) = label(series, "shard").filter(|s| !shards.contains(s)) {
+                    shards.push(shard);
+                }
+            }
+            "chat_kafka_connected" => kafka_connected = value.map(|v| v > 0.0).or(kafka_connected),
+            "chat_kafka_lag_seconds_sum" => lag_sum = value.or(lag_sum),
+            "chat_kafka_lag_seconds_count" => lag_count = value.or(lag_count),
             _ => {}
         }
     }
@@ -108,6 +202,9 @@ pub fn parse_metrics(text: &str, url: &str) -> Reading {
         source: "metrics".into(),
         cpu_s,
         rss_bytes,
+        shards: (!shards.is_empty()).then_some(shards.len() as u32),
+        kafka_connected,
+        kafka_lag: lag_sum.zip(lag_count),
     }
 }
 
@@ -186,13 +283,20 @@ mod tests {
     #[test]
     fn metrics_text_gives_node_cpu_and_rss() {
         let text = "# HELP chat_connections x\nchat_connections{node=\"n7\",shard=\"0\"} 3\n\
-                    process_cpu_seconds_total{node=\"n7\"} 12.5\nprocess_resident_memory_bytes{node=\"n7\"} 1048576\n";
+                    chat_connections{node=\"n7\",shard=\"1\"} 2\n\
+                    process_cpu_seconds_total{node=\"n7\"} 12.5\nprocess_resident_memory_bytes{node=\"n7\"} 1048576\n\
+                    chat_kafka_connected{node=\"n7\"} 0\n\
+                    chat_kafka_lag_seconds_sum{node=\"n7\"} 0.25\nchat_kafka_lag_seconds_count{node=\"n7\"} 100\n";
         let r = parse_metrics(text, "http://x/metrics");
         assert_eq!(r.name, "n7");
         assert_eq!(r.cpu_s, Some(12.5));
         assert_eq!(r.rss_bytes, Some(1_048_576.0));
+        assert_eq!(r.shards, Some(2));
+        assert_eq!(r.kafka_connected, Some(false));
+        assert_eq!(r.kafka_lag, Some((0.25, 100.0)));
         let bare = parse_metrics("up 1\n", "http://x/metrics");
         assert_eq!((bare.name.as_str(), bare.cpu_s), ("http://x/metrics", None));
+        assert_eq!((bare.shards, bare.kafka_connected, bare.kafka_lag), (None, None, None));
     }
 
     #[test]
@@ -204,24 +308,40 @@ mod tests {
 
     #[test]
     fn cpu_used_matches_servers_by_name() {
-        let r = |name: &str, cpu| Reading {
+        let r = |name: &str, cpu, lag| Reading {
             name: name.into(),
             source: "metrics".into(),
             cpu_s: Some(cpu),
             rss_bytes: None,
+            shards: Some(2),
+            kafka_connected: Some(true),
+            kafka_lag: Some(lag),
         };
         let before = Sample {
             at_ns: 0,
-            readings: vec![r("a", 1.0), r("b", 5.0)],
+            readings: vec![r("a", 1.0, (0.0, 0.0)), r("b", 5.0, (1.0, 100.0))],
+            host_ticks: Some((100, 1000)),
         };
         let after = Sample {
-            at_ns: 1,
-            readings: vec![r("b", 7.5), r("c", 1.0)],
+            at_ns: 5_000_000_000,
+            readings: vec![r("b", 7.5, (1.5, 200.0)), r("c", 1.0, (0.0, 0.0))],
+            host_ticks: Some((700, 2000)),
         };
-        assert_eq!(
-            cpu_used(&before, &after),
-            vec![("b".to_string(), "metrics".to_string(), 2.5)]
-        );
+        let used = cpu_used(&before, &after);
+        assert_eq!(used.len(), 1);
+        let b = &used[0];
+        assert_eq!((b.name.as_str(), b.source.as_str(), b.cpu_s), ("b", "metrics", 2.5));
+        assert_eq!(b.cores_used, Some(0.5));
+        assert_eq!((b.shards, b.kafka_down), (Some(2), Some(false)));
+        assert_eq!(b.kafka_lag_ms, Some(5.0));
+        assert_eq!(host_busy(&before, &after), Some(0.6));
+    }
+
+    #[test]
+    fn host_ticks_leave_idle_and_iowait_out() {
+        assert_eq!(parse_host_ticks("cpu  10 2 8 70 5 1 1 3 0 0"), Some((25, 100)));
+        assert_eq!(parse_host_ticks("cpu0 1 1 1 1"), None);
+        assert!(host_ticks().is_some_and(|(busy, total)| busy <= total));
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! `sweep`: runs the scenario at rising publish rates (×factor per step, each step a fresh
 //! run of `--step-secs`) until the p99 or the loss objective breaks, reports the knee (the
-//! last rate that met both), and sizes a cluster for `--target-users`/`--target-rate` by
-//! linear extrapolation from the knee per node. Writes `sweep.json` and each step's output.
+//! last rate that met both, and where the p99 crosses its objective by interpolation) and
+//! what limited the step that broke, and sizes a cluster for `--target-users`/
+//! `--target-rate` by linear extrapolation from the knee per node. Writes `sweep.json` and
+//! each step's output. `plan` climbs the same way ([`climb`], [`knee`]) over many scenarios.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::SweepArgs;
-use crate::report::{table, Report};
+use crate::cli::{ScenarioArgs, SweepArgs};
+use crate::report::{limit, table, Report};
 use crate::scenario::{self, Scenario};
 use crate::{output, run};
 
@@ -34,6 +36,12 @@ pub struct Step {
     pub nodes: usize,
     /// Both objectives met.
     pub ok: bool,
+    /// What limited the step (`report::limit`).
+    #[serde(default)]
+    pub limit: Option<limit::Reading>,
+    /// Runs at this rate: 2 when a broken step was run again to confirm it.
+    #[serde(default)]
+    pub tries: u32,
 }
 
 /// Cluster size for a target, extrapolated from the knee.
@@ -70,6 +78,9 @@ pub struct SweepReport {
     pub steps: Vec<Step>,
     /// The highest rate that met both objectives.
     pub knee_rate_per_s: Option<f64>,
+    /// The knee, interpolated to where the p99 reaches its objective.
+    #[serde(default)]
+    pub knee: Option<Knee>,
     /// Why the sweep stopped.
     pub stopped_because: String,
     /// Cluster sizing, when a target was given and a knee found.
@@ -93,6 +104,140 @@ pub enum Error {
     Invalid(&'static str),
 }
 
+/// What a step must meet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Objectives {
+    /// Delivery p99, ms.
+    pub p99_ms: f64,
+    /// `lost / expected`.
+    pub loss: f64,
+}
+
+/// A climb: runs at rising rates until one breaks an objective.
+#[derive(Debug, Clone)]
+pub struct Climb {
+    /// Every step, in order.
+    pub steps: Vec<Step>,
+    /// The report of the last step that met the objectives.
+    pub knee: Option<Report>,
+    /// The report of the step that broke them.
+    pub broken: Option<Report>,
+    /// Why the climb stopped.
+    pub stopped_because: String,
+}
+
+/// Where the objectives stop being met, from a climb's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Knee {
+    /// The highest rate of the leading steps that all met the objectives.
+    pub last_ok: f64,
+    /// Where the p99 reaches the objective, interpolated linearly between that step and
+    /// the next (which broke it); `last_ok` when the next broke only the loss objective,
+    /// or when no step broke anything (then the knee lies beyond what was tried).
+    pub estimate: f64,
+    /// Whether a step broke an objective (else `estimate` is a lower bound).
+    pub reached: bool,
+}
+
+/// The knee of `steps` (in rising order): `None` when the first step already broke an
+/// objective, or there is no step.
+pub fn knee(steps: &[Step], objectives: Objectives) -> Option<Knee> {
+    let first_broken = steps.iter().position(|s| !s.ok);
+    let ok = &steps[..first_broken.unwrap_or(steps.len())];
+    let last = ok.last()?;
+    let Some(broken) = first_broken.and_then(|i| steps.get(i)) else {
+        return Some(Knee {
+            last_ok: last.rate_per_s,
+            estimate: last.rate_per_s,
+            reached: false,
+        });
+    };
+    let target_us = objectives.p99_ms * 1000.0;
+    let (p_ok, p_broken) = (last.p99_us as f64, broken.p99_us as f64);
+    let estimate = if p_broken > target_us && p_broken > p_ok {
+        let share = ((target_us - p_ok) / (p_broken - p_ok)).clamp(0.0, 1.0);
+        last.rate_per_s + share * (broken.rate_per_s - last.rate_per_s)
+    } else {
+        last.rate_per_s
+    };
+    Some(Knee {
+        last_ok: last.rate_per_s,
+        estimate,
+        reached: true,
+    })
+}
+
+/// Runs `base` at each of `rates` in turn, a fresh run of `step_secs` measured seconds
+/// each, until one breaks `objectives` or the rates run out. With `confirm`, a step that
+/// breaks them is run once more and counts as broken only if it breaks them again (on a
+/// shared host one pause can spoil a short step). Each step's files go to `out/step-NN`
+/// when `out` is given; `label` prefixes the progress lines.
+///
+/// # Errors
+/// A bad scenario, a step that cannot start, or output that cannot be written.
+pub fn climb(
+    base: &ScenarioArgs,
+    rates: impl IntoIterator<Item = f64>,
+    step_secs: f64,
+    objectives: Objectives,
+    confirm: bool,
+    out: Option<&Path>,
+    label: &str,
+) -> Result<Climb, Error> {
+    let mut steps: Vec<Step> = Vec::new();
+    let (mut knee, mut broken) = (None, None);
+    let mut stopped_because = "tried every rate".to_string();
+    for rate in rates {
+        let mut tries = 0;
+        let (step, outcome) = loop {
+            let mut scenario_args = base.clone();
+            scenario_args.rate = rate;
+            scenario_args.rate_per_publisher = None;
+            scenario_args.duration = step_secs;
+            scenario_args.out = None;
+            let scenario = Scenario::from_args(&scenario_args)?;
+            let outcome = run::run(scenario, "run")?;
+            if let Some(dir) = out {
+                let name = match tries {
+                    0 => format!("step-{:02}", steps.len()),
+                    n => format!("step-{:02}-try-{}", steps.len(), n + 1),
+                };
+                output::write(&dir.join(name), &outcome.report, &outcome.log)?;
+            }
+            let mut step = evaluate(rate, &outcome.report, objectives);
+            step.tries = tries + 1;
+            eprintln!(
+                "{label}: rate {:.0}/s: {} → {}",
+                rate,
+                table::brief(&outcome.report),
+                if step.ok { "ok" } else { "objective broken" }
+            );
+            tries += 1;
+            if step.ok || !confirm || tries > 1 || run::interrupted() {
+                break (step, outcome);
+            }
+        };
+        let ok = step.ok;
+        steps.push(step);
+        if run::interrupted() {
+            stopped_because = "interrupted".to_string();
+            break;
+        }
+        if !ok {
+            broken = Some(outcome.report);
+            stopped_because = "objective broken".to_string();
+            break;
+        }
+        knee = Some(outcome.report);
+    }
+    Ok(Climb {
+        steps,
+        knee,
+        broken,
+        stopped_because,
+    })
+}
+
 /// Runs the sweep and prints its table.
 ///
 /// # Errors
@@ -107,47 +252,28 @@ pub fn sweep(args: &SweepArgs) -> Result<SweepReport, Error> {
     if args.step_secs.is_nan() || args.step_secs <= 0.0 {
         return Err(Error::Invalid("step-secs"));
     }
-    let mut steps: Vec<Step> = Vec::new();
-    let mut knee: Option<Report> = None;
-    let mut rate = args.rate_start;
-    let stopped_because = loop {
-        let mut scenario_args = args.scenario.clone();
-        scenario_args.rate = rate;
-        scenario_args.rate_per_publisher = None;
-        scenario_args.duration = args.step_secs;
-        scenario_args.out = None;
-        let scenario = Scenario::from_args(&scenario_args)?;
-        let outcome = run::run(scenario, "run")?;
-        if let Some(dir) = &args.scenario.out {
-            output::write(
-                &dir.join(format!("step-{:02}", steps.len())),
-                &outcome.report,
-                &outcome.log,
-            )?;
-        }
-        let step = evaluate(rate, &outcome.report, args);
-        eprintln!(
-            "sweep: rate {:.0}/s: {} → {}",
-            rate,
-            table::brief(&outcome.report),
-            if step.ok { "ok" } else { "objective broken" }
-        );
-        let ok = step.ok;
-        steps.push(step);
-        if run::interrupted() {
-            break "interrupted".to_string();
-        }
-        if !ok {
-            break "objective broken".to_string();
-        }
-        knee = Some(outcome.report);
-        rate *= args.rate_factor;
-        if rate > args.rate_max {
-            break "reached --rate-max".to_string();
-        }
+    let objectives = Objectives {
+        p99_ms: args.slo_p99_ms,
+        loss: args.slo_loss,
     };
-    let knee_step = steps.iter().rev().find(|s| s.ok).cloned();
-    let sizing = match (&knee, &knee_step) {
+    let rates = std::iter::successors(Some(args.rate_start), |r| Some(r * args.rate_factor))
+        .take_while(|&r| r <= args.rate_max.max(args.rate_start));
+    let climb = climb(
+        &args.scenario,
+        rates,
+        args.step_secs,
+        objectives,
+        false,
+        args.scenario.out.as_deref(),
+        "sweep",
+    )?;
+    let stopped_because = if climb.stopped_because == "tried every rate" {
+        "reached --rate-max".to_string()
+    } else {
+        climb.stopped_because
+    };
+    let knee_step = climb.steps.iter().rev().find(|s| s.ok).cloned();
+    let sizing = match (&climb.knee, &knee_step) {
         (Some(report), Some(step)) if args.target_users.is_some() || args.target_rate.is_some() => {
             Some(size(report, step, args))
         }
@@ -156,8 +282,9 @@ pub fn sweep(args: &SweepArgs) -> Result<SweepReport, Error> {
     let report = SweepReport {
         slo_p99_ms: args.slo_p99_ms,
         slo_loss: args.slo_loss,
+        knee: knee(&climb.steps, objectives),
         knee_rate_per_s: knee_step.map(|s| s.rate_per_s),
-        steps,
+        steps: climb.steps,
         stopped_because,
         sizing,
     };
@@ -196,15 +323,23 @@ pub fn render(report: &SweepReport) -> String {
             table::ms(s.max_us),
             s.loss,
             s.nodes,
-            if s.ok { "ok" } else { "BROKEN" }
+            match (s.ok, &s.limit) {
+                (true, _) => "ok".to_string(),
+                (false, Some(reading)) => format!("BROKEN ({})", reading.limit.name()),
+                (false, None) => "BROKEN".to_string(),
+            }
         );
     }
     match report.knee_rate_per_s {
         Some(k) => {
             let _ = writeln!(
                 w,
-                "knee: {k:.0} msg/s (highest rate meeting both objectives; stopped: {})",
-                report.stopped_because
+                "knee: {k:.0} msg/s (highest rate meeting both objectives; stopped: {}){}",
+                report.stopped_because,
+                report.knee.filter(|k| k.reached).map_or_else(String::new, |k| format!(
+                    "; p99 reaches {} ms near {:.0} msg/s",
+                    report.slo_p99_ms, k.estimate
+                ))
             );
         }
         None => {
@@ -224,7 +359,7 @@ pub fn render(report: &SweepReport) -> String {
     out
 }
 
-fn evaluate(rate: f64, report: &Report, args: &SweepArgs) -> Step {
+fn evaluate(rate: f64, report: &Report, objectives: Objectives) -> Step {
     let p = &report.latency.delivery.percentiles;
     let m = &report.messages;
     let loss = if m.expected > 0 {
@@ -233,7 +368,7 @@ fn evaluate(rate: f64, report: &Report, args: &SweepArgs) -> Step {
         1.0
     };
     let nodes = report.nodes.iter().filter(|n| n.node != "?").count().max(1);
-    let ok = m.expected > 0 && (p.p99_us as f64) <= args.slo_p99_ms * 1000.0 && loss <= args.slo_loss;
+    let ok = m.expected > 0 && (p.p99_us as f64) <= objectives.p99_ms * 1000.0 && loss <= objectives.loss;
     Step {
         rate_per_s: rate,
         sent_per_s: report.throughput.sent_per_s,
@@ -244,6 +379,8 @@ fn evaluate(rate: f64, report: &Report, args: &SweepArgs) -> Step {
         connections: report.connections.ready,
         nodes,
         ok,
+        limit: Some(limit::read(report)),
+        tries: 1,
     }
 }
 
@@ -288,6 +425,66 @@ fn write_json(path: &Path, report: &SweepReport) -> Result<(), output::Error> {
 mod tests {
     use super::*;
 
+    fn step(rate_per_s: f64, p99_ms: f64, loss: f64) -> Step {
+        let objectives = OBJECTIVES;
+        Step {
+            rate_per_s,
+            sent_per_s: rate_per_s,
+            delivered_per_s: rate_per_s * 10.0,
+            p99_us: (p99_ms * 1000.0) as u64,
+            max_us: (p99_ms * 2000.0) as u64,
+            loss,
+            connections: 100,
+            nodes: 1,
+            ok: p99_ms <= objectives.p99_ms && loss <= objectives.loss,
+            limit: None,
+            tries: 1,
+        }
+    }
+
+    const OBJECTIVES: Objectives = Objectives {
+        p99_ms: 50.0,
+        loss: 0.001,
+    };
+
+    #[test]
+    fn the_knee_is_interpolated_where_the_p99_crosses_its_objective() {
+        // A hockey stick: flat, then up past the objective between 400 and 800.
+        let steps = [
+            step(100.0, 5.0, 0.0),
+            step(200.0, 6.0, 0.0),
+            step(400.0, 10.0, 0.0),
+            step(800.0, 90.0, 0.0),
+        ];
+        let k = knee(&steps, OBJECTIVES).expect("a knee");
+        assert_eq!(k.last_ok, 400.0);
+        assert!(k.reached);
+        // 10 ms at 400, 90 ms at 800: 50 ms is half-way.
+        assert!((k.estimate - 600.0).abs() < 1e-9, "{k:?}");
+    }
+
+    #[test]
+    fn a_loss_break_keeps_the_last_good_rate() {
+        let steps = [step(100.0, 5.0, 0.0), step(200.0, 8.0, 0.01)];
+        let k = knee(&steps, OBJECTIVES).expect("a knee");
+        assert_eq!((k.last_ok, k.estimate, k.reached), (100.0, 100.0, true));
+    }
+
+    #[test]
+    fn no_break_is_a_lower_bound_and_an_early_break_no_knee() {
+        let steps = [step(100.0, 5.0, 0.0), step(200.0, 8.0, 0.0)];
+        let k = knee(&steps, OBJECTIVES).expect("a knee");
+        assert_eq!((k.last_ok, k.estimate, k.reached), (200.0, 200.0, false));
+        assert_eq!(knee(&[step(100.0, 70.0, 0.0)], OBJECTIVES), None);
+        assert_eq!(knee(&[], OBJECTIVES), None);
+        // Only the leading run of good steps counts: a good step after a broken one
+        // (noise) does not move the knee past the break.
+        let noisy = [step(100.0, 5.0, 0.0), step(200.0, 60.0, 0.0), step(400.0, 9.0, 0.0)];
+        let k = knee(&noisy, OBJECTIVES).expect("a knee");
+        assert_eq!(k.last_ok, 100.0);
+        assert!(k.estimate > 100.0 && k.estimate < 200.0, "{k:?}");
+    }
+
     #[test]
     fn sizing_takes_the_larger_need() {
         let step = Step {
@@ -300,6 +497,8 @@ mod tests {
             connections: 2000,
             nodes: 2,
             ok: true,
+            limit: None,
+            tries: 1,
         };
         let cli = <crate::cli::Cli as clap::Parser>::try_parse_from([
             "loadgen",

@@ -38,6 +38,8 @@ pub struct Request<'a> {
     pub forwarded_for: Option<&'a str>,
     /// `X-Real-IP`, as Nginx sets it.
     pub real_ip: Option<&'a str>,
+    /// `Authorization` (the HTTP API's `Bearer` key).
+    pub authorization: Option<&'a str>,
     /// `Content-Length`, parsed (0 when absent or chunked).
     pub content_length: usize,
     /// `Transfer-Encoding: chunked`: the body is read with [`decode_chunked`].
@@ -125,6 +127,7 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
         cors_request_headers: None,
         forwarded_for: None,
         real_ip: None,
+        authorization: None,
         content_length: 0,
         chunked: false,
         keep_alive: minor_version >= 1,
@@ -160,6 +163,8 @@ pub fn parse_request(buf: &[u8], max_head_bytes: usize) -> Result<Option<(Reques
             &mut request.forwarded_for
         } else if name.eq_ignore_ascii_case("x-real-ip") {
             &mut request.real_ip
+        } else if name.eq_ignore_ascii_case("authorization") {
+            &mut request.authorization
         } else if name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(header.value)?;
             // RFC 9112 §6.3: differing lengths make the message boundary unknowable.
@@ -351,8 +356,10 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        202 => "Accepted",
         204 => "No Content",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -818,8 +825,10 @@ mod tests {
         let expected = [
             (101, "Switching Protocols"),
             (200, "OK"),
+            (202, "Accepted"),
             (204, "No Content"),
             (400, "Bad Request"),
+            (401, "Unauthorized"),
             (403, "Forbidden"),
             (404, "Not Found"),
             (405, "Method Not Allowed"),

@@ -320,7 +320,10 @@ mod tests {
         items
     }
 
-    fn client_bytes(framing: Framing, frames: &[(Command, &[(&str, &[u8])], &[u8])]) -> BytesMut {
+    /// A frame as a client sends it: command, headers, body.
+    type ClientFrame<'a> = (Command, &'a [(&'a str, &'a [u8])], &'a [u8]);
+
+    fn client_bytes(framing: Framing, frames: &[ClientFrame<'_>]) -> BytesMut {
         let mut client = client::Codec::new(framing, 1 << 20, 7);
         let mut out = BytesMut::new();
         for (command, headers, body) in frames {
@@ -331,7 +334,7 @@ mod tests {
 
     #[test]
     fn raw_and_sockjs_clients_decode_to_the_same_frames() {
-        let frames: [(Command, &[(&str, &[u8])], &[u8]); 2] = [
+        let frames: [ClientFrame<'_>; 2] = [
             (Command::Connect, &[("accept-version", b"1.2")], b""),
             (Command::Send, &[("destination", b"/pub/chat")], br#"{"channel":"a"}"#),
         ];

@@ -84,6 +84,17 @@ impl Room {
     fn is_empty(&self) -> bool {
         self.groups.is_empty() && self.resuming.is_empty()
     }
+
+    /// Adds `member` to the group of its wire form `key`.
+    fn join(&mut self, key: WireKey, member: Member) {
+        match self.groups.iter_mut().find(|g| g.key == key) {
+            Some(group) => Rc::make_mut(&mut group.members).push(member),
+            None => self.groups.push(Group {
+                key,
+                members: Rc::new(vec![member]),
+            }),
+        }
+    }
 }
 
 /// How a router reaches beyond its shard.
@@ -223,15 +234,9 @@ impl Router {
     /// published anywhere on the node after the client's `RECEIPT` reaches it.
     pub fn subscribe(&self, destination: Bytes, key: WireKey, conn: ConnId, out: Rc<Outbound>) {
         let mut index = self.index.borrow_mut();
+        self.stats.count_subscriber(&destination, true);
         let room = self.room(&mut index, destination);
-        let member = Member { conn, out };
-        match room.groups.iter_mut().find(|g| g.key == key) {
-            Some(group) => Rc::make_mut(&mut group.members).push(member),
-            None => room.groups.push(Group {
-                key,
-                members: Rc::new(vec![member]),
-            }),
-        }
+        room.join(key, Member { conn, out });
     }
 
     /// Removes subscription `sub` of connection `conn` from `destination`.
@@ -244,6 +249,7 @@ impl Router {
             let members = Rc::make_mut(&mut room.groups[g].members);
             if let Some(m) = members.iter().position(|m| m.conn == conn) {
                 members.swap_remove(m);
+                self.stats.count_subscriber(destination, false);
             }
             if members.is_empty() {
                 room.groups.swap_remove(g);

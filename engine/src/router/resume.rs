@@ -18,7 +18,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 
 use super::{Mesh, Room, Router};
 use crate::bridge::{ReplayAnswer, ReplayRequest};
-use crate::fanout::{self, Closing, Group, Member, Outbound, WireKey};
+use crate::fanout::{self, Closing, Member, Outbound, WireKey};
 use crate::history::Since;
 use crate::ids::{ConnId, ShardId};
 use crate::message::{channel_of, Message, Position};
@@ -192,17 +192,14 @@ impl Router {
             last = msg.position.or(last);
             catching.out.push(fanout::encode(msg, key, &mut scratch));
         }
-        let member = Member {
-            conn,
-            out: catching.out,
-        };
-        match room.groups.iter_mut().find(|g| &g.key == key) {
-            Some(group) => Rc::make_mut(&mut group.members).push(member),
-            None => room.groups.push(Group {
-                key: key.clone(),
-                members: Rc::new(vec![member]),
-            }),
-        }
+        room.join(
+            key.clone(),
+            Member {
+                conn,
+                out: catching.out,
+            },
+        );
+        self.stats.count_subscriber(destination, true);
         true
     }
 

@@ -25,7 +25,7 @@ use glommio::net::TcpStream;
 use proto::sockjs::http::Transport;
 use proto::{http, server, ws, Framing};
 
-use super::{endpoints, transport, Handoff, Node, Shard};
+use super::{api, endpoints, transport, Handoff, Node, Shard};
 use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
 use crate::metrics::{ErrorKind, ShardStats};
@@ -421,6 +421,7 @@ async fn serve_http(
                                 shard.stats.error(ErrorKind::SockJsTooBig);
                                 endpoints::too_large(r)
                             }
+                            endpoints::Action::Api { .. } if e == http::Error::BodyTooLarge => api::too_large(shard),
                             _ => endpoints::Action::Reject(e),
                         };
                         Some((answer, n, buf.len(), false))
@@ -452,6 +453,10 @@ async fn serve_http(
             request.split_off(head_bytes.min(request.len())).freeze()
         };
         reply.clear();
+        let action = match action {
+            endpoints::Action::Api { call, keep_alive } => api::serve(shard, call, keep_alive, &body).await,
+            action => action,
+        };
         let outcome = match action {
             endpoints::Action::Respond {
                 status,
@@ -484,6 +489,8 @@ async fn serve_http(
                 http::write_upgrade(&key, protocol, &mut reply);
                 Some(Some(endpoint))
             }
+            // Served into a `Respond` just above.
+            endpoints::Action::Api { .. } => None,
             endpoints::Action::SockJs(r) => {
                 drop(request);
                 if !transport::serve(shard, stream, buf, r, body).await {

@@ -1,5 +1,5 @@
 //! The HTTP endpoints of a node, decided from a parsed request head: health, metrics,
-//! SockJS `/info` and greeting, which WebSocket endpoint an upgrade asks for, and which
+//! the HTTP API (`api.rs`), SockJS `/info` and greeting, which WebSocket endpoint an upgrade asks for, and which
 //! SockJS HTTP transport a request is for (with the shard that owns its session). No I/O:
 //! `conn.rs` writes what [`route`] decides, `transport.rs` serves the transports.
 
@@ -11,7 +11,7 @@ use proto::sockjs::http::Transport;
 use proto::{http, sockjs, Framing};
 
 use super::conn::Endpoint;
-use super::{sessions, transport, Shard};
+use super::{api, sessions, transport, Shard};
 use crate::config::Cidr;
 use crate::metrics::{self, ShardStats};
 
@@ -31,6 +31,8 @@ pub(super) enum Action {
     },
     /// A request of a SockJS HTTP transport, for `transport.rs` on the owner shard.
     SockJs(transport::Request),
+    /// An authenticated HTTP API call, for `api.rs` once its body is read.
+    Api { call: api::Call, keep_alive: bool },
 }
 
 pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
@@ -63,6 +65,9 @@ pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
             Some(_) => Action::Reject(http::Error::BadUpgrade("Can \"Upgrade\" only to \"WebSocket\".")),
             None => respond(404, "not found\n".into()),
         };
+    }
+    if path.starts_with("/api/") {
+        return api::route(shard, req);
     }
     match (req.method, path) {
         ("GET", "/healthz") => {

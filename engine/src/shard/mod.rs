@@ -8,6 +8,7 @@
 //! deliveries, big fan-outs), so neither can starve the other. `run` starts them and
 //! returns when all have drained.
 
+pub mod api;
 pub mod conn;
 mod endpoints;
 pub mod sessions;
@@ -63,6 +64,8 @@ pub struct Node {
     /// A lock, but only taken when a connection's first request arrives and when it
     /// closes, never per frame; entries at zero are removed.
     pub per_address: Mutex<HashMap<IpAddr, usize>>,
+    /// The HTTP API's keys (`--api-key-file`); the API answers 404 without them.
+    pub api_keys: Option<api::Keys>,
 }
 
 /// A connection on its way to the shard that owns its next request's SockJS session: a
@@ -131,6 +134,7 @@ pub fn run(
     };
     let ports: Arc<Mutex<Vec<Option<ShardPort>>>> = Arc::new(Mutex::new(ports));
     let stats = (0..shards).map(|_| Arc::new(ShardStats::default())).collect();
+    let api_keys = config.api_keys()?;
     let node = Arc::new(Node {
         config,
         stats,
@@ -140,6 +144,7 @@ pub fn run(
         sockjs_sessions: AtomicUsize::new(0),
         connections: AtomicUsize::new(0),
         per_address: Mutex::default(),
+        api_keys,
     });
     let mut handoff_ports = handoff_channels(shards).into_iter();
     let mesh = (shards > 1).then(|| MeshBuilder::<Mesh, _>::full(shards, MESH_QUEUE));

@@ -389,6 +389,18 @@ impl Client {
     }
 }
 
+/// Opens raw clients until both shards of a 2-shard engine have one.
+pub fn clients_on_both_shards(engine: &Engine) -> (Client, Client) {
+    let first = Client::raw(engine.port());
+    for _ in 0..64 {
+        let other = Client::raw(engine.port());
+        if other.shard() != first.shard() {
+            return (first, other);
+        }
+    }
+    panic!("64 connections all landed on shard {}", first.shard());
+}
+
 /// The first value of header `name` in a STOMP frame's text.
 pub fn header(frame: &str, name: &str) -> Option<String> {
     let head = frame.split("\n\n").next()?;

@@ -5,6 +5,7 @@
 //! counts, never averaged.
 
 pub mod hist;
+pub mod limit;
 mod merge;
 pub mod reconnect;
 pub mod table;
@@ -14,10 +15,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{Scenario, Summary};
+pub use crate::server::ServerCpu;
 use crate::server::{self, Sample};
 use crate::stats::{self, Cpu, Errors, Hist, ShardResult};
 use crate::track::MessageTable;
 use hist::{HistReport, Percentiles};
+pub use limit::{Limit, Reading};
 pub use merge::merge;
 pub use reconnect::ReconnectReport;
 
@@ -256,6 +259,13 @@ pub struct CpuReport {
     pub server_us_per_delivery: Option<f64>,
     /// Server CPU per published message, µs.
     pub server_us_per_publish: Option<f64>,
+    /// Cores of the load generator's host.
+    #[serde(default)]
+    pub host_cores: Option<u32>,
+    /// How busy those cores were over the window, 0..1 of all of them (every process:
+    /// servers, Kafka, Nginx and anything else that ran there too).
+    #[serde(default)]
+    pub host_busy: Option<f64>,
 }
 
 /// One loadgen shard's CPU.
@@ -273,17 +283,6 @@ pub struct ShardCpu {
     pub window_s: f64,
     /// Share of one core over that window.
     pub utilisation: f64,
-}
-
-/// One server's CPU.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ServerCpu {
-    /// Node id or `pid N`.
-    pub name: String,
-    /// `metrics` or `proc`.
-    pub source: String,
-    /// Seconds used in the window.
-    pub cpu_s: f64,
 }
 
 /// Server memory before connecting and once all connections were up.
@@ -566,18 +565,17 @@ fn cpu_report(results: &[ShardResult], info: &RunInfo, messages: &Messages) -> C
         })
         .collect();
     let loadgen_s: f64 = results.iter().map(|r| r.cpu_measured.total_s()).sum();
-    let servers: Vec<ServerCpu> = match (&info.measure_start, &info.measure_end) {
-        (Some(a), Some(b)) => server::cpu_used(a, b)
-            .into_iter()
-            .map(|(name, source, cpu_s)| ServerCpu { name, source, cpu_s })
-            .collect(),
-        _ => Vec::new(),
+    let (servers, host_busy) = match (&info.measure_start, &info.measure_end) {
+        (Some(a), Some(b)) => (server::cpu_used(a, b), server::host_busy(a, b)),
+        _ => (Vec::new(), None),
     };
     let mut report = CpuReport {
         loadgen_shards,
         loadgen_s,
         loadgen_process_s: info.process_cpu.total_s(),
         servers,
+        host_cores: std::thread::available_parallelism().ok().map(|n| n.get() as u32),
+        host_busy,
         ..CpuReport::default()
     };
     per_message(&mut report, messages);

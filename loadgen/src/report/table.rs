@@ -1,6 +1,7 @@
 //! The report as a table for people: latency percentiles, throughput, losses, per-node
 //! reach, drops and reconnects (when there were any, or `--reconnect` was on), errors and
-//! CPU of both sides, in plain text that fits 100 columns.
+//! CPU of both sides and of the host, in plain text that fits 100 columns, ending with the
+//! one line that says what limited the run (`limit.rs`).
 
 use std::fmt::Write as _;
 
@@ -213,6 +214,15 @@ pub fn render(report: &Report) -> String {
                 .map_or_else(|| "n/a".to_string(), |b| format!("{b:.0}"))
         );
     }
+    if let Some(busy) = report.cpu.host_busy {
+        let _ = writeln!(
+            w,
+            "cpu host:    {:.0}% of {} core(s) busy over the window (every process on the host)",
+            busy * 100.0,
+            report.cpu.host_cores.map_or_else(|| "?".to_string(), |n| n.to_string())
+        );
+    }
+    let _ = writeln!(w, "{}", super::limit::read(report));
     out
 }
 

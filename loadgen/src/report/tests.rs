@@ -206,6 +206,7 @@ fn cpu_per_message() {
             name: "n1".into(),
             source: "proc".into(),
             cpu_s: 2.3,
+            ..ServerCpu::default()
         }],
         ..CpuReport::default()
     };
@@ -221,15 +222,20 @@ fn memory_per_connection_in_hold() {
         source: "proc".into(),
         cpu_s: None,
         rss_bytes: Some(rss),
+        shards: None,
+        kafka_connected: None,
+        kafka_lag: None,
     };
     let mut i = info();
     i.before_connect = Some(Sample {
         at_ns: 0,
         readings: vec![reading(1_000_000.0)],
+        host_ticks: None,
     });
     i.measure_start = Some(Sample {
         at_ns: 1,
         readings: vec![reading(4_000_000.0)],
+        host_ticks: None,
     });
     let r = build(&scenario(), &results(), &i);
     assert_eq!(r.memory.len(), 1);
