@@ -25,6 +25,7 @@
 //! and hands its ports to the [`shard`]s. [`metrics`] renders every shard's counters.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bridge;
 pub mod config;
 pub mod fanout;

@@ -42,6 +42,13 @@ pub enum ErrorKind {
     SockJsSessionsFull,
     /// A SockJS session closed because no request polled it for the disconnect delay.
     SockJsAbandoned,
+    /// A `CONNECT` refused for its token (missing, invalid or expired), or a connection
+    /// closed when its token expired.
+    Auth,
+    /// A `SUBSCRIBE` or `SEND` refused by the token's channel permissions.
+    Forbidden,
+    /// A WebSocket upgrade or SockJS request from an origin not in `--allowed-origins` (403).
+    Origin,
 }
 
 const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
@@ -60,9 +67,12 @@ const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
     (ErrorKind::SockJsSecondReceiver, "sockjs_second_receiver"),
     (ErrorKind::SockJsSessionsFull, "sockjs_sessions_full"),
     (ErrorKind::SockJsAbandoned, "sockjs_abandoned"),
+    (ErrorKind::Auth, "auth"),
+    (ErrorKind::Forbidden, "forbidden"),
+    (ErrorKind::Origin, "origin"),
 ];
 /// How many kinds of errors are counted.
-const ERROR_KIND_COUNT: usize = 15;
+const ERROR_KIND_COUNT: usize = 18;
 
 /// One shard's numbers.
 #[derive(Debug, Default)]

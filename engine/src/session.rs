@@ -9,6 +9,7 @@
 //! in memory (`session/tests.rs`); `shard/conn.rs` drives it. Every protocol error maps
 //! to one answer in [`Session::fail`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,7 @@ use proto::stomp::{self, Command, Frame, Version};
 use proto::{sockjs, ws, Framing, ProtocolError};
 use smallvec::SmallVec;
 
+use crate::auth::{self, Grant};
 use crate::fanout::WireKey;
 use crate::ids::{ConnId, SubId};
 use crate::message::{self, Message, Position};
@@ -38,6 +40,8 @@ pub struct Settings {
     pub max_history: usize,
     /// Decoder limits.
     pub limits: server::Limits,
+    /// The token verifier when authentication is on.
+    pub auth: Option<Arc<auth::Verifier>>,
 }
 
 /// The world as a session sees it during one call.
@@ -130,6 +134,8 @@ pub struct Session {
     clock: Option<stomp::Clock>,
     /// (subscription id, destination) of each subscription.
     subs: SmallVec<[(SubId, Bytes); 2]>,
+    /// What the client's token allows (authentication on), and when it expires.
+    grant: Option<(Grant, Instant)>,
     closed: bool,
 }
 
@@ -142,6 +148,7 @@ impl Session {
             version: None,
             clock: None,
             subs: SmallVec::new(),
+            grant: None,
             closed: false,
         }
     }
@@ -189,10 +196,10 @@ impl Session {
             let receipt = frame.header(b"receipt").map(Bytes::copy_from_slice);
             let action = match (frame.command, self.version) {
                 (Command::Connect | Command::Stomp, None) => self.on_connect(env, &frame, out).map(|()| None),
-                (Command::Connect | Command::Stomp, Some(_)) => Err(ProtocolRule("already connected")),
-                (_, None) => Err(ProtocolRule("send CONNECT first")),
+                (Command::Connect | Command::Stomp, Some(_)) => Err(ProtocolRule("already connected").into()),
+                (_, None) => Err(ProtocolRule("send CONNECT first").into()),
                 (Command::Subscribe, Some(_)) => self.on_subscribe(env, &frame).map(Some),
-                (Command::Unsubscribe, Some(_)) => self.on_unsubscribe(env, &frame),
+                (Command::Unsubscribe, Some(_)) => self.on_unsubscribe(env, &frame).map_err(Refused::from),
                 (Command::Send, Some(_)) => self.on_send(env, &frame, out).map(Some),
                 (Command::Disconnect, Some(_)) => {
                     self.send_receipt(receipt.as_deref(), out);
@@ -200,14 +207,14 @@ impl Session {
                     return self.end();
                 }
                 (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => {
-                    Err(ProtocolRule("acknowledgements and transactions are not supported"))
+                    Err(ProtocolRule("acknowledgements and transactions are not supported").into())
                 }
-                (_, Some(_)) => Err(ProtocolRule("clients may not send this command")),
+                (_, Some(_)) => Err(ProtocolRule("clients may not send this command").into()),
             };
             match action {
                 Ok(Some(action)) => return Step::Effect(Effect { action, receipt }),
                 Ok(None) => self.send_receipt(receipt.as_deref(), out),
-                Err(ProtocolRule(message)) => return self.refuse(env, message, receipt.as_deref(), out),
+                Err(refused) => return self.refuse_for(env, refused, receipt.as_deref(), out),
             }
         }
     }
@@ -227,7 +234,7 @@ impl Session {
                 }
                 Step::Continue
             }
-            Outcome::Refused(message) => self.refuse(env, message, receipt, out),
+            Outcome::Refused(message) => self.refuse(env, ErrorKind::Stomp, message, receipt, out),
         }
     }
 
@@ -236,6 +243,9 @@ impl Session {
     pub fn on_tick(&mut self, env: &Env<'_>, last_sent: Instant, out: &mut Output) -> Step {
         if self.closed {
             return Step::Close;
+        }
+        if self.grant.as_ref().is_some_and(|(_, expires)| env.now >= *expires) {
+            return self.refuse(env, ErrorKind::Auth, auth::Refusal::Expired.message(), None, out);
         }
         let framing = self.framing();
         if let Some(clock) = &mut self.clock {
@@ -262,10 +272,8 @@ impl Session {
             .framing()
             .is_sockjs()
             .then(|| last_sent + settings.sockjs_heartbeat);
-        match (stomp, sockjs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let expiry = self.grant.as_ref().map(|&(_, expires)| expires);
+        [stomp, sockjs, expiry].into_iter().flatten().min()
     }
 
     /// Ends the session with a close `code` and `reason` (SockJS `c[...]` first where
@@ -289,7 +297,7 @@ impl Session {
             ProtocolError::Ws(e @ ws::Error::InvalidUtf8) => (ErrorKind::WsUtf8, e.close_code()),
             ProtocolError::Ws(e @ ws::Error::TooBig) => (ErrorKind::WsTooBig, e.close_code()),
             ProtocolError::SockJs(sockjs::Error::BadJson) => (ErrorKind::SockJs, 1002),
-            ProtocolError::Stomp(e) => return self.refuse(env, e.message(), receipt, out),
+            ProtocolError::Stomp(e) => return self.refuse(env, ErrorKind::Stomp, e.message(), receipt, out),
             ProtocolError::Http(_) => (ErrorKind::Http, 1002),
         };
         env.stats.error(kind);
@@ -297,10 +305,16 @@ impl Session {
         self.end()
     }
 
-    fn on_connect(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<(), ProtocolRule> {
+    fn on_connect(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<(), Refused> {
         let version = stomp::negotiate_version(frame.header(b"accept-version")).map_err(ProtocolRule::from)?;
         let hb = env.settings.heartbeat_ms;
         let heartbeat = stomp::negotiate_heartbeat(frame.header(b"heart-beat"), hb, hb).map_err(ProtocolRule::from)?;
+        if let Some(verifier) = &env.settings.auth {
+            let token = bearer_token(frame).ok_or(Refused::Auth(auth::Refusal::Missing))?;
+            let grant = verifier.verify(token, env.wall).map_err(Refused::Auth)?;
+            let left = grant.expires.duration_since(env.wall).unwrap_or_default();
+            self.grant = Some((grant, env.now + left));
+        }
         self.version = Some(version);
         self.codec.set_version(version);
         self.clock = Some(stomp::Clock::new(heartbeat, env.now));
@@ -318,21 +332,28 @@ impl Session {
         Ok(())
     }
 
-    fn on_subscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Action, ProtocolRule> {
+    fn on_subscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Action, Refused> {
         let destination = frame
             .header(b"destination")
             .ok_or(ProtocolRule("SUBSCRIBE without destination"))?;
+        if self.grant.as_ref().is_some_and(|(grant, _)| !grant.may_subscribe(destination)) {
+            return Err(Refused::Denied {
+                kind: ErrorKind::Forbidden,
+                reason: "forbidden: this token may not subscribe to",
+                destination: Bytes::copy_from_slice(destination),
+            });
+        }
         // STOMP 1.0 makes `id` optional; the destination then names the subscription.
         let id = match (frame.header(b"id"), self.version) {
             (Some(id), _) => id,
             (None, Some(Version::V1_0)) => destination,
-            (None, _) => return Err(ProtocolRule("SUBSCRIBE without id")),
+            (None, _) => return Err(ProtocolRule("SUBSCRIBE without id").into()),
         };
         if self.subs.iter().any(|(existing, _)| existing.0 == id) {
-            return Err(ProtocolRule("subscription id already in use"));
+            return Err(ProtocolRule("subscription id already in use").into());
         }
         if self.subs.len() >= env.settings.max_subscriptions {
-            return Err(ProtocolRule("too many subscriptions"));
+            return Err(ProtocolRule("too many subscriptions").into());
         }
         // Catching up is for chat channels, the destinations that have an order.
         let resume = match (frame.header(b"x-since"), frame.header(b"x-history")) {
@@ -344,7 +365,7 @@ impl Session {
                     .and_then(|n| n.parse::<usize>().ok())
                     .ok_or(ProtocolRule("x-history must be a number of messages"))?;
                 if n > env.settings.max_history {
-                    return Err(ProtocolRule("x-history asks for more messages than this server keeps"));
+                    return Err(ProtocolRule("x-history asks for more messages than this server keeps").into());
                 }
                 Some(Resume::Last(n))
             }
@@ -375,21 +396,34 @@ impl Session {
         Ok(Some(Action::Unsubscribe { destination, sub }))
     }
 
-    fn on_send(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<Action, ProtocolRule> {
+    fn on_send(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<Action, Refused> {
         let destination = frame
             .header(b"destination")
             .ok_or(ProtocolRule("SEND without destination"))?;
-        let message = if destination == message::PUBLISH_DESTINATION {
-            message::prepare(&frame.body, env.wall, &mut out.json).map_err(|e| match e {
-                message::Error::NotAnObject => ProtocolRule("body is not a JSON object"),
-                message::Error::NoChannel => ProtocolRule("body has no non-empty string field \"channel\""),
-            })?
-        } else if destination.starts_with(message::SUBSCRIBE_PREFIX) {
-            // Like Spring's simple broker: straight to the destination's subscribers.
-            Message::new(Bytes::copy_from_slice(destination), frame.body.clone())
-        } else {
-            return Err(ProtocolRule("unknown destination: send to /pub/chat or /sub/..."));
-        };
+        if destination != message::PUBLISH_DESTINATION {
+            if destination.starts_with(message::SUBSCRIBE_PREFIX) {
+                // Only the server speaks on subscription destinations: it sets `sender`
+                // and `time` on what reaches them.
+                return Err(Refused::Denied {
+                    kind: ErrorKind::Stomp,
+                    reason: "clients may not SEND to a subscription destination (send chat messages to /pub/chat):",
+                    destination: Bytes::copy_from_slice(destination),
+                });
+            }
+            return Err(ProtocolRule("unknown destination: send to /pub/chat").into());
+        }
+        let sender = self.grant.as_ref().map(|(grant, _)| &grant.sender_json[..]);
+        let message = message::prepare(&frame.body, sender, env.wall, &mut out.json).map_err(|e| match e {
+            message::Error::NotAnObject => ProtocolRule("body is not a JSON object"),
+            message::Error::NoChannel => ProtocolRule("body has no non-empty string field \"channel\""),
+        })?;
+        if self.grant.as_ref().is_some_and(|(grant, _)| !grant.may_publish(&message.destination)) {
+            return Err(Refused::Denied {
+                kind: ErrorKind::Forbidden,
+                reason: "forbidden: this token may not publish to",
+                destination: message.destination,
+            });
+        }
         Ok(Action::Publish(message))
     }
 
@@ -399,9 +433,25 @@ impl Session {
         }
     }
 
+    /// Answers a frame refused for `refused`: `ERROR`, then close.
+    fn refuse_for(&mut self, env: &Env<'_>, refused: Refused, receipt: Option<&[u8]>, out: &mut Output) -> Step {
+        match refused {
+            Refused::Rule(ProtocolRule(message)) => self.refuse(env, ErrorKind::Stomp, message, receipt, out),
+            Refused::Auth(refusal) => self.refuse(env, ErrorKind::Auth, refusal.message(), receipt, out),
+            Refused::Denied {
+                kind,
+                reason,
+                destination,
+            } => {
+                let message = format!("{reason} {}", String::from_utf8_lossy(&destination));
+                self.refuse(env, kind, &message, receipt, out)
+            }
+        }
+    }
+
     /// Answers a frame the server will not take: `ERROR`, then close.
-    fn refuse(&mut self, env: &Env<'_>, message: &str, receipt: Option<&[u8]>, out: &mut Output) -> Step {
-        env.stats.error(ErrorKind::Stomp);
+    fn refuse(&mut self, env: &Env<'_>, kind: ErrorKind, message: &str, receipt: Option<&[u8]>, out: &mut Output) -> Step {
+        env.stats.error(kind);
         let mut headers: SmallVec<[(&str, &[u8]); 3]> = SmallVec::new();
         headers.push(("message", message.as_bytes()));
         headers.push(("content-type", b"text/plain"));
@@ -457,6 +507,38 @@ impl From<stomp::Error> for ProtocolRule {
         ProtocolRule(e.message())
     }
 }
+
+/// Why a frame was refused: a protocol rule, the `CONNECT`'s token, or a destination
+/// this client may not use (named in the `ERROR`).
+#[derive(Debug)]
+enum Refused {
+    Rule(ProtocolRule),
+    Auth(auth::Refusal),
+    Denied {
+        kind: ErrorKind,
+        reason: &'static str,
+        destination: Bytes,
+    },
+}
+
+impl From<ProtocolRule> for Refused {
+    fn from(rule: ProtocolRule) -> Self {
+        Refused::Rule(rule)
+    }
+}
+
+/// The token of a `CONNECT`: `Authorization:Bearer <token>`, else `passcode`.
+fn bearer_token<'f>(frame: &'f Frame) -> Option<&'f [u8]> {
+    let authorization = frame.header(b"Authorization").or_else(|| frame.header(b"authorization"));
+    let bearer = authorization.and_then(|value| {
+        let (scheme, token) = value.split_at_checked(BEARER.len())?;
+        scheme.eq_ignore_ascii_case(BEARER).then(|| token.trim_ascii())
+    });
+    bearer.or_else(|| frame.header(b"passcode")).filter(|token| !token.is_empty())
+}
+
+/// The scheme of an `Authorization` header carrying a token (RFC 6750 §2.1).
+const BEARER: &[u8] = b"Bearer ";
 
 #[cfg(test)]
 mod tests;

@@ -284,6 +284,7 @@ impl Shard {
                 max_frame_bytes: config.max_frame_bytes,
                 max_headers: MAX_HEADERS,
             },
+            auth: config.auth.clone(),
         };
         // Each end waits for its peer's: connect all of them at once, or two shards would
         // each wait on the other's first channel.
