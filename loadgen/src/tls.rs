@@ -53,6 +53,10 @@ pub struct Session {
     sent: usize,
     /// Ciphertext read from the socket that the connection has not taken yet.
     incoming: Vec<u8>,
+    /// The handshake is over and its last bytes are written: from then on only writes
+    /// (the writer task) touch the socket's sending side, so that the reader never takes
+    /// the writer's wake-up.
+    established: bool,
 }
 
 impl Session {
@@ -70,6 +74,7 @@ impl Session {
             outgoing: Vec::new(),
             sent: 0,
             incoming: Vec::new(),
+            established: false,
         })
     }
 
@@ -82,7 +87,10 @@ impl Session {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            ready!(self.poll_flush(tcp, cx))?;
+            if !self.established {
+                ready!(self.poll_flush(tcp, cx))?;
+                self.established = !self.conn.is_handshaking();
+            }
             if !self.incoming.is_empty() {
                 let mut rest = &self.incoming[..];
                 let taken = self.conn.read_tls(&mut rest)?;
