@@ -281,10 +281,7 @@ impl Config {
     /// The token verifier that `--auth-jwt-*-file` asks for, if any.
     fn verifier(&self) -> Result<Option<crate::auth::Verifier>, Error> {
         let loaded = match (&self.auth_jwt_secret_file, &self.auth_jwt_public_key_file) {
-            (Some(path), _) => (
-                "auth-jwt-secret-file",
-                crate::auth::Verifier::from_secret_file(path),
-            ),
+            (Some(path), _) => ("auth-jwt-secret-file", crate::auth::Verifier::from_secret_file(path)),
             (None, Some(path)) => (
                 "auth-jwt-public-key-file",
                 crate::auth::Verifier::from_public_key_file(path),
@@ -409,7 +406,10 @@ impl Config {
             return invalid("io-memory-kib", "must be at least 16");
         }
         if self.history_messages == 0 || self.history_mib == 0 || self.history_secs == 0 {
-            return invalid("history-messages", "history bounds (messages, MiB, seconds) must be at least 1");
+            return invalid(
+                "history-messages",
+                "history bounds (messages, MiB, seconds) must be at least 1",
+            );
         }
         if self.max_history > self.history_messages {
             return invalid("max-history", "must be at most history-messages");
@@ -677,7 +677,10 @@ mod tests {
 
     #[test]
     fn auth_keys_are_loaded_at_startup() {
-        assert!(load(&[]).expect("defaults").auth.is_none(), "authentication is off by default");
+        assert!(
+            load(&[]).expect("defaults").auth.is_none(),
+            "authentication is off by default"
+        );
         let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/");
         let c = load(&["--auth-jwt-public-key-file", &format!("{keys}es256-test-public.pem")]).expect("load");
         assert!(c.auth.is_some());
@@ -707,7 +710,9 @@ mod tests {
         assert!(load(&["--allowed-origins", "a.example"]).is_err());
         assert!(load(&["--allowed-origins", ","]).is_err());
         assert_eq!(
-            load(&["--allowed-origins", "https://a.example,*"]).expect("load").allowed_origins,
+            load(&["--allowed-origins", "https://a.example,*"])
+                .expect("load")
+                .allowed_origins,
             AllowedOrigins::Any
         );
     }

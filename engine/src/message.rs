@@ -58,9 +58,9 @@ impl Position {
     /// The position `seq` of `stream` for the message with `id`.
     pub fn new(stream: u64, seq: u64, id: &[u8]) -> Self {
         // FNV-1a, folded to 16 bits: a check, not a secret.
-        let hash = id
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let hash = id.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         Position {
             stream,
             seq,
@@ -327,16 +327,31 @@ mod tests {
         assert_eq!(v["sender"], "bob \"B\"");
         assert_eq!(v["message"], "hello from alice");
         assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
-        let anonymous = prepare(br#"{"channel":"c","message":"hi"}"#, Some(br#""bob""#), now, &mut scratch).expect("valid");
+        let anonymous = prepare(
+            br#"{"channel":"c","message":"hi"}"#,
+            Some(br#""bob""#),
+            now,
+            &mut scratch,
+        )
+        .expect("valid");
         let v: serde_json::Value = serde_json::from_slice(&anonymous.body).expect("json");
-        assert_eq!(v, serde_json::json!({"channel":"c","message":"hi","sender":"bob","time":"2026-11-18T11:06:40.123Z"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"channel":"c","message":"hi","sender":"bob","time":"2026-11-18T11:06:40.123Z"})
+        );
     }
 
     #[test]
     fn refuses_bodies_without_a_channel() {
         let mut s = Vec::new();
-        assert_eq!(prepare(b"[1]", None, SystemTime::now(), &mut s), Err(Error::NotAnObject));
-        assert_eq!(prepare(b"{nope", None, SystemTime::now(), &mut s), Err(Error::NotAnObject));
+        assert_eq!(
+            prepare(b"[1]", None, SystemTime::now(), &mut s),
+            Err(Error::NotAnObject)
+        );
+        assert_eq!(
+            prepare(b"{nope", None, SystemTime::now(), &mut s),
+            Err(Error::NotAnObject)
+        );
         assert_eq!(
             prepare(br#"{"channel":""}"#, None, SystemTime::now(), &mut s),
             Err(Error::NoChannel)
@@ -362,8 +377,22 @@ mod tests {
         let mut text = BytesMut::new();
         p.write(&mut text);
         assert_eq!(Position::parse(&text), Some(p));
-        assert_ne!(Position::new(0x1f, 1042, b"node-1-0-8"), p, "another message, another check");
-        for bad in [&b""[..], b"1-2", b"1-2-3-4", b"g-1-1", b"1--1", b"-1-1", b"1-+2-1", b"1-2-10000", b"1-99999999999999999999-1"] {
+        assert_ne!(
+            Position::new(0x1f, 1042, b"node-1-0-8"),
+            p,
+            "another message, another check"
+        );
+        for bad in [
+            &b""[..],
+            b"1-2",
+            b"1-2-3-4",
+            b"g-1-1",
+            b"1--1",
+            b"-1-1",
+            b"1-+2-1",
+            b"1-2-10000",
+            b"1-99999999999999999999-1",
+        ] {
             assert_eq!(Position::parse(bad), None, "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(Position::parse(&[b'1'; 60]), None);

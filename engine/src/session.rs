@@ -22,8 +22,8 @@ use crate::auth::{self, Grant};
 use crate::fanout::WireKey;
 use crate::ids::{ConnId, SubId};
 use crate::message::{self, Message, Position};
-use crate::router::Resume;
 use crate::metrics::{ErrorKind, ShardStats};
+use crate::router::Resume;
 
 /// What every session of a shard is told by the configuration.
 #[derive(Debug, Clone)]
@@ -230,7 +230,12 @@ impl Session {
             Outcome::Recovered(recovered) => {
                 if let Some(receipt) = receipt {
                     let flag: &[u8] = if recovered { b"true" } else { b"false" };
-                    self.send_frame(Command::Receipt, &[("receipt-id", receipt), ("x-recovered", flag)], b"", out);
+                    self.send_frame(
+                        Command::Receipt,
+                        &[("receipt-id", receipt), ("x-recovered", flag)],
+                        b"",
+                        out,
+                    );
                 }
                 Step::Continue
             }
@@ -336,7 +341,11 @@ impl Session {
         let destination = frame
             .header(b"destination")
             .ok_or(ProtocolRule("SUBSCRIBE without destination"))?;
-        if self.grant.as_ref().is_some_and(|(grant, _)| !grant.may_subscribe(destination)) {
+        if self
+            .grant
+            .as_ref()
+            .is_some_and(|(grant, _)| !grant.may_subscribe(destination))
+        {
             return Err(Refused::Denied {
                 kind: ErrorKind::Forbidden,
                 reason: "forbidden: this token may not subscribe to",
@@ -417,7 +426,11 @@ impl Session {
             message::Error::NotAnObject => ProtocolRule("body is not a JSON object"),
             message::Error::NoChannel => ProtocolRule("body has no non-empty string field \"channel\""),
         })?;
-        if self.grant.as_ref().is_some_and(|(grant, _)| !grant.may_publish(&message.destination)) {
+        if self
+            .grant
+            .as_ref()
+            .is_some_and(|(grant, _)| !grant.may_publish(&message.destination))
+        {
             return Err(Refused::Denied {
                 kind: ErrorKind::Forbidden,
                 reason: "forbidden: this token may not publish to",
@@ -450,7 +463,14 @@ impl Session {
     }
 
     /// Answers a frame the server will not take: `ERROR`, then close.
-    fn refuse(&mut self, env: &Env<'_>, kind: ErrorKind, message: &str, receipt: Option<&[u8]>, out: &mut Output) -> Step {
+    fn refuse(
+        &mut self,
+        env: &Env<'_>,
+        kind: ErrorKind,
+        message: &str,
+        receipt: Option<&[u8]>,
+        out: &mut Output,
+    ) -> Step {
         env.stats.error(kind);
         let mut headers: SmallVec<[(&str, &[u8]); 3]> = SmallVec::new();
         headers.push(("message", message.as_bytes()));
@@ -528,13 +548,17 @@ impl From<ProtocolRule> for Refused {
 }
 
 /// The token of a `CONNECT`: `Authorization:Bearer <token>`, else `passcode`.
-fn bearer_token<'f>(frame: &'f Frame) -> Option<&'f [u8]> {
-    let authorization = frame.header(b"Authorization").or_else(|| frame.header(b"authorization"));
+fn bearer_token(frame: &Frame) -> Option<&[u8]> {
+    let authorization = frame
+        .header(b"Authorization")
+        .or_else(|| frame.header(b"authorization"));
     let bearer = authorization.and_then(|value| {
         let (scheme, token) = value.split_at_checked(BEARER.len())?;
         scheme.eq_ignore_ascii_case(BEARER).then(|| token.trim_ascii())
     });
-    bearer.or_else(|| frame.header(b"passcode")).filter(|token| !token.is_empty())
+    bearer
+        .or_else(|| frame.header(b"passcode"))
+        .filter(|token| !token.is_empty())
 }
 
 /// The scheme of an `Authorization` header carrying a token (RFC 6750 §2.1).

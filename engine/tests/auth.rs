@@ -18,7 +18,12 @@ const SECRET: &str = "auth test secret";
 /// An engine checking HS256 tokens signed with [`SECRET`], plus `args`.
 fn engine(args: &[&str]) -> Engine {
     let path = secret_file();
-    let mut all = vec!["--shards", "1", "--auth-jwt-secret-file", path.to_str().expect("utf-8 path")];
+    let mut all = vec![
+        "--shards",
+        "1",
+        "--auth-jwt-secret-file",
+        path.to_str().expect("utf-8 path"),
+    ];
     all.extend_from_slice(args);
     Engine::start(&all)
 }
@@ -60,7 +65,11 @@ fn connect(engine: &Engine, headers: &str) -> (Client, String) {
         sockjs: false,
         server: String::new(),
     };
-    let headers = if headers.is_empty() { String::new() } else { format!("{headers}\n") };
+    let headers = if headers.is_empty() {
+        String::new()
+    } else {
+        format!("{headers}\n")
+    };
     client.send(&format!("CONNECT\naccept-version:1.2\nheart-beat:0,0\n{headers}\n\0"));
     let first = client.frame();
     (client, first)
@@ -72,11 +81,9 @@ fn assert_refused(client: &mut Client, frame: &str, message: &str) {
     // STOMP 1.2 escapes `:` in header values.
     let sent = header(frame, "message").map(|m| m.replace("\\c", ":"));
     assert_eq!(sent.as_deref(), Some(message), "{frame}");
-    loop {
-        match client.ws.read() {
-            Ok(Message::Close(_)) | Err(_) => return,
-            Ok(other) => panic!("after the ERROR only the close, not {other:?}"),
-        }
+    match client.ws.read() {
+        Ok(Message::Close(_)) | Err(_) => {}
+        Ok(other) => panic!("after the ERROR only the close, not {other:?}"),
     }
 }
 
@@ -112,12 +119,21 @@ fn a_good_token_connects_and_names_the_sender() {
 fn missing_forged_and_expired_tokens_are_refused_on_connect() {
     let engine = engine(&[]);
     let cases = [
-        (String::new(), "authentication required: send Authorization:Bearer <token> in CONNECT"),
         (
-            format!("Authorization:Bearer {}", token_with("another secret", "mallory", 3600, None)),
+            String::new(),
+            "authentication required: send Authorization:Bearer <token> in CONNECT",
+        ),
+        (
+            format!(
+                "Authorization:Bearer {}",
+                token_with("another secret", "mallory", 3600, None)
+            ),
             "invalid token",
         ),
-        (format!("Authorization:Bearer {}", token_with(SECRET, "late", -120, None)), "token expired"),
+        (
+            format!("Authorization:Bearer {}", token_with(SECRET, "late", -120, None)),
+            "token expired",
+        ),
         ("Authorization:Bearer not.a.token".into(), "invalid token"),
     ];
     for (headers, message) in cases {
@@ -153,7 +169,11 @@ fn forbidden_channels_are_refused_by_name() {
     client.subscribe("ok", "/sub/chat/team-red");
     client.send("SUBSCRIBE\nid:no\ndestination:/sub/chat/staff\n\n\0");
     let error = client.frame();
-    assert_refused(&mut client, &error, "forbidden: this token may not subscribe to /sub/chat/staff");
+    assert_refused(
+        &mut client,
+        &error,
+        "forbidden: this token may not subscribe to /sub/chat/staff",
+    );
 
     let (mut client, _) = connect(&engine, &bearer);
     client.subscribe("ok", "/sub/chat/team-red");
@@ -162,7 +182,11 @@ fn forbidden_channels_are_refused_by_name() {
     assert!(echo.starts_with("MESSAGE\n"), "{echo}");
     client.chat("team-blue", "not allowed");
     let error = client.frame();
-    assert_refused(&mut client, &error, "forbidden: this token may not publish to /sub/chat/team-blue");
+    assert_refused(
+        &mut client,
+        &error,
+        "forbidden: this token may not publish to /sub/chat/team-blue",
+    );
 
     let (mut client, _) = connect(&engine, &bearer);
     client.send("SEND\ndestination:/sub/chat/team-red\n\n{\"forged\":true}\0");
@@ -196,7 +220,10 @@ fn other_origins_are_refused_with_403() {
     assert!(!refused.contains("Access-Control-Allow-Origin"), "{refused}");
     let allowed = info("http://app.test");
     assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
-    assert!(allowed.contains("Access-Control-Allow-Origin: http://app.test"), "{allowed}");
+    assert!(
+        allowed.contains("Access-Control-Allow-Origin: http://app.test"),
+        "{allowed}"
+    );
     assert!(allowed.contains("Access-Control-Allow-Credentials: true"), "{allowed}");
     let transport = engine.http(&format!(
         "POST {BASE_PATH}/000/s1/xhr HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.test\r\nContent-Length: 0\r\n\r\n"

@@ -124,7 +124,10 @@ fn raw_and_sockjs_clients_share_channels() {
     raw.send("SEND\ndestination:/sub/chat/mixed\n\n{\"direct\":true}\0");
     let error = raw.frame();
     assert!(error.starts_with("ERROR\n"), "{error}");
-    assert!(header(&error, "message").is_some_and(|m| m.ends_with(" /sub/chat/mixed")), "{error}");
+    assert!(
+        header(&error, "message").is_some_and(|m| m.ends_with(" /sub/chat/mixed")),
+        "{error}"
+    );
     sockjs.chat("mixed", "after");
     let json: serde_json::Value = serde_json::from_str(body(&sockjs.frame())).expect("json");
     assert_eq!(json["message"], "after");

@@ -33,7 +33,11 @@ pub struct Conn {
 ///
 /// # Errors
 /// Socket, bind or connect failures, or a server name TLS cannot use.
-pub fn connect(dst: SocketAddr, src: Option<IpAddr>, tls: Option<(&Arc<rustls::ClientConfig>, &str)>) -> io::Result<Stream> {
+pub fn connect(
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
+) -> io::Result<Stream> {
     let tcp = open_socket(dst, src)?;
     let tls = match tls {
         Some((config, server)) => Some(Box::new(tls::Session::new(config, server)?)),

@@ -355,7 +355,11 @@ impl Scenario {
                 .map_err(|e| invalid(flag, &format!("{}: {e}", path.display())))
         };
         let auth = match (&args.token_file, &args.jwt_secret_file) {
-            (Some(path), _) => Auth::Token(String::from_utf8_lossy(&read_secret("token-file", path)?).trim().to_string()),
+            (Some(path), _) => Auth::Token(
+                String::from_utf8_lossy(&read_secret("token-file", path)?)
+                    .trim()
+                    .to_string(),
+            ),
             (None, Some(path)) => Auth::Secret(read_secret("jwt-secret-file", path)?.into()),
             (None, None) => Auth::None,
         };

@@ -65,7 +65,8 @@ impl Session {
     /// # Errors
     /// A name rustls cannot use.
     pub fn new(config: &Arc<ClientConfig>, server: &str) -> io::Result<Self> {
-        let name = ServerName::try_from(server.to_owned()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let name =
+            ServerName::try_from(server.to_owned()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut conn = ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
         // Writes made before the handshake ends are kept whole, so a write never returns 0.
         conn.set_buffer_limit(None);
@@ -95,7 +96,9 @@ impl Session {
                 let mut rest = &self.incoming[..];
                 let taken = self.conn.read_tls(&mut rest)?;
                 self.incoming.drain(..taken);
-                self.conn.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.conn
+                    .process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
                 continue;
             }
             let mut chunk = [0u8; READ_CHUNK_BYTES];

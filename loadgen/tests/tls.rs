@@ -50,8 +50,16 @@ fn wss_and_https_with_signed_tokens_deliver_everything() {
     let metrics = format!("http://127.0.0.1:{}/metrics", engine.port());
     for (name, target, transport) in [
         ("tls-wss", format!("wss://localhost:{proxy}/ws"), "websocket"),
-        ("tls-https", format!("https://127.0.0.1:{proxy}/letters-chat-server"), "websocket"),
-        ("tls-xhr", format!("https://localhost:{proxy}/letters-chat-server"), "xhr-streaming"),
+        (
+            "tls-https",
+            format!("https://127.0.0.1:{proxy}/letters-chat-server"),
+            "websocket",
+        ),
+        (
+            "tls-xhr",
+            format!("https://localhost:{proxy}/letters-chat-server"),
+            "xhr-streaming",
+        ),
     ] {
         let mut args = SMALL.to_vec();
         let ca = ca.to_str().expect("utf-8 path");
@@ -63,7 +71,11 @@ fn wss_and_https_with_signed_tokens_deliver_everything() {
         assert_eq!((num(m, &["sent"]), num(m, &["delivered"])), (60, 240), "{name}: {m}");
         assert_eq!((num(m, &["lost"]), num(m, &["duplicates"])), (0, 0), "{name}: {m}");
         assert_eq!(float(m, &["reach"]), 1.0, "{name}");
-        assert!(r["errors"].as_object().is_some_and(|e| e.is_empty()), "{name}: {}", r["errors"]);
+        assert!(
+            r["errors"].as_object().is_some_and(|e| e.is_empty()),
+            "{name}: {}",
+            r["errors"]
+        );
     }
     // Without a token the engine refuses every CONNECT: counted, and the run fails.
     let output = start_run(&engine.ws(), &out_dir("tls-no-token"), SMALL)

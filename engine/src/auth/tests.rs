@@ -96,7 +96,11 @@ fn rs256_and_es256_tokens_verify_with_pem_public_keys() {
         let grant = v.verify(token.as_bytes(), at(NOW)).expect("valid");
         assert_eq!(&grant.sender_json[..], br#""bob""#, "{alg:?}");
         let hs = hs256(&json!({"sub": "bob", "exp": NOW + 60}));
-        assert_eq!(v.verify(hs.as_bytes(), at(NOW)).err(), Some(Refusal::Invalid), "{alg:?}");
+        assert_eq!(
+            v.verify(hs.as_bytes(), at(NOW)).err(),
+            Some(Refusal::Invalid),
+            "{alg:?}"
+        );
     }
 }
 
@@ -113,7 +117,10 @@ fn key_files_that_cannot_serve_are_refused() {
     std::fs::write(&secret, [SECRET, b"\n"].concat()).expect("write");
     let token = hs256(&json!({"sub": "a", "exp": NOW + 60}));
     let v = Verifier::from_secret_file(&secret).expect("secret");
-    assert!(v.verify(token.as_bytes(), at(NOW)).is_ok(), "the trailing newline is not part of the secret");
+    assert!(
+        v.verify(token.as_bytes(), at(NOW)).is_ok(),
+        "the trailing newline is not part of the secret"
+    );
 }
 
 #[test]
@@ -132,9 +139,14 @@ fn the_chat_claim_limits_channels() {
     assert!(!grant.may_publish(b"/sub/chat/global"));
 
     let subscribe_only = hs256(&json!({"sub": "d", "exp": NOW + 60, "chat": {"subscribe": ["*"]}}));
-    let grant = hs256_verifier().verify(subscribe_only.as_bytes(), at(NOW)).expect("valid");
+    let grant = hs256_verifier()
+        .verify(subscribe_only.as_bytes(), at(NOW))
+        .expect("valid");
     assert!(grant.may_subscribe(b"/sub/chat/any") && grant.may_subscribe(b"/sub/notice"));
-    assert!(!grant.may_publish(b"/sub/chat/any"), "a list left out of the claim allows nothing");
+    assert!(
+        !grant.may_publish(b"/sub/chat/any"),
+        "a list left out of the claim allows nothing"
+    );
 }
 
 #[test]

@@ -202,7 +202,11 @@ fn the_original_clients_flow_on_every_framing() {
         );
         assert_eq!(pair.effects.len(), 2);
         match &pair.effects[0] {
-            Action::Subscribe { destination, key, resume } => {
+            Action::Subscribe {
+                destination,
+                key,
+                resume,
+            } => {
                 assert_eq!(*resume, None);
                 assert_eq!(&destination[..], b"/sub/chat/global");
                 assert_eq!(key.subscription.0, Bytes::from_static(b"sub-0"));
@@ -405,7 +409,12 @@ fn resumes_and_history_are_asked_for_and_answered() {
     pair.answer = Outcome::Recovered(true);
     pair.send(
         Command::Subscribe,
-        &[("id", b"a"), ("destination", b"/sub/chat/x"), ("x-since", &text), ("receipt", b"r1")],
+        &[
+            ("id", b"a"),
+            ("destination", b"/sub/chat/x"),
+            ("x-since", &text),
+            ("receipt", b"r1"),
+        ],
         b"",
     );
     let receipt = pair.frame();
@@ -413,11 +422,20 @@ fn resumes_and_history_are_asked_for_and_answered() {
     pair.answer = Outcome::Recovered(false);
     pair.send(
         Command::Subscribe,
-        &[("id", b"b"), ("destination", b"/sub/chat/x"), ("x-since", b"garbage"), ("receipt", b"r2")],
+        &[
+            ("id", b"b"),
+            ("destination", b"/sub/chat/x"),
+            ("x-since", b"garbage"),
+            ("receipt", b"r2"),
+        ],
         b"",
     );
     assert_eq!(header(&pair.frame(), "x-recovered"), b"false");
-    pair.send(Command::Subscribe, &[("id", b"c"), ("destination", b"/sub/chat/x"), ("x-history", b"20")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"c"), ("destination", b"/sub/chat/x"), ("x-history", b"20")],
+        b"",
+    );
     let resumes: Vec<_> = pair
         .effects
         .iter()
@@ -428,12 +446,23 @@ fn resumes_and_history_are_asked_for_and_answered() {
         .collect();
     assert_eq!(
         resumes,
-        [Some(Resume::Since(position)), Some(Resume::Unreadable), Some(Resume::Last(20))]
+        [
+            Some(Resume::Since(position)),
+            Some(Resume::Unreadable),
+            Some(Resume::Last(20))
+        ]
     );
     // Above the cap, or not a number: an ERROR naming the header.
-    pair.send(Command::Subscribe, &[("id", b"d"), ("destination", b"/sub/chat/x"), ("x-history", b"101")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"d"), ("destination", b"/sub/chat/x"), ("x-history", b"101")],
+        b"",
+    );
     let error = pair.frame();
-    assert_eq!(header(&error, "message"), b"x-history asks for more messages than this server keeps");
+    assert_eq!(
+        header(&error, "message"),
+        b"x-history asks for more messages than this server keeps"
+    );
     assert!(pair.closed);
 }
 
@@ -592,7 +621,10 @@ fn without_a_key_tokens_are_not_asked_for() {
         panic!("{:?}", pair.effects)
     };
     let body: serde_json::Value = serde_json::from_slice(&message.body).expect("json");
-    assert_eq!(body["sender"], "anyone", "without authentication the sender is the client's");
+    assert_eq!(
+        body["sender"], "anyone",
+        "without authentication the sender is the client's"
+    );
 }
 
 #[test]
@@ -603,9 +635,16 @@ fn connect_needs_a_good_token() {
         format!("Bearer {}x", &good[..good.len() - 1])
     };
     let (expired, good) = (token("alice", 0, None), token("alice", 60, None));
-    let cases: [(&[(&str, &[u8])], Option<&[u8]>); 6] = [
-        (&[], Some(b"authentication required: send Authorization:Bearer <token> in CONNECT")),
-        (&[("Authorization", b"Basic YTpi")], Some(b"authentication required: send Authorization:Bearer <token> in CONNECT")),
+    type Case<'a> = (&'a [(&'a str, &'a [u8])], Option<&'a [u8]>);
+    let cases: [Case; 6] = [
+        (
+            &[],
+            Some(b"authentication required: send Authorization:Bearer <token> in CONNECT"),
+        ),
+        (
+            &[("Authorization", b"Basic YTpi")],
+            Some(b"authentication required: send Authorization:Bearer <token> in CONNECT"),
+        ),
         (&[("Authorization", forged.as_bytes())], Some(b"invalid token")),
         (&[("passcode", expired.as_bytes())], Some(b"token expired")),
         (&[("Authorization", bearer.as_bytes())], None),
@@ -620,7 +659,10 @@ fn connect_needs_a_good_token() {
                 assert_eq!(header(&frame, "message"), message);
                 assert_eq!(pair.close_code(), Some(1000));
                 assert!(pair.closed);
-                assert_eq!(pair.stats.errors[ErrorKind::Auth as usize].load(std::sync::atomic::Ordering::Relaxed), 1);
+                assert_eq!(
+                    pair.stats.errors[ErrorKind::Auth as usize].load(std::sync::atomic::Ordering::Relaxed),
+                    1
+                );
             }
             None => assert_eq!(frame.command, Command::Connected, "{headers:?}: {frame:?}"),
         }
@@ -652,17 +694,28 @@ fn channel_permissions_refuse_and_name_the_destination() {
     let bearer = format!("Bearer {}", token("bob", 60, Some(chat)));
     let mut pair = authenticated_pair(Framing::Raw);
     connect_with(&mut pair, &[("Authorization", bearer.as_bytes())]);
-    pair.send(Command::Subscribe, &[("id", b"0"), ("destination", b"/sub/chat/team-blue")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"0"), ("destination", b"/sub/chat/team-blue")],
+        b"",
+    );
     pair.send(
         Command::Send,
         &[("destination", b"/pub/chat")],
         br#"{"channel":"team-red","message":"ok"}"#,
     );
     assert_eq!(pair.effects.len(), 2, "{:?}", pair.effects);
-    pair.send(Command::Subscribe, &[("id", b"1"), ("destination", b"/sub/chat/staff")], b"");
+    pair.send(
+        Command::Subscribe,
+        &[("id", b"1"), ("destination", b"/sub/chat/staff")],
+        b"",
+    );
     let error = pair.frame();
     assert_eq!(error.command, Command::Error);
-    assert_eq!(header(&error, "message"), b"forbidden: this token may not subscribe to /sub/chat/staff");
+    assert_eq!(
+        header(&error, "message"),
+        b"forbidden: this token may not subscribe to /sub/chat/staff"
+    );
     assert!(pair.closed);
 
     let mut pair = authenticated_pair(Framing::Raw);
@@ -673,10 +726,16 @@ fn channel_permissions_refuse_and_name_the_destination() {
         br#"{"channel":"team-blue","message":"no"}"#,
     );
     let error = pair.frame();
-    assert_eq!(header(&error, "message"), b"forbidden: this token may not publish to /sub/chat/team-blue");
+    assert_eq!(
+        header(&error, "message"),
+        b"forbidden: this token may not publish to /sub/chat/team-blue"
+    );
     assert_eq!(header(&error, "receipt-id"), b"r");
     assert!(pair.effects.is_empty() && pair.closed);
-    assert_eq!(pair.stats.errors[ErrorKind::Forbidden as usize].load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        pair.stats.errors[ErrorKind::Forbidden as usize].load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]
@@ -685,7 +744,10 @@ fn an_expiring_token_ends_the_connection_on_time() {
         let mut pair = authenticated_pair(framing);
         let bearer = format!("Bearer {}", token("carol", 30, None));
         connect_with(&mut pair, &[("Authorization", bearer.as_bytes())]);
-        let expiry = pair.session.next_deadline(&pair.settings, pair.last_sent).expect("a deadline");
+        let expiry = pair
+            .session
+            .next_deadline(&pair.settings, pair.last_sent)
+            .expect("a deadline");
         assert!(expiry <= pair.now + Duration::from_secs(30), "the expiry is a deadline");
         pair.tick(Duration::from_secs(29));
         assert!(!pair.closed);

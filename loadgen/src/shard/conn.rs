@@ -28,8 +28,8 @@ use crate::cli::Transport;
 use crate::net::{self, write_all, Stream};
 use crate::reconnect::{self, Backoff, Positions, Recovery};
 use crate::scenario::ConnPlan;
-use crate::target::Target;
 use crate::stats::now_ns;
+use crate::target::Target;
 
 /// Runs connection `index` of the scenario until the run ends, or until the connection
 /// fails and does not (or may not) come back.
@@ -241,7 +241,12 @@ async fn handshake(
         .ok_or_else(|| "no_channel".to_string())?;
     let destination = format!("/sub/chat/{channel}");
     let bearer = scenario.auth.bearer(plan.index);
-    codec.encode(Command::Connect, &connect_headers(target, bearer.as_deref()), b"", &mut out);
+    codec.encode(
+        Command::Connect,
+        &connect_headers(target, bearer.as_deref()),
+        b"",
+        &mut out,
+    );
     let resumed = {
         let since = match again {
             Some(_) if scenario.resume => user.positions.since(SUB_ID),
@@ -314,7 +319,10 @@ async fn handshake(
 }
 
 /// The headers of a `CONNECT` to `target`, with `Authorization` when there is a token.
-pub(super) fn connect_headers<'a>(target: &'a Target, bearer: Option<&'a str>) -> SmallVec<[(&'static str, &'a [u8]); 4]> {
+pub(super) fn connect_headers<'a>(
+    target: &'a Target,
+    bearer: Option<&'a str>,
+) -> SmallVec<[(&'static str, &'a [u8]); 4]> {
     let mut headers: SmallVec<[(&'static str, &'a [u8]); 4]> = SmallVec::new();
     headers.push(("accept-version", b"1.2,1.1,1.0"));
     headers.push(("host", target.host.as_bytes()));

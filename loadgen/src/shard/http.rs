@@ -10,8 +10,8 @@
 use std::future::poll_fn;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
@@ -74,7 +74,12 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
     let destination = format!("/sub/chat/{channel}");
     let mut elements = BytesMut::new();
     let bearer = scenario.auth.bearer(plan.index);
-    codec.encode(Command::Connect, &conn::connect_headers(target, bearer.as_deref()), b"", &mut elements);
+    codec.encode(
+        Command::Connect,
+        &conn::connect_headers(target, bearer.as_deref()),
+        b"",
+        &mut elements,
+    );
     let subscribe: [(&str, &[u8]); 3] = [
         ("id", b"sub-0"),
         ("destination", destination.as_bytes()),
