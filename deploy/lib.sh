@@ -117,7 +117,8 @@ https_status() {
 
 # ensure_tls_cert DIR: DIR/cert.pem and DIR/key.pem, a self-signed ECDSA P-256
 # certificate for 127.0.0.1 and localhost (for tests and local clusters only). An
-# existing pair is kept, so clients that trust it keep working across runs.
+# existing pair is kept, so clients that trust it keep working across runs. It is a
+# leaf (CA:FALSE), trusted as it is: rustls (loadgen) refuses a CA used as a leaf.
 ensure_tls_cert() {
   local dir="$1"
   [ -s "$dir/cert.pem" ] && [ -s "$dir/key.pem" ] && return 0
@@ -127,6 +128,7 @@ ensure_tls_cert() {
   (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -days 825 -subj "/CN=chat-engine local cluster" \
     -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -addext "basicConstraints=critical,CA:FALSE" \
     -keyout "$dir/key.pem.partial" -out "$dir/cert.pem.partial" 2>/dev/null) || {
     log "openssl could not make a certificate in $dir"
     return 1

@@ -146,7 +146,7 @@ pub fn gate_chat_prepare(body: &[u8], scratch: &mut Vec<u8>) -> u64 {
     let now = fixtures::fixed_now();
     let mut bytes = 0;
     for _ in 0..COUNT {
-        if let Ok(chat) = message::prepare(black_box(body), now, scratch) {
+        if let Ok(chat) = message::prepare(black_box(body), None, now, scratch) {
             bytes += chat.body.len() as u64;
         }
     }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -174,9 +175,69 @@ pub struct Config {
     /// Log line format: `text` for people, `json` (one object per line) for log collectors.
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Turns authentication on with HS256 tokens signed with the secret in this file
+    /// (its bytes, without a trailing newline). `CONNECT` must then carry
+    /// `Authorization:Bearer <jwt>` (or the token as `passcode`) with `sub` (the `sender`
+    /// of the client's messages) and `exp` (the connection is closed with an `ERROR` when
+    /// it passes), and an optional `chat` claim `{"subscribe":[..],"publish":[..]}` of
+    /// channel patterns with `*` wildcards (absent: every channel; a list left out of the
+    /// claim: none). Off by default. Exclusive with `--auth-jwt-public-key-file`.
+    #[arg(long, env = "CHAT_AUTH_JWT_SECRET_FILE", conflicts_with = "auth_jwt_public_key_file")]
+    pub auth_jwt_secret_file: Option<PathBuf>,
+    /// Turns authentication on with RS256 (RSA key) or ES256 (P-256 key) tokens checked
+    /// with the PEM public key in this file; otherwise as `--auth-jwt-secret-file`.
+    #[arg(long, env = "CHAT_AUTH_JWT_PUBLIC_KEY_FILE")]
+    pub auth_jwt_public_key_file: Option<PathBuf>,
+    /// Origins allowed to open WebSockets and use SockJS (exact, comma-separated, e.g.
+    /// `https://chat.example.com,https://www.example.com`), or `*` for any. Requests from
+    /// another origin get 403; requests without `Origin` (non-browser clients) pass. SockJS
+    /// answers echo an allowed Origin with credentials.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", default_value = "*", value_parser = AllowedOrigins::parse)]
+    pub allowed_origins: AllowedOrigins,
     /// A TOML file with any of the flags above as keys.
     #[arg(long, env = "CHAT_CONFIG")]
     pub config: Option<PathBuf>,
+    /// The token verifier of `--auth-jwt-*-file`, loaded by [`Config::load`].
+    #[arg(skip)]
+    pub auth: Option<Arc<crate::auth::Verifier>>,
+}
+
+/// The origins `--allowed-origins` lets in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Any origin (`*`), as the original server allowed.
+    Any,
+    /// These origins only (compared ignoring ASCII case).
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    fn parse(list: &str) -> Result<Self, String> {
+        let origins: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect();
+        if origins.iter().any(|o| o == "*") {
+            return Ok(AllowedOrigins::Any);
+        }
+        if origins.is_empty() {
+            return Err("lists no origin (use * for any)".into());
+        }
+        match origins.iter().find(|o| !o.contains("://")) {
+            Some(bad) => Err(format!("`{bad}` is not an origin like https://chat.example.com")),
+            None => Ok(AllowedOrigins::List(origins)),
+        }
+    }
+
+    /// Whether a request with this `Origin` header (or none) may go on.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (AllowedOrigins::Any, _) | (_, None) => true,
+            (AllowedOrigins::List(list), Some(origin)) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        }
+    }
 }
 
 /// One `--kafka-property` entry as given, `key=value`; checked by [`Config::load`].
@@ -314,7 +375,27 @@ impl Config {
             }
         }
         config.validate()?;
+        config.auth = config.verifier()?.map(Arc::new);
         Ok(config)
+    }
+
+    /// The token verifier that `--auth-jwt-*-file` asks for, if any.
+    fn verifier(&self) -> Result<Option<crate::auth::Verifier>, Error> {
+        let loaded = match (&self.auth_jwt_secret_file, &self.auth_jwt_public_key_file) {
+            (Some(path), _) => ("auth-jwt-secret-file", crate::auth::Verifier::from_secret_file(path)),
+            (None, Some(path)) => (
+                "auth-jwt-public-key-file",
+                crate::auth::Verifier::from_public_key_file(path),
+            ),
+            (None, None) => return Ok(None),
+        };
+        match loaded {
+            (_, Ok(verifier)) => Ok(Some(verifier)),
+            (key, Err(e)) => Err(Error::Invalid {
+                key,
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The cores shard i is pinned to: shard i gets `cpus()[i % len]`.
@@ -792,6 +873,48 @@ mod tests {
         assert_eq!(parsed[0]["fields"]["shard"], 1);
         assert_eq!(parsed[1]["fields"]["error"], "a \"quoted\"\nline");
         assert_eq!(load(&[]).expect("defaults").log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn auth_keys_are_loaded_at_startup() {
+        assert!(
+            load(&[]).expect("defaults").auth.is_none(),
+            "authentication is off by default"
+        );
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/");
+        let c = load(&["--auth-jwt-public-key-file", &format!("{keys}es256-test-public.pem")]).expect("load");
+        assert!(c.auth.is_some());
+        let err = load(&["--auth-jwt-secret-file", &format!("{keys}missing")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("`auth-jwt-secret-file`"), "{err}");
+        let err = load(&["--auth-jwt-public-key-file", &format!("{keys}es256-test-private.pem")])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("`auth-jwt-public-key-file`"), "{err}");
+    }
+
+    #[test]
+    fn allowed_origins_are_exact_or_any() {
+        assert_eq!(load(&[]).expect("defaults").allowed_origins, AllowedOrigins::Any);
+        let c = load(&["--allowed-origins", "https://a.example, http://localhost:3000/"]).expect("load");
+        let origins = &c.allowed_origins;
+        assert!(origins.allows(Some("https://a.example")));
+        assert!(origins.allows(Some("HTTPS://A.example")));
+        assert!(origins.allows(Some("http://localhost:3000")));
+        assert!(origins.allows(None), "non-browser clients send no Origin");
+        assert!(!origins.allows(Some("https://a.example.evil")));
+        assert!(!origins.allows(Some("null")));
+        assert!(load(&["--allowed-origins", "a.example"]).is_err());
+        assert!(load(&["--allowed-origins", ","]).is_err());
+        assert_eq!(
+            load(&["--allowed-origins", "https://a.example,*"])
+                .expect("load")
+                .allowed_origins,
+            AllowedOrigins::Any
+        );
     }
 
     #[test]

@@ -23,8 +23,11 @@
 //!
 //! The binary (`bin/chat-engine.rs`) reads the [`config`], starts the Kafka [`bridge`]
 //! and hands its ports to the [`shard`]s. [`metrics`] renders every shard's counters.
+//! With a JWT key configured, the session checks each `CONNECT`'s token and the channels
+//! it may use with [`auth`].
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod bridge;
 pub mod config;
 pub mod fanout;

@@ -2,9 +2,11 @@
 //! publish, a delivery from another shard and a Kafka record are all a [`Message`].
 //! Also the chat contract of `/pub/chat`: a JSON object with a non-empty string
 //! `channel` (parsed once with simd-json), delivered to `/sub/chat/{channel}` with every
-//! field kept as sent and a server `time` added when the client sent none. Pure: the
+//! field kept as sent, the server's `time` (and, with authentication, the token's
+//! `sender`) in place of any the client set. Pure: the
 //! caller passes the clock reading. Called by the session for each `SEND`.
 
+use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -56,9 +58,9 @@ impl Position {
     /// The position `seq` of `stream` for the message with `id`.
     pub fn new(stream: u64, seq: u64, id: &[u8]) -> Self {
         // FNV-1a, folded to 16 bits: a check, not a secret.
-        let hash = id
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        let hash = id.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
         Position {
             stream,
             seq,
@@ -194,12 +196,14 @@ pub enum Error {
     NoChannel,
 }
 
-/// Validates a chat `body`, reads its channel and adds `time` (ISO 8601 UTC, ms) when
-/// absent. `scratch` is reused storage for the in-place parse.
+/// Validates a chat `body`, reads its channel and sets the server's `time` (ISO 8601
+/// UTC, ms), replacing one the client sent; with `sender` (a JSON string: the token's
+/// `sub` when authentication is on) the body's `sender` is replaced too. Every other
+/// field is kept. `scratch` is reused storage for the in-place parse.
 ///
 /// # Errors
 /// `NotAnObject` or `NoChannel`.
-pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Message, Error> {
+pub fn prepare(body: &[u8], sender: Option<&[u8]>, now: SystemTime, scratch: &mut Vec<u8>) -> Result<Message, Error> {
     scratch.clear();
     scratch.extend_from_slice(body);
     let value = simd_json::to_borrowed_value(scratch).map_err(|_| Error::NotAnObject)?;
@@ -209,28 +213,37 @@ pub fn prepare(body: &[u8], now: SystemTime, scratch: &mut Vec<u8>) -> Result<Me
         .and_then(|c| c.as_str())
         .filter(|c| !c.is_empty())
         .ok_or(Error::NoChannel)?;
-    let has_time = object.contains_key("time");
 
     let mut destination = BytesMut::with_capacity(CHANNEL_PREFIX.len() + channel.len());
     put_destination(channel.as_bytes(), &mut destination);
-    let body = if has_time {
-        Bytes::copy_from_slice(body)
+    let replaced = |key: &str| key == "time" || (key == "sender" && sender.is_some());
+    let mut out = BytesMut::with_capacity(body.len() + 64);
+    if object.keys().any(|key| replaced(key)) {
+        // Written anew without the replaced fields; the rest as parsed.
+        out.put_u8(b'{');
+        let mut writer = out.writer();
+        for (key, value) in object.iter().filter(|(key, _)| !replaced(key)) {
+            // Writing to memory cannot fail.
+            let _ = simd_json::BorrowedValue::from(&**key).write(&mut writer);
+            let _ = writer.write_all(b":");
+            let _ = value.write(&mut writer);
+            let _ = writer.write_all(b",");
+        }
+        out = writer.into_inner();
+        out.truncate(out.len() - 1);
     } else {
-        with_time(body, now)
-    };
-    Ok(Message::new(destination.freeze(), body))
-}
-
-/// `body` (a JSON object, so it ends with `}` after trailing whitespace) with
-/// `,"time":"..."` before its closing brace.
-fn with_time(body: &[u8], now: SystemTime) -> Bytes {
-    let end = body.iter().rposition(|&b| b == b'}').unwrap_or(body.len());
-    let mut out = BytesMut::with_capacity(end + 40);
-    out.put_slice(&body[..end]);
+        // The common case: the body as sent, up to its closing brace.
+        let end = body.iter().rposition(|&b| b == b'}').unwrap_or(body.len());
+        out.put_slice(&body[..end]);
+    }
+    if let Some(sender) = sender {
+        out.put_slice(b",\"sender\":");
+        out.put_slice(sender);
+    }
     out.put_slice(b",\"time\":\"");
     put_iso8601(now, &mut out);
     out.put_slice(b"\"}");
-    out.freeze()
+    Ok(Message::new(destination.freeze(), out.freeze()))
 }
 
 /// Writes `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -285,7 +298,7 @@ mod tests {
     #[test]
     fn keeps_fields_and_adds_time() {
         let now = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        let chat = prepare(ALICE, now, &mut Vec::new()).expect("valid");
+        let chat = prepare(ALICE, None, now, &mut Vec::new()).expect("valid");
         assert_eq!(&chat.destination[..], b"/sub/chat/global");
         let v: serde_json::Value = serde_json::from_slice(&chat.body).expect("json");
         assert_eq!(v["sender"], "alice@letters.test");
@@ -294,30 +307,64 @@ mod tests {
     }
 
     #[test]
-    fn keeps_a_client_time_and_unknown_fields() {
-        let body = br#"{"channel":"c","time":"t","image":"x.png"}"#;
-        let chat = prepare(body, SystemTime::now(), &mut Vec::new()).expect("valid");
-        assert_eq!(&chat.body[..], &body[..]);
+    fn replaces_a_client_time_and_keeps_unknown_fields() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let body = br#"{"channel":"c","time":"1999-01-01","image":"x.png","n":[1,{"a":null}],"sender":"me"}"#;
+        let chat = prepare(body, None, now, &mut Vec::new()).expect("valid");
+        let v: serde_json::Value = serde_json::from_slice(&chat.body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"channel":"c","image":"x.png","n":[1,{"a":null}],"sender":"me","time":"2026-11-18T11:06:40.123Z"})
+        );
+    }
+
+    #[test]
+    fn a_given_sender_replaces_the_clients() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        let mut scratch = Vec::new();
+        let chat = prepare(ALICE, Some(br#""bob \"B\"""#), now, &mut scratch).expect("valid");
+        let v: serde_json::Value = serde_json::from_slice(&chat.body).expect("json");
+        assert_eq!(v["sender"], "bob \"B\"");
+        assert_eq!(v["message"], "hello from alice");
+        assert_eq!(v["time"], "2026-11-18T11:06:40.123Z");
+        let anonymous = prepare(
+            br#"{"channel":"c","message":"hi"}"#,
+            Some(br#""bob""#),
+            now,
+            &mut scratch,
+        )
+        .expect("valid");
+        let v: serde_json::Value = serde_json::from_slice(&anonymous.body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"channel":"c","message":"hi","sender":"bob","time":"2026-11-18T11:06:40.123Z"})
+        );
     }
 
     #[test]
     fn refuses_bodies_without_a_channel() {
         let mut s = Vec::new();
-        assert_eq!(prepare(b"[1]", SystemTime::now(), &mut s), Err(Error::NotAnObject));
-        assert_eq!(prepare(b"{nope", SystemTime::now(), &mut s), Err(Error::NotAnObject));
         assert_eq!(
-            prepare(br#"{"channel":""}"#, SystemTime::now(), &mut s),
+            prepare(b"[1]", None, SystemTime::now(), &mut s),
+            Err(Error::NotAnObject)
+        );
+        assert_eq!(
+            prepare(b"{nope", None, SystemTime::now(), &mut s),
+            Err(Error::NotAnObject)
+        );
+        assert_eq!(
+            prepare(br#"{"channel":""}"#, None, SystemTime::now(), &mut s),
             Err(Error::NoChannel)
         );
         assert_eq!(
-            prepare(br#"{"channel":5}"#, SystemTime::now(), &mut s),
+            prepare(br#"{"channel":5}"#, None, SystemTime::now(), &mut s),
             Err(Error::NoChannel)
         );
     }
 
     #[test]
     fn channels_come_from_chat_destinations_only() {
-        let chat = prepare(ALICE, SystemTime::now(), &mut Vec::new()).expect("valid");
+        let chat = prepare(ALICE, None, SystemTime::now(), &mut Vec::new()).expect("valid");
         assert_eq!(chat.channel().as_deref(), Some(&b"global"[..]));
         let other = Message::new(Bytes::from_static(b"/sub/notice"), Bytes::new());
         assert_eq!(other.channel(), None);
@@ -330,8 +377,22 @@ mod tests {
         let mut text = BytesMut::new();
         p.write(&mut text);
         assert_eq!(Position::parse(&text), Some(p));
-        assert_ne!(Position::new(0x1f, 1042, b"node-1-0-8"), p, "another message, another check");
-        for bad in [&b""[..], b"1-2", b"1-2-3-4", b"g-1-1", b"1--1", b"-1-1", b"1-+2-1", b"1-2-10000", b"1-99999999999999999999-1"] {
+        assert_ne!(
+            Position::new(0x1f, 1042, b"node-1-0-8"),
+            p,
+            "another message, another check"
+        );
+        for bad in [
+            &b""[..],
+            b"1-2",
+            b"1-2-3-4",
+            b"g-1-1",
+            b"1--1",
+            b"-1-1",
+            b"1-+2-1",
+            b"1-2-10000",
+            b"1-99999999999999999999-1",
+        ] {
             assert_eq!(Position::parse(bad), None, "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(Position::parse(&[b'1'; 60]), None);

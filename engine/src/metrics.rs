@@ -69,6 +69,13 @@ pub enum ErrorKind {
     ApiUnauthorized,
     /// An HTTP API request with a bad body (400) or one over `--max-frame-bytes` (413).
     ApiBadRequest,
+    /// A `CONNECT` refused for its token (missing, invalid or expired), or a connection
+    /// closed when its token expired.
+    Auth,
+    /// A `SUBSCRIBE` or `SEND` refused by the token's channel permissions.
+    Forbidden,
+    /// A WebSocket upgrade or SockJS request from an origin not in `--allowed-origins` (403).
+    Origin,
 }
 
 const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
@@ -99,9 +106,12 @@ const ERROR_KINDS: [(ErrorKind, &str); ERROR_KIND_COUNT] = [
     (ErrorKind::AddressFull, "connections_address"),
     (ErrorKind::ApiUnauthorized, "api_unauthorized"),
     (ErrorKind::ApiBadRequest, "api_bad_request"),
+    (ErrorKind::Auth, "auth"),
+    (ErrorKind::Forbidden, "forbidden"),
+    (ErrorKind::Origin, "origin"),
 ];
 /// How many kinds of errors are counted.
-const ERROR_KIND_COUNT: usize = 27;
+const ERROR_KIND_COUNT: usize = 30;
 
 /// One shard's numbers.
 #[derive(Debug, Default)]

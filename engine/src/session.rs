@@ -9,6 +9,7 @@
 //! in memory (`session/tests.rs`); `shard/conn.rs` drives it. Every protocol error maps
 //! to one answer in [`Session::fail`].
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -17,6 +18,7 @@ use proto::stomp::{self, Command, Frame, Version};
 use proto::{sockjs, ws, Framing, ProtocolError};
 use smallvec::SmallVec;
 
+use crate::auth::{self, Grant};
 use crate::fanout::WireKey;
 use crate::ids::{ConnId, SubId};
 use crate::message::{self, Message, Position};
@@ -55,6 +57,8 @@ pub struct Settings {
     pub max_history: usize,
     /// Decoder limits.
     pub limits: server::Limits,
+    /// The token verifier when authentication is on.
+    pub auth: Option<Arc<auth::Verifier>>,
 }
 
 /// The world as a session sees it during one call.
@@ -150,6 +154,8 @@ pub struct Session {
     clock: Option<stomp::Clock>,
     /// (subscription id, destination) of each subscription.
     subs: SmallVec<[(SubId, Bytes); 2]>,
+    /// What the client's token allows (authentication on), and when it expires.
+    grant: Option<(Grant, Instant)>,
     /// Until when the client may still send `CONNECT` (set by `open`, cleared by it).
     connect_by: Option<Instant>,
     /// The publish bucket's theoretical arrival time (GCRA): a `SEND` is over the rate
@@ -167,6 +173,7 @@ impl Session {
             version: None,
             clock: None,
             subs: SmallVec::new(),
+            grant: None,
             connect_by: None,
             publish_at: None,
             closed: false,
@@ -218,21 +225,17 @@ impl Session {
             let receipt = match frame.header(b"receipt") {
                 // Not echoed: the point is not to hold or send it back.
                 Some(r) if r.len() > env.settings.max_id_bytes => {
-                    return self.refuse(
-                        env,
-                        ProtocolRule::limit(ErrorKind::IdTooLong, "receipt id too long"),
-                        None,
-                        out,
-                    );
+                    let rule = ProtocolRule::limit(ErrorKind::IdTooLong, "receipt id too long");
+                    return self.refuse_for(env, rule.into(), None, out);
                 }
                 r => r.map(Bytes::copy_from_slice),
             };
             let action = match (frame.command, self.version) {
                 (Command::Connect | Command::Stomp, None) => self.on_connect(env, &frame, out).map(|()| None),
-                (Command::Connect | Command::Stomp, Some(_)) => Err(ProtocolRule::stomp("already connected")),
-                (_, None) => Err(ProtocolRule::stomp("send CONNECT first")),
+                (Command::Connect | Command::Stomp, Some(_)) => Err(ProtocolRule::stomp("already connected").into()),
+                (_, None) => Err(ProtocolRule::stomp("send CONNECT first").into()),
                 (Command::Subscribe, Some(_)) => self.on_subscribe(env, &frame).map(Some),
-                (Command::Unsubscribe, Some(_)) => self.on_unsubscribe(env, &frame),
+                (Command::Unsubscribe, Some(_)) => self.on_unsubscribe(env, &frame).map_err(Refused::from),
                 (Command::Send, Some(_)) if !self.take_publish_token(env) => {
                     env.stats.error(ErrorKind::PublishRate);
                     self.send_error(PUBLISH_RATE, receipt.as_deref(), out);
@@ -244,15 +247,15 @@ impl Session {
                     server::encode_end(self.framing(), 1000, &mut out.wire);
                     return self.end();
                 }
-                (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => Err(
-                    ProtocolRule::stomp("acknowledgements and transactions are not supported"),
-                ),
-                (_, Some(_)) => Err(ProtocolRule::stomp("clients may not send this command")),
+                (Command::Ack | Command::Nack | Command::Begin | Command::Commit | Command::Abort, Some(_)) => {
+                    Err(ProtocolRule::stomp("acknowledgements and transactions are not supported").into())
+                }
+                (_, Some(_)) => Err(ProtocolRule::stomp("clients may not send this command").into()),
             };
             match action {
                 Ok(Some(action)) => return Step::Effect(Effect { action, receipt }),
                 Ok(None) => self.send_receipt(receipt.as_deref(), out),
-                Err(rule) => return self.refuse(env, rule, receipt.as_deref(), out),
+                Err(refused) => return self.refuse_for(env, refused, receipt.as_deref(), out),
             }
         }
     }
@@ -277,7 +280,7 @@ impl Session {
                 }
                 Step::Continue
             }
-            Outcome::Refused(message) => self.refuse(env, ProtocolRule::stomp(message), receipt, out),
+            Outcome::Refused(message) => self.refuse(env, ErrorKind::Stomp, message, receipt, out),
             Outcome::Rejected(message) => {
                 self.send_error(message, receipt, out);
                 Step::Continue
@@ -290,6 +293,9 @@ impl Session {
     pub fn on_tick(&mut self, env: &Env<'_>, last_sent: Instant, out: &mut Output) -> Step {
         if self.closed {
             return Step::Close;
+        }
+        if self.grant.as_ref().is_some_and(|(_, expires)| env.now >= *expires) {
+            return self.refuse(env, ErrorKind::Auth, auth::Refusal::Expired.message(), None, out);
         }
         let framing = self.framing();
         if self.connect_by.is_some_and(|by| env.now >= by) {
@@ -315,19 +321,13 @@ impl Session {
 
     /// When [`Session::on_tick`] is next due, given that bytes last left at `last_sent`.
     pub fn next_deadline(&self, settings: &Settings, last_sent: Instant) -> Option<Instant> {
-        let stomp = self
-            .clock
-            .as_ref()
-            .and_then(stomp::Clock::next_deadline)
-            .or(self.connect_by);
+        let stomp = self.clock.as_ref().and_then(stomp::Clock::next_deadline);
         let sockjs = self
             .framing()
             .is_sockjs()
             .then(|| last_sent + settings.sockjs_heartbeat);
-        match (stomp, sockjs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let expiry = self.grant.as_ref().map(|&(_, expires)| expires);
+        [stomp, sockjs, expiry, self.connect_by].into_iter().flatten().min()
     }
 
     /// Ends the session with a close `code` and `reason` (SockJS `c[...]` first where
@@ -352,14 +352,9 @@ impl Session {
             ProtocolError::Ws(e @ ws::Error::TooBig) => (ErrorKind::WsTooBig, e.close_code()),
             ProtocolError::SockJs(sockjs::Error::BadJson) => (ErrorKind::SockJs, 1002),
             ProtocolError::Stomp(e @ stomp::Error::LineTooLong) => {
-                return self.refuse(
-                    env,
-                    ProtocolRule::limit(ErrorKind::HeaderLineTooLong, e.message()),
-                    receipt,
-                    out,
-                )
+                return self.refuse(env, ErrorKind::HeaderLineTooLong, e.message(), receipt, out)
             }
-            ProtocolError::Stomp(e) => return self.refuse(env, ProtocolRule::stomp(e.message()), receipt, out),
+            ProtocolError::Stomp(e) => return self.refuse(env, ErrorKind::Stomp, e.message(), receipt, out),
             ProtocolError::Http(_) => (ErrorKind::Http, 1002),
         };
         env.stats.error(kind);
@@ -367,10 +362,16 @@ impl Session {
         self.end()
     }
 
-    fn on_connect(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<(), ProtocolRule> {
+    fn on_connect(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<(), Refused> {
         let version = stomp::negotiate_version(frame.header(b"accept-version")).map_err(ProtocolRule::from)?;
         let hb = env.settings.heartbeat_ms;
         let heartbeat = stomp::negotiate_heartbeat(frame.header(b"heart-beat"), hb, hb).map_err(ProtocolRule::from)?;
+        if let Some(verifier) = &env.settings.auth {
+            let token = bearer_token(frame).ok_or(Refused::Auth(auth::Refusal::Missing))?;
+            let grant = verifier.verify(token, env.wall).map_err(Refused::Auth)?;
+            let left = grant.expires.duration_since(env.wall).unwrap_or_default();
+            self.grant = Some((grant, env.now + left));
+        }
         self.version = Some(version);
         self.connect_by = None;
         self.codec.set_version(version);
@@ -389,29 +390,37 @@ impl Session {
         Ok(())
     }
 
-    fn on_subscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Action, ProtocolRule> {
+    fn on_subscribe(&mut self, env: &Env<'_>, frame: &Frame) -> Result<Action, Refused> {
         let destination = frame
             .header(b"destination")
             .ok_or(ProtocolRule::stomp("SUBSCRIBE without destination"))?;
         check_destination(env, destination)?;
+        if self
+            .grant
+            .as_ref()
+            .is_some_and(|(grant, _)| !grant.may_subscribe(destination))
+        {
+            return Err(Refused::Denied {
+                kind: ErrorKind::Forbidden,
+                reason: "forbidden: this token may not subscribe to",
+                destination: Bytes::copy_from_slice(destination),
+            });
+        }
         // STOMP 1.0 makes `id` optional; the destination then names the subscription.
         let id = match (frame.header(b"id"), self.version) {
             (Some(id), _) => id,
             (None, Some(Version::V1_0)) => destination,
-            (None, _) => return Err(ProtocolRule::stomp("SUBSCRIBE without id")),
+            (None, _) => return Err(ProtocolRule::stomp("SUBSCRIBE without id").into()),
         };
         // Each distinct id costs one more encoding of every message of the destination.
         if id.len() > env.settings.max_id_bytes {
-            return Err(ProtocolRule::limit(ErrorKind::IdTooLong, "subscription id too long"));
+            return Err(ProtocolRule::limit(ErrorKind::IdTooLong, "subscription id too long").into());
         }
         if self.subs.iter().any(|(existing, _)| existing.0 == id) {
-            return Err(ProtocolRule::stomp("subscription id already in use"));
+            return Err(ProtocolRule::stomp("subscription id already in use").into());
         }
         if self.subs.len() >= env.settings.max_subscriptions {
-            return Err(ProtocolRule::limit(
-                ErrorKind::TooManySubscriptions,
-                "too many subscriptions",
-            ));
+            return Err(ProtocolRule::limit(ErrorKind::TooManySubscriptions, "too many subscriptions").into());
         }
         // Catching up is for chat channels, the destinations that have an order.
         let resume = match (frame.header(b"x-since"), frame.header(b"x-history")) {
@@ -423,9 +432,7 @@ impl Session {
                     .and_then(|n| n.parse::<usize>().ok())
                     .ok_or(ProtocolRule::stomp("x-history must be a number of messages"))?;
                 if n > env.settings.max_history {
-                    return Err(ProtocolRule::stomp(
-                        "x-history asks for more messages than this server keeps",
-                    ));
+                    return Err(ProtocolRule::stomp("x-history asks for more messages than this server keeps").into());
                 }
                 Some(Resume::Last(n))
             }
@@ -458,24 +465,39 @@ impl Session {
         Ok(Some(Action::Unsubscribe { destination, sub }))
     }
 
-    fn on_send(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<Action, ProtocolRule> {
+    fn on_send(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<Action, Refused> {
         let destination = frame
             .header(b"destination")
             .ok_or(ProtocolRule::stomp("SEND without destination"))?;
         check_destination(env, destination)?;
-        let message = if destination == message::PUBLISH_DESTINATION {
-            message::prepare(&frame.body, env.wall, &mut out.json).map_err(|e| match e {
-                message::Error::NotAnObject => ProtocolRule::stomp("body is not a JSON object"),
-                message::Error::NoChannel => ProtocolRule::stomp("body has no non-empty string field \"channel\""),
-            })?
-        } else if destination.starts_with(message::SUBSCRIBE_PREFIX) {
-            // Like Spring's simple broker: straight to the destination's subscribers.
-            Message::new(Bytes::copy_from_slice(destination), frame.body.clone())
-        } else {
-            return Err(ProtocolRule::stomp(
-                "unknown destination: send to /pub/chat or /sub/...",
-            ));
-        };
+        if destination != message::PUBLISH_DESTINATION {
+            if destination.starts_with(message::SUBSCRIBE_PREFIX) {
+                // Only the server speaks on subscription destinations: it sets `sender`
+                // and `time` on what reaches them.
+                return Err(Refused::Denied {
+                    kind: ErrorKind::Stomp,
+                    reason: "clients may not SEND to a subscription destination (send chat messages to /pub/chat):",
+                    destination: Bytes::copy_from_slice(destination),
+                });
+            }
+            return Err(ProtocolRule::stomp("unknown destination: send to /pub/chat").into());
+        }
+        let sender = self.grant.as_ref().map(|(grant, _)| &grant.sender_json[..]);
+        let message = message::prepare(&frame.body, sender, env.wall, &mut out.json).map_err(|e| match e {
+            message::Error::NotAnObject => ProtocolRule::stomp("body is not a JSON object"),
+            message::Error::NoChannel => ProtocolRule::stomp("body has no non-empty string field \"channel\""),
+        })?;
+        if self
+            .grant
+            .as_ref()
+            .is_some_and(|(grant, _)| !grant.may_publish(&message.destination))
+        {
+            return Err(Refused::Denied {
+                kind: ErrorKind::Forbidden,
+                reason: "forbidden: this token may not publish to",
+                destination: message.destination,
+            });
+        }
         Ok(Action::Publish(message))
     }
 
@@ -485,10 +507,33 @@ impl Session {
         }
     }
 
+    /// Answers a frame refused for `refused`: `ERROR`, then close.
+    fn refuse_for(&mut self, env: &Env<'_>, refused: Refused, receipt: Option<&[u8]>, out: &mut Output) -> Step {
+        match refused {
+            Refused::Rule(rule) => self.refuse(env, rule.kind, rule.message, receipt, out),
+            Refused::Auth(refusal) => self.refuse(env, ErrorKind::Auth, refusal.message(), receipt, out),
+            Refused::Denied {
+                kind,
+                reason,
+                destination,
+            } => {
+                let message = format!("{reason} {}", String::from_utf8_lossy(&destination));
+                self.refuse(env, kind, &message, receipt, out)
+            }
+        }
+    }
+
     /// Answers a frame the server will not take: `ERROR`, then close.
-    fn refuse(&mut self, env: &Env<'_>, rule: ProtocolRule, receipt: Option<&[u8]>, out: &mut Output) -> Step {
-        env.stats.error(rule.kind);
-        self.send_error(rule.message, receipt, out);
+    fn refuse(
+        &mut self,
+        env: &Env<'_>,
+        kind: ErrorKind,
+        message: &str,
+        receipt: Option<&[u8]>,
+        out: &mut Output,
+    ) -> Step {
+        env.stats.error(kind);
+        self.send_error(message, receipt, out);
         self.goodbye(1000, "", out)
     }
 
@@ -554,10 +599,7 @@ pub fn farewell_slow(framing: Framing, out: &mut Output) {
 /// Refuses a destination over `--max-destination-bytes`.
 fn check_destination(env: &Env<'_>, destination: &[u8]) -> Result<(), ProtocolRule> {
     if destination.len() > env.settings.max_destination_bytes {
-        return Err(ProtocolRule::limit(
-            ErrorKind::DestinationTooLong,
-            "destination too long",
-        ));
+        return Err(ProtocolRule::limit(ErrorKind::DestinationTooLong, "destination too long"));
     }
     Ok(())
 }
@@ -593,6 +635,42 @@ impl From<stomp::Error> for ProtocolRule {
         ProtocolRule::stomp(e.message())
     }
 }
+
+/// Why a frame was refused: a protocol rule, the `CONNECT`'s token, or a destination
+/// this client may not use (named in the `ERROR`).
+#[derive(Debug)]
+enum Refused {
+    Rule(ProtocolRule),
+    Auth(auth::Refusal),
+    Denied {
+        kind: ErrorKind,
+        reason: &'static str,
+        destination: Bytes,
+    },
+}
+
+impl From<ProtocolRule> for Refused {
+    fn from(rule: ProtocolRule) -> Self {
+        Refused::Rule(rule)
+    }
+}
+
+/// The token of a `CONNECT`: `Authorization:Bearer <token>`, else `passcode`.
+fn bearer_token(frame: &Frame) -> Option<&[u8]> {
+    let authorization = frame
+        .header(b"Authorization")
+        .or_else(|| frame.header(b"authorization"));
+    let bearer = authorization.and_then(|value| {
+        let (scheme, token) = value.split_at_checked(BEARER.len())?;
+        scheme.eq_ignore_ascii_case(BEARER).then(|| token.trim_ascii())
+    });
+    bearer
+        .or_else(|| frame.header(b"passcode"))
+        .filter(|token| !token.is_empty())
+}
+
+/// The scheme of an `Authorization` header carrying a token (RFC 6750 §2.1).
+const BEARER: &[u8] = b"Bearer ";
 
 #[cfg(test)]
 mod tests;

@@ -106,9 +106,18 @@ fn raw_and_sockjs_clients_share_channels() {
         let json: serde_json::Value = serde_json::from_str(body(&frame)).expect("json");
         assert_eq!(json["message"], "from sockjs \"quoted\" ünïcode");
     }
-    // A SEND straight to a /sub destination reaches that destination's subscribers.
+    // Only the server speaks on /sub destinations: a SEND straight to one is refused,
+    // naming it, and the subscribers see nothing.
     raw.send("SEND\ndestination:/sub/chat/mixed\n\n{\"direct\":true}\0");
-    assert_eq!(body(&sockjs.frame()), "{\"direct\":true}");
+    let error = raw.frame();
+    assert!(error.starts_with("ERROR\n"), "{error}");
+    assert!(
+        header(&error, "message").is_some_and(|m| m.ends_with(" /sub/chat/mixed")),
+        "{error}"
+    );
+    sockjs.chat("mixed", "after");
+    let json: serde_json::Value = serde_json::from_str(body(&sockjs.frame())).expect("json");
+    assert_eq!(json["message"], "after");
 }
 
 #[test]

@@ -332,7 +332,7 @@ fn bad_input_gets_one_clear_answer_each() {
     assert_eq!(http.request("GET", &path("target01", "jsonp"), "", b"").status, 404);
     assert_eq!(http.request("GET", &format!("{BASE}/iframe.html"), "", b"").status, 404);
     // The session still works.
-    let ping = "SEND\ndestination:/sub/chat/calm\n\n{\"still\":\"alive\"}\0";
+    let ping = "SEND\ndestination:/pub/chat\n\n{\"channel\":\"calm\",\"still\":\"alive\"}\0";
     assert_eq!(
         http.request("POST", &path("target01", "xhr_send"), "", &send_body(&[ping]))
             .status,

@@ -80,7 +80,8 @@ pub struct ScenarioArgs {
     #[arg(long)]
     pub scenario: Option<PathBuf>,
     /// Where to connect, repeatable; connections are spread round-robin.
-    /// `ws://host:port/ws` (raw STOMP) or `http://host:port/letters-chat-server` (SockJS).
+    /// `ws://host:port/ws` (raw STOMP) or `http://host:port/letters-chat-server` (SockJS);
+    /// `wss://` and `https://` through TLS (see `--ca-file`).
     #[arg(long = "target", value_name = "URL")]
     pub targets: Vec<String>,
     /// How users connect: WebSocket, or SockJS's HTTP fallbacks (`http://` targets), to
@@ -173,7 +174,19 @@ pub struct ScenarioArgs {
     /// Channel names are this prefix and a number.
     #[arg(long, default_value = "c")]
     pub channel_prefix: String,
-    /// Metrics endpoints to scrape before and after (default: `/metrics` of each target).
+    /// PEM certificates to trust for `wss://` and `https://` targets (e.g. the self-signed
+    /// one of `deploy/cluster.sh up --tls`); default: the Mozilla roots.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// A JWT every connection sends in `CONNECT` (`Authorization: Bearer`).
+    #[arg(long, conflicts_with = "jwt_secret_file")]
+    pub token_file: Option<PathBuf>,
+    /// An HS256 secret (the engine's `--auth-jwt-secret-file`): each user signs its own
+    /// token, `sub` = `user-N`, valid for a day.
+    #[arg(long)]
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Metrics endpoints to scrape before and after (default: `/metrics` of each plain
+    /// target).
     #[arg(long = "metrics", value_name = "URL")]
     pub metrics: Vec<String>,
     /// Server processes to read CPU and RSS of from /proc when `/metrics` lacks them.

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`cli`] and [`scenario`]: flags (and TOML scenario files) into a checked plan.
 //! - [`target`] and [`body`]: URLs and the stamped chat body; the client side of the wire
-//!   is `proto::client`, shared with the bench drivers; [`net`] opens the sockets.
+//!   is `proto::client`, shared with the bench drivers; [`net`] opens the sockets and
+//!   [`tls`] runs rustls over them for `wss://` and `https://`.
 //! - [`shard`]: the glommio executors: connections, the publish clock, measurements.
 //! - [`track`] and [`stats`]: sequence tracking, message tables, histograms, CPU.
 //! - [`reconnect`]: the sans-IO part of `--reconnect`/`--resume`: backoff, positions,
@@ -32,4 +33,5 @@ pub mod shard;
 pub mod stats;
 pub mod sweep;
 pub mod target;
+pub mod tls;
 pub mod track;

@@ -1,5 +1,6 @@
 //! Sockets for the load generator and the bench drivers: TCP connections from a chosen
-//! source address (to spread ephemeral ports over several loopback addresses), and the
+//! source address (to spread ephemeral ports over several loopback addresses), with TLS
+//! on them for `wss://` and `https://` targets ([`Conn`], through `tls.rs`), and the
 //! write loop of a glommio stream.
 
 use std::cell::RefCell;
@@ -9,13 +10,73 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures_lite::AsyncWrite;
+use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+
+use crate::tls;
 
 /// A socket shared by a connection's reader and writer tasks (each borrows it only
 /// inside a poll, never across an await).
-pub type Stream = Rc<RefCell<TcpStream>>;
+pub type Stream = Rc<RefCell<Conn>>;
+
+/// A TCP connection, in the clear or through TLS.
+pub struct Conn {
+    tcp: TcpStream,
+    tls: Option<Box<tls::Session>>,
+}
+
+/// Opens a connection to `dst` from `src`; with `tls` (the client settings and the server
+/// name), a TLS session over it whose handshake runs with the first reads and writes.
+///
+/// # Errors
+/// Socket, bind or connect failures, or a server name TLS cannot use.
+pub fn connect(
+    dst: SocketAddr,
+    src: Option<IpAddr>,
+    tls: Option<(&Arc<rustls::ClientConfig>, &str)>,
+) -> io::Result<Stream> {
+    let tcp = open_socket(dst, src)?;
+    let tls = match tls {
+        Some((config, server)) => Some(Box::new(tls::Session::new(config, server)?)),
+        None => None,
+    };
+    Ok(Rc::new(RefCell::new(Conn { tcp, tls })))
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let Conn { tcp, tls } = self.get_mut();
+        match tls {
+            Some(tls) => tls.poll_read(tcp, cx, buf),
+            None => Pin::new(tcp).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let Conn { tcp, tls } = self.get_mut();
+        match tls {
+            Some(tls) => tls.poll_write(tcp, cx, buf),
+            None => Pin::new(tcp).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Conn { tcp, tls } = self.get_mut();
+        match tls {
+            Some(tls) => tls.poll_flush(tcp, cx),
+            None => Pin::new(tcp).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_close(cx)
+    }
+}
 
 /// Writes all of `bytes` to `stream`.
 ///
@@ -29,7 +90,8 @@ pub async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
         }
         bytes = &bytes[n..];
     }
-    Ok(())
+    // TLS may still hold ciphertext of them.
+    poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_flush(cx)).await
 }
 
 /// A non-blocking TCP socket connecting to `dst` from `src` (port chosen at connect time,
@@ -37,7 +99,7 @@ pub async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
 ///
 /// # Errors
 /// Socket, bind or connect failures.
-pub fn open_socket(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
+fn open_socket(dst: SocketAddr, src: Option<IpAddr>) -> io::Result<TcpStream> {
     let fd = connect_from(dst, src, false)?;
     // SAFETY: ownership of the open descriptor moves into the stream.
     Ok(unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) })

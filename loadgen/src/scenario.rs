@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -147,11 +148,63 @@ pub struct Scenario {
     pub reconnect: Option<Policy>,
     /// Resubscribe from the last `x-offset` (`--resume`).
     pub resume: bool,
+    /// TLS settings, when a target is `wss://` or `https://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// How users authenticate in `CONNECT`.
+    pub auth: Auth,
     /// For the report.
     pub summary: Summary,
 }
 
+/// The token each user sends in `CONNECT`.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// None (the engine's authentication is off).
+    #[default]
+    None,
+    /// One token for all (`--token-file`).
+    Token(String),
+    /// Each user signs its own HS256 token with this secret (`--jwt-secret-file`).
+    Secret(Arc<[u8]>),
+}
+
+impl Auth {
+    /// The `Authorization` header value of user `index`, if any.
+    pub fn bearer(&self, index: u32) -> Option<String> {
+        let token = match self {
+            Auth::None => return None,
+            Auth::Token(token) => token.clone(),
+            Auth::Secret(secret) => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let claims = serde_json::json!({"sub": format!("user-{index}"), "exp": now + TOKEN_SECS});
+                let key = jsonwebtoken::EncodingKey::from_secret(secret);
+                // HS256 over JSON that serialises: cannot fail.
+                jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).ok()?
+            }
+        };
+        Some(format!("Bearer {token}"))
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::None => "None",
+            Auth::Token(_) => "Token(<hidden>)",
+            Auth::Secret(_) => "Secret(<hidden>)",
+        })
+    }
+}
+
+/// How long the tokens users sign stay valid, seconds.
+const TOKEN_SECS: u64 = 86_400;
+
 impl Scenario {
+    /// The TLS settings and server name for connections to `target` (`None`: plain).
+    pub fn tls_for<'a>(&'a self, target: &'a Target) -> Option<(&'a Arc<rustls::ClientConfig>, &'a str)> {
+        Some((self.tls.as_ref()?, target.tls_name.as_deref()?))
+    }
+
     /// Checks `args` and plans every connection.
     ///
     /// # Errors
@@ -289,12 +342,29 @@ impl Scenario {
         let mut metrics_urls = args.metrics.clone();
         if metrics_urls.is_empty() {
             for t in &targets {
-                let url = t.metrics_url();
-                if !metrics_urls.contains(&url) {
+                if let Some(url) = t.metrics_url().filter(|url| !metrics_urls.contains(url)) {
                     metrics_urls.push(url);
                 }
             }
         }
+        let tls = match targets.iter().any(|t| t.tls_name.is_some()) {
+            true => Some(crate::tls::client_config(args.ca_file.as_deref()).map_err(|e| invalid("ca-file", &e))?),
+            false => None,
+        };
+        let read_secret = |flag, path: &PathBuf| {
+            std::fs::read(path)
+                .map(|bytes| bytes.trim_ascii_end().to_vec())
+                .map_err(|e| invalid(flag, &format!("{}: {e}", path.display())))
+        };
+        let auth = match (&args.token_file, &args.jwt_secret_file) {
+            (Some(path), _) => Auth::Token(
+                String::from_utf8_lossy(&read_secret("token-file", path)?)
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Some(path)) => Auth::Secret(read_secret("jwt-secret-file", path)?.into()),
+            (None, None) => Auth::None,
+        };
         let rate_total = per_publisher * f64::from(args.publishers);
         let summary = Summary {
             targets: args.targets.clone(),
@@ -346,6 +416,8 @@ impl Scenario {
             inject_reorder: args.inject_reorder,
             reconnect,
             resume: args.resume,
+            tls,
+            auth,
             summary,
         })
     }

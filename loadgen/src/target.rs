@@ -1,6 +1,7 @@
 //! Target URLs: what a scenario's `--target` strings mean. `ws://host:port/path` is raw
 //! STOMP over WebSocket at that path; `http://host:port/base` is a SockJS endpoint whose
-//! WebSocket transport lives at `{base}/<3 digits>/<8 chars>/websocket`. Parsed and resolved
+//! WebSocket transport lives at `{base}/<3 digits>/<8 chars>/websocket`; `wss://` and
+//! `https://` are the same through TLS. Parsed and resolved
 //! once at startup, so connections only copy a `SocketAddr`.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,13 +21,15 @@ pub struct Target {
     pub path: String,
     /// Raw or SockJS.
     pub framing: Framing,
+    /// Through TLS: the server name its certificate must carry (`wss://`, `https://`).
+    pub tls_name: Option<String>,
 }
 
 /// A target URL that cannot be used.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// Not `ws://` or `http://` (TLS is not supported: put the load generator inside).
-    #[error("target `{0}`: scheme must be ws:// (raw STOMP) or http:// (SockJS)")]
+    /// Not `ws://`, `wss://`, `http://` or `https://`.
+    #[error("target `{0}`: scheme must be ws:// or wss:// (raw STOMP), http:// or https:// (SockJS)")]
     Scheme(String),
     /// No host, or a port that is not a number.
     #[error("target `{0}`: expected scheme://host[:port]/path")]
@@ -47,11 +50,16 @@ impl Target {
     /// # Errors
     /// A bad scheme, a malformed URL or a name that does not resolve.
     pub fn parse(url: &str) -> Result<Target, Error> {
-        let (framing, rest) = if let Some(rest) = url.strip_prefix("ws://") {
-            (Framing::Raw, rest)
-        } else if let Some(rest) = url.strip_prefix("http://") {
-            (Framing::SockJs, rest)
-        } else {
+        let schemes = [
+            ("ws://", Framing::Raw, false),
+            ("wss://", Framing::Raw, true),
+            ("http://", Framing::SockJs, false),
+            ("https://", Framing::SockJs, true),
+        ];
+        let Some((framing, tls, rest)) = schemes
+            .iter()
+            .find_map(|&(scheme, framing, tls)| Some((framing, tls, url.strip_prefix(scheme)?)))
+        else {
             return Err(Error::Scheme(url.to_string()));
         };
         let (authority, path) = match rest.find('/') {
@@ -61,11 +69,15 @@ impl Target {
         if authority.is_empty() {
             return Err(Error::Malformed(url.to_string()));
         }
-        let host = if has_port(authority) {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
+        let host = match (has_port(authority), tls) {
+            (true, _) => authority.to_string(),
+            (false, false) => format!("{authority}:80"),
+            (false, true) => format!("{authority}:443"),
         };
+        let tls_name = tls.then(|| {
+            let name = host.rsplit_once(':').map_or(&host[..], |(name, _)| name);
+            name.trim_start_matches('[').trim_end_matches(']').to_string()
+        });
         let addr = host
             .to_socket_addrs()
             .map_err(|e| Error::Resolve {
@@ -88,6 +100,7 @@ impl Target {
             host,
             path,
             framing,
+            tls_name,
         })
     }
 
@@ -106,9 +119,10 @@ impl Target {
         format!("{}/{:03}/{}", self.path, conn % 1000, session_id(conn))
     }
 
-    /// `http://host:port/metrics` of the node behind this target.
-    pub fn metrics_url(&self) -> String {
-        format!("http://{}/metrics", self.host)
+    /// `http://host:port/metrics` of the node behind this target; `None` through TLS (a
+    /// TLS port is a proxy's: name the nodes' metrics with `--metrics`).
+    pub fn metrics_url(&self) -> Option<String> {
+        self.tls_name.is_none().then(|| format!("http://{}/metrics", self.host))
     }
 }
 
@@ -153,12 +167,24 @@ mod tests {
         assert!(path.ends_with("/websocket"));
         assert_eq!(path.split('/').nth(3).map(str::len), Some(8));
         assert_eq!(format!("{}/websocket", sockjs.session_path(1234)), path);
-        assert_eq!(sockjs.metrics_url(), "http://127.0.0.1:9/metrics");
+        assert_eq!(sockjs.metrics_url().as_deref(), Some("http://127.0.0.1:9/metrics"));
+        assert_eq!(raw.tls_name, None);
+    }
+
+    #[test]
+    fn tls_urls() {
+        let wss = Target::parse("wss://localhost/ws").expect("wss");
+        assert_eq!((wss.framing, wss.addr.port()), (Framing::Raw, 443));
+        assert_eq!(wss.tls_name.as_deref(), Some("localhost"));
+        assert_eq!(wss.metrics_url(), None);
+        let https = Target::parse("https://127.0.0.1:8443/letters-chat-server").expect("https");
+        assert_eq!((https.framing, https.addr.port()), (Framing::SockJs, 8443));
+        assert_eq!(https.tls_name.as_deref(), Some("127.0.0.1"));
     }
 
     #[test]
     fn bad_urls() {
-        assert!(matches!(Target::parse("wss://x/ws"), Err(Error::Scheme(_))));
+        assert!(matches!(Target::parse("ftp://x/ws"), Err(Error::Scheme(_))));
         assert!(matches!(Target::parse("ws:///ws"), Err(Error::Malformed(_))));
         assert!(Target::parse("ws://127.0.0.1/").is_ok_and(|t| t.addr.port() == 80));
     }

@@ -247,7 +247,7 @@ fn an_independent_websocket_and_stomp_server_accepts_every_frame_loadgen_sends()
     let errors = broker.errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "{errors:?}");
     let m = &r["messages"];
-    assert_eq!(num(r, &["connections", "ready"]), 12, "{r}");
+    assert_eq!(num(&r, &["connections", "ready"]), 12, "{r}");
     assert_eq!(num(m, &["sent"]), 120, "{m}");
     assert_eq!(num(m, &["delivered"]), num(m, &["expected"]), "{m}");
     assert_eq!(num(m, &["expected"]), 480, "{m}");

@@ -120,7 +120,7 @@ pub(super) fn too_large(shard: &Shard) -> Action {
 /// `POST /api/publish`: as a client's `SEND /pub/chat`, from JSON check to fan-out.
 async fn publish(shard: &Shard, body: &[u8], keep_alive: bool) -> Action {
     let decoded = Instant::now();
-    let prepared = message::prepare(body, SystemTime::now(), &mut shard.json_scratch.borrow_mut());
+    let prepared = message::prepare(body, None, SystemTime::now(), &mut shard.json_scratch.borrow_mut());
     let msg = match prepared {
         Ok(msg) => msg,
         Err(e) => {

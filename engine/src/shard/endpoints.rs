@@ -13,7 +13,7 @@ use proto::{http, sockjs, Framing};
 use super::conn::Endpoint;
 use super::{api, sessions, transport, Shard};
 use crate::config::Cidr;
-use crate::metrics::{self, ShardStats};
+use crate::metrics::{self, ErrorKind, ShardStats};
 
 /// What to do with one HTTP request.
 pub(super) enum Action {
@@ -52,6 +52,17 @@ pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
         Err(e) => Action::Reject(e),
     };
     let path = req.path;
+    // A page of another origin may not open a WebSocket or use SockJS (a WebSocket has
+    // no CORS: this check is what stands between a foreign page and the user's cookies).
+    if !config.allowed_origins.allows(req.origin) {
+        shard.stats.error(ErrorKind::Origin);
+        return Action::Respond {
+            status: 403,
+            headers: Vec::new(),
+            body: "origin not allowed\n".into(),
+            keep_alive: false,
+        };
+    }
     if req.wants_websocket() {
         if config.ws_echo_path.as_deref() == Some(path) {
             return upgrade(Endpoint::Echo, &[]);
@@ -196,7 +207,8 @@ pub(super) fn too_large(r: transport::Request) -> Action {
 }
 
 /// The headers of every SockJS answer, as for `/info`: no caching, and CORS with
-/// credentials (echo the Origin, never `*`, when there is one).
+/// credentials (echo the Origin, never `*`, when there is one: `route` has refused the
+/// origins `--allowed-origins` does not allow).
 fn cors(req: &http::Request<'_>) -> Vec<(&'static str, String)> {
     let mut headers = vec![(
         "Cache-Control",

@@ -314,6 +314,7 @@ impl Shard {
                 max_headers: MAX_HEADERS,
                 max_line_bytes: config.max_header_line_bytes.min(config.max_frame_bytes),
             },
+            auth: config.auth.clone(),
         };
         // Each end waits for its peer's: connect all of them at once, or two shards would
         // each wait on the other's first channel.

@@ -8,7 +8,6 @@
 //! and receipts are `reconnect.rs`'s. Every way a connection can fail is counted by kind,
 //! never unwrapped.
 
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
@@ -30,6 +29,7 @@ use crate::net::{self, write_all, Stream};
 use crate::reconnect::{self, Backoff, Positions, Recovery};
 use crate::scenario::ConnPlan;
 use crate::stats::now_ns;
+use crate::target::Target;
 
 /// Runs connection `index` of the scenario until the run ends, or until the connection
 /// fails and does not (or may not) come back.
@@ -203,8 +203,7 @@ async fn handshake(
     let started_ns = now_ns();
     user.generation += 1;
     let conn_id = index | ((user.generation - 1) << 32);
-    let socket = net::open_socket(target.addr, plan.source_ip).map_err(|e| io_kind(&e))?;
-    let stream: Stream = Rc::new(RefCell::new(socket));
+    let stream = net::connect(target.addr, plan.source_ip, scenario.tls_for(target)).map_err(|e| io_kind(&e))?;
     let mut codec = Codec::new(target.framing, MAX_FRAME_BYTES, conn_id ^ scenario.run_id);
     let mut rng = wire::Rng::new(index.wrapping_mul(31) ^ started_ns);
     let key = wire::new_key(&mut rng);
@@ -241,12 +240,13 @@ async fn handshake(
         .get(plan.channel as usize)
         .ok_or_else(|| "no_channel".to_string())?;
     let destination = format!("/sub/chat/{channel}");
-    let connect: [(&str, &[u8]); 3] = [
-        ("accept-version", b"1.2,1.1,1.0"),
-        ("host", target.host.as_bytes()),
-        ("heart-beat", b"0,0"),
-    ];
-    codec.encode(Command::Connect, &connect, b"", &mut out);
+    let bearer = scenario.auth.bearer(plan.index);
+    codec.encode(
+        Command::Connect,
+        &connect_headers(target, bearer.as_deref()),
+        b"",
+        &mut out,
+    );
     let resumed = {
         let since = match again {
             Some(_) if scenario.resume => user.positions.since(SUB_ID),
@@ -316,6 +316,21 @@ async fn handshake(
             _ => return Err("stomp_unexpected".into()),
         }
     }
+}
+
+/// The headers of a `CONNECT` to `target`, with `Authorization` when there is a token.
+pub(super) fn connect_headers<'a>(
+    target: &'a Target,
+    bearer: Option<&'a str>,
+) -> SmallVec<[(&'static str, &'a [u8]); 4]> {
+    let mut headers: SmallVec<[(&'static str, &'a [u8]); 4]> = SmallVec::new();
+    headers.push(("accept-version", b"1.2,1.1,1.0"));
+    headers.push(("host", target.host.as_bytes()));
+    headers.push(("heart-beat", b"0,0"));
+    if let Some(bearer) = bearer {
+        headers.push(("Authorization", bearer.as_bytes()));
+    }
+    headers
 }
 
 /// Reads and handles frames until the connection ends; returns why it ended.

@@ -8,9 +8,10 @@
 //! next, as sockjs-client batches). The wire is `proto::client`'s, sans-IO.
 
 use std::future::poll_fn;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Buf, BytesMut};
@@ -19,10 +20,11 @@ use proto::stomp::{Command, Version};
 use proto::Framing;
 use smallvec::SmallVec;
 
-use super::conn::{close_kind, io_kind, read_some, release_if_empty, start, MAX_FRAME_BYTES};
+use super::conn::{self, close_kind, io_kind, read_some, release_if_empty, start, MAX_FRAME_BYTES};
 use super::{Link, Shard};
 use crate::cli::Transport;
 use crate::net::{self, write_all, Stream};
+use crate::scenario::Scenario;
 use crate::stats::now_ns;
 use crate::target::Target;
 
@@ -56,7 +58,8 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
     // server for its disconnect delay.
     let session = target.session_path(u64::from(index) ^ scenario.run_id.rotate_left(17));
     let mut codec = Codec::new(Framing::SockJsHttp, MAX_FRAME_BYTES, u64::from(index) ^ scenario.run_id);
-    let mut rx = Receiver::new(target, &session, scenario.transport, plan.source_ip);
+    let dial = Dial::new(scenario, target, plan.source_ip);
+    let mut rx = Receiver::new(target, &session, scenario.transport, dial.clone());
     rx.request(shard).await?;
     loop {
         match rx.next_event(shard, &mut codec).await? {
@@ -66,16 +69,17 @@ async fn handshake(shard: &Rc<Shard>, index: u32) -> Result<Ready, String> {
             _ => return Err("sockjs_no_open".into()),
         }
     }
-    let mut tx = Sender::new(target, &session, plan.source_ip);
+    let mut tx = Sender::new(target, &session, dial);
     let channel = &scenario.channel_names[plan.channel as usize];
     let destination = format!("/sub/chat/{channel}");
     let mut elements = BytesMut::new();
-    let connect: [(&str, &[u8]); 3] = [
-        ("accept-version", b"1.2,1.1,1.0"),
-        ("host", target.host.as_bytes()),
-        ("heart-beat", b"0,0"),
-    ];
-    codec.encode(Command::Connect, &connect, b"", &mut elements);
+    let bearer = scenario.auth.bearer(plan.index);
+    codec.encode(
+        Command::Connect,
+        &conn::connect_headers(target, bearer.as_deref()),
+        b"",
+        &mut elements,
+    );
     let subscribe: [(&str, &[u8]); 3] = [
         ("id", b"sub-0"),
         ("destination", destination.as_bytes()),
@@ -197,10 +201,34 @@ async fn send_loop(shard: Rc<Shard>, mut tx: Sender, link: Rc<Link>) {
     }
 }
 
+/// How the requests of one user reach its target: address, source and TLS.
+#[derive(Clone)]
+struct Dial {
+    addr: SocketAddr,
+    source_ip: Option<IpAddr>,
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
+}
+
+impl Dial {
+    fn new(scenario: &Scenario, target: &Target, source_ip: Option<IpAddr>) -> Self {
+        Dial {
+            addr: target.addr,
+            source_ip,
+            tls: scenario
+                .tls_for(target)
+                .map(|(config, name)| (config.clone(), name.to_string())),
+        }
+    }
+
+    fn connect(&self) -> Result<Stream, String> {
+        let tls = self.tls.as_ref().map(|(config, name)| (config, name.as_str()));
+        net::connect(self.addr, self.source_ip, tls).map_err(|e| io_kind(&e))
+    }
+}
+
 /// The receiving side: one response after another on `xhr_streaming` or `xhr`.
 struct Receiver {
-    addr: std::net::SocketAddr,
-    source_ip: Option<IpAddr>,
+    dial: Dial,
     host: String,
     path: String,
     streaming: bool,
@@ -214,12 +242,11 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn new(target: &Target, session: &str, transport: Transport, source_ip: Option<IpAddr>) -> Self {
+    fn new(target: &Target, session: &str, transport: Transport, dial: Dial) -> Self {
         let streaming = transport == Transport::XhrStreaming;
         let suffix = if streaming { "xhr_streaming" } else { "xhr" };
         Receiver {
-            addr: target.addr,
-            source_ip,
+            dial,
             host: target.host.clone(),
             path: format!("{session}/{suffix}"),
             streaming,
@@ -235,9 +262,7 @@ impl Receiver {
     async fn request(&mut self, shard: &Shard) -> Result<(), String> {
         let stream = match self.stream.take().filter(|_| self.keep_alive) {
             Some(stream) => stream,
-            None => Rc::new(std::cell::RefCell::new(
-                net::open_socket(self.addr, self.source_ip).map_err(|e| io_kind(&e))?,
-            )),
+            None => self.dial.connect()?,
         };
         let mut out = BytesMut::new();
         wire::http_request("POST", &self.host, &self.path, b"", &mut out);
@@ -313,8 +338,7 @@ impl Receiver {
 
 /// The sending side: `xhr_send` requests on one kept-alive connection.
 struct Sender {
-    addr: std::net::SocketAddr,
-    source_ip: Option<IpAddr>,
+    dial: Dial,
     host: String,
     path: String,
     stream: Option<Stream>,
@@ -323,10 +347,9 @@ struct Sender {
 }
 
 impl Sender {
-    fn new(target: &Target, session: &str, source_ip: Option<IpAddr>) -> Self {
+    fn new(target: &Target, session: &str, dial: Dial) -> Self {
         Sender {
-            addr: target.addr,
-            source_ip,
+            dial,
             host: target.host.clone(),
             path: format!("{session}/xhr_send"),
             stream: None,
@@ -339,9 +362,7 @@ impl Sender {
     async fn post(&mut self, shard: &Shard, elements: &[u8]) -> Result<(), String> {
         let stream = match self.stream.take() {
             Some(stream) => stream,
-            None => Rc::new(std::cell::RefCell::new(
-                net::open_socket(self.addr, self.source_ip).map_err(|e| io_kind(&e))?,
-            )),
+            None => self.dial.connect()?,
         };
         self.out.clear();
         wire::xhr_send_request(&self.host, &self.path, elements, &mut self.out);

@@ -57,6 +57,11 @@ impl Engine {
         panic!("engine did not become healthy on port {port}");
     }
 
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `ws://127.0.0.1:<port>/ws`.
     pub fn ws(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
