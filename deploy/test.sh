@@ -556,11 +556,18 @@ stage_cluster() {
   bash deploy/cluster.sh up --nodes 2 --tls
   NODE_EXTRA_CA_CERTS="$state/tls/cert.pem" \
     node "$COMPAT_DIR/compat.mjs" --cluster --nodes 2 "${metrics[@]}" "https://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"
-  # loadgen through the same TLS (rustls, trusting cert.pem): wss:// and https://.
-  log "cluster: loadgen over wss:// and https:// through nginx's TLS"
-  for target in "wss://127.0.0.1:$CLUSTER_PORT/ws" "https://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH"; do
+  # loadgen through the same TLS (rustls, trusting cert.pem): wss:// and https://, and
+  # SockJS's HTTP transports, whose responses nginx re-frames as chunked.
+  log "cluster: loadgen over wss://, https:// and the HTTP transports through nginx's TLS"
+  local tls_base="https://127.0.0.1:$CLUSTER_PORT$CHAT_BASE_PATH" transport
+  for target in "wss://127.0.0.1:$CLUSTER_PORT/ws" "$tls_base"; do
     bash deploy/cluster.sh bench --target "$target" --connections 100 --channels 10 --publishers 10 \
-      --rate 200 --duration 2 --warmup 1 --out "$WORK/loadgen-tls" --quiet
+      --rate 200 --duration 2 --warmup 1 --fail-on-loss --out "$WORK/loadgen-tls" --quiet
+  done
+  for transport in xhr-streaming xhr-polling; do
+    bash deploy/cluster.sh bench --target "$tls_base" --transport "$transport" --connections 40 \
+      --channels 4 --publishers 4 --rate 100 --duration 2 --warmup 1 --fail-on-loss \
+      --out "$WORK/loadgen-$transport" --quiet
   done
 
   pids="$(cat "$state"/node*.pid "$state/nginx/nginx.pid" 2>/dev/null | tr '\n' ' ')"

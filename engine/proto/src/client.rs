@@ -323,14 +323,99 @@ pub struct ResponseHead {
     pub head_bytes: usize,
     /// `Content-Length`, when given; else the body ends when the connection closes.
     pub content_length: Option<usize>,
+    /// `Transfer-Encoding: chunked` (a proxy such as Nginx re-frames a streaming
+    /// response this way): read the body through a [`Dechunker`].
+    pub chunked: bool,
     /// The server closes the connection after this response.
     pub close: bool,
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body as it arrives, in any pieces: raw bytes
+/// in, body bytes out. Chunk extensions and trailer fields are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dechunker {
+    state: ChunkState,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum ChunkState {
+    /// Expecting a chunk-size line.
+    #[default]
+    Size,
+    /// This many data bytes of the current chunk still to come.
+    Data(usize),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last (empty) chunk: trailer lines up to an empty one.
+    Trailer,
+    /// The body is complete.
+    Done,
+}
+
+impl Dechunker {
+    /// True once the body, trailers included, was read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Moves what `raw` holds of the body into `out`, consuming it from `raw`; returns
+    /// true once the body is complete (what follows it stays in `raw`).
+    ///
+    /// # Errors
+    /// `MalformedHttp` for bad chunk syntax.
+    pub fn feed(&mut self, raw: &mut BytesMut, out: &mut BytesMut) -> Result<bool, Error> {
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok(true),
+                ChunkState::Data(0) => self.state = ChunkState::DataEnd,
+                ChunkState::Data(left) => {
+                    if raw.is_empty() {
+                        return Ok(false);
+                    }
+                    let n = left.min(raw.len());
+                    out.extend_from_slice(&raw.split_to(n));
+                    self.state = ChunkState::Data(left - n);
+                }
+                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
+                    let Some(end) = raw.windows(2).position(|w| w == b"\r\n") else {
+                        // A size line is short; anything longer is not HTTP.
+                        if raw.len() > MAX_HEAD_BYTES {
+                            return Err(Error::MalformedHttp);
+                        }
+                        return Ok(false);
+                    };
+                    let line = raw.split_to(end + 2);
+                    let line = &line[..end];
+                    self.state = match self.state {
+                        ChunkState::DataEnd if line.is_empty() => ChunkState::Size,
+                        ChunkState::DataEnd => return Err(Error::MalformedHttp),
+                        ChunkState::Trailer if line.is_empty() => ChunkState::Done,
+                        ChunkState::Trailer => ChunkState::Trailer,
+                        _ => match chunk_size(line)? {
+                            0 => ChunkState::Trailer,
+                            n => ChunkState::Data(n),
+                        },
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The size of a chunk-size line (hex, at most 8 digits), extensions ignored.
+fn chunk_size(line: &[u8]) -> Result<usize, Error> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    if digits.is_empty() || digits.len() > 8 {
+        return Err(Error::MalformedHttp);
+    }
+    let text = std::str::from_utf8(digits).map_err(|_| Error::MalformedHttp)?;
+    usize::from_str_radix(text, 16).map_err(|_| Error::MalformedHttp)
 }
 
 /// Reads a response head from the start of `buf`; `Ok(None)`: not complete yet.
 ///
 /// # Errors
-/// `MalformedHttp` when it is not HTTP, or uses chunked encoding (the engine does not).
+/// `MalformedHttp` when it is not HTTP, or uses a transfer coding other than chunked.
 pub fn response_head(buf: &[u8]) -> Result<Option<ResponseHead>, Error> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
@@ -344,6 +429,7 @@ pub fn response_head(buf: &[u8]) -> Result<Option<ResponseHead>, Error> {
         status: response.code.unwrap_or(0),
         head_bytes,
         content_length: None,
+        chunked: false,
         close: response.version == Some(0),
     };
     for h in response.headers.iter() {
@@ -353,7 +439,10 @@ pub fn response_head(buf: &[u8]) -> Result<Option<ResponseHead>, Error> {
         } else if h.name.eq_ignore_ascii_case("connection") {
             head.close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(Error::MalformedHttp);
+            if !value.eq_ignore_ascii_case("chunked") {
+                return Err(Error::MalformedHttp);
+            }
+            head.chunked = true;
         }
     }
     Ok(Some(head))
@@ -468,6 +557,25 @@ mod tests {
     }
 
     #[test]
+    fn chunked_bodies_decode_in_every_split() {
+        let raw: &[u8] = b"5;ext=1\r\nhello\r\n1A\r\n abcdefghijklmnopqrstuvwxy\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let body: &[u8] = b"hello abcdefghijklmnopqrstuvwxy";
+        for split in 0..=raw.len() {
+            let (mut d, mut out, mut pending) = (Dechunker::default(), BytesMut::new(), BytesMut::new());
+            pending.extend_from_slice(&raw[..split]);
+            let early = d.feed(&mut pending, &mut out).expect("valid so far");
+            pending.extend_from_slice(&raw[split..]);
+            assert!(early || d.feed(&mut pending, &mut out).expect("valid"), "split {split}");
+            assert_eq!(&out[..], body, "split {split}");
+            assert_eq!(&pending[..], b"NEXT", "split {split}");
+        }
+        for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX\r\n", b"123456789\r\n", b"\r\n"] {
+            let mut raw = BytesMut::from(bad);
+            assert_eq!(Dechunker::default().feed(&mut raw, &mut BytesMut::new()), Err(Error::MalformedHttp), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn response_heads() {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: x\r\nConnection: close\r\n\r\nhhh";
         assert_eq!(
@@ -476,6 +584,7 @@ mod tests {
                 status: 200,
                 head_bytes: head.len() - 3,
                 content_length: None,
+                chunked: false,
                 close: true
             }))
         );
@@ -486,7 +595,11 @@ mod tests {
         );
         assert_eq!(response_head(b"HTTP/1.1 200 OK\r\n"), Ok(None));
         assert_eq!(
-            response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").map(|h| h.map(|h| h.chunked)),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
             Err(Error::MalformedHttp)
         );
     }

@@ -233,12 +233,34 @@ struct Receiver {
     path: String,
     streaming: bool,
     stream: Option<Stream>,
-    /// What was read of the current response's body (its head is cut off).
+    /// What was read of the current response's body (its head is cut off), for the codec.
     buf: BytesMut,
-    /// The body's length (`xhr`) and how much of it was read; `None` while streaming.
-    body: Option<(usize, usize)>,
+    /// How the current response's body ends.
+    body: Body,
+    /// Bytes of a chunked body not decoded yet.
+    raw: BytesMut,
     /// The connection stays open after this response.
     keep_alive: bool,
+}
+
+/// How a response's body is framed.
+enum Body {
+    /// `Content-Length` (`xhr` from the engine): the length and how much was read.
+    Length(usize, usize),
+    /// `Transfer-Encoding: chunked`, as Nginx re-frames both transports.
+    Chunked(wire::Dechunker),
+    /// Until the server closes the connection (`xhr_streaming` from the engine).
+    UntilClose,
+}
+
+impl Body {
+    fn complete(&self) -> bool {
+        match self {
+            Body::Length(len, read) => read >= len,
+            Body::Chunked(d) => d.is_done(),
+            Body::UntilClose => false,
+        }
+    }
 }
 
 impl Receiver {
@@ -252,7 +274,8 @@ impl Receiver {
             streaming,
             stream: None,
             buf: BytesMut::new(),
-            body: None,
+            body: Body::UntilClose,
+            raw: BytesMut::new(),
             keep_alive: false,
         }
     }
@@ -280,11 +303,17 @@ impl Receiver {
             return Err(format!("http_{}", head.status));
         }
         self.buf.advance(head.head_bytes);
-        self.keep_alive = !head.close && head.content_length.is_some();
-        self.body = match (self.streaming, head.content_length) {
-            (false, Some(len)) => Some((len, self.buf.len())),
+        self.keep_alive = !head.close && (head.content_length.is_some() || head.chunked);
+        self.body = match (head.chunked, head.content_length) {
+            (true, _) => {
+                self.raw = self.buf.split();
+                let mut body = wire::Dechunker::default();
+                body.feed(&mut self.raw, &mut self.buf).map_err(|e| e.kind())?;
+                Body::Chunked(body)
+            }
+            (false, Some(len)) => Body::Length(len, self.buf.len()),
+            (false, None) if self.streaming => Body::UntilClose,
             (false, None) => return Err("bad_http".into()),
-            (true, _) => None,
         };
         self.stream = Some(stream);
         Ok(())
@@ -293,23 +322,29 @@ impl Receiver {
     /// Reads more of the response, or starts the next one when it is over: at the end of
     /// an `xhr` body (once its lines are decoded), or when the server ends a stream.
     async fn advance(&mut self, shard: &Shard) -> Result<(), String> {
-        if let Some((len, read)) = self.body {
-            if read >= len {
-                if !self.buf.is_empty() {
-                    return Err("sockjs_protocol".into());
-                }
-                return self.request(shard).await;
+        if self.body.complete() {
+            if !self.buf.is_empty() || !self.raw.is_empty() {
+                return Err("sockjs_protocol".into());
             }
+            return self.request(shard).await;
         }
         let Some(stream) = self.stream.clone() else {
             return self.request(shard).await;
         };
         release_if_empty(&mut self.buf);
         let before = self.buf.len();
-        match read_some(shard, &stream, &mut self.buf).await {
+        let read = match &mut self.body {
+            Body::Chunked(_) => read_some(shard, &stream, &mut self.raw).await,
+            _ => read_some(shard, &stream, &mut self.buf).await,
+        };
+        match read {
             Ok(()) => {
-                if let Some((_, read)) = &mut self.body {
-                    *read += self.buf.len() - before;
+                match &mut self.body {
+                    Body::Length(_, read) => *read += self.buf.len() - before,
+                    Body::Chunked(body) => {
+                        body.feed(&mut self.raw, &mut self.buf).map_err(|e| e.kind())?;
+                    }
+                    Body::UntilClose => {}
                 }
                 Ok(())
             }
