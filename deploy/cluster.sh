@@ -399,8 +399,13 @@ cmd_logs() {
 BENCH_OUT=""
 
 cmd_bench() {
-  nginx_head /healthz | head -n 1 | grep -q ' 200' ||
-    die "nothing healthy behind 127.0.0.1:$PORT (run: deploy/cluster.sh up)"
+  local try
+  # A few tries: right after a restart nginx may still be retrying a node it saw fail.
+  for try in 1 2 3 4 5; do
+    nginx_head /healthz | head -n 1 | grep -q ' 200' && break
+    [ "$try" = 5 ] && die "nothing healthy behind 127.0.0.1:$PORT (run: deploy/cluster.sh up)"
+    sleep 1
+  done
   [ -x "$CHAT_LOADGEN_BIN" ] || die "$CHAT_LOADGEN_BIN not built (cargo build --workspace --release --bins)"
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   BENCH_OUT="$(opt_value --out "$@")"

@@ -196,7 +196,7 @@ fn hostile_peers_are_answered_and_bounded_while_bystanders_chat() {
     let mut sends = String::new();
     for i in 0..300 {
         sends.push_str(&format!(
-            "SEND\ndestination:/sub/chat/rate\nreceipt:p{i}\ncontent-length:2\n\n{{}}\0"
+            "SEND\ndestination:/pub/chat\nreceipt:p{i}\ncontent-length:18\n\n{{\"channel\":\"rate\"}}\0"
         ));
     }
     c.send(&sends);

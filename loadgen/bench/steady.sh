@@ -30,8 +30,11 @@ for scenario in $scenarios; do
   for bin in "${bins[@]}"; do
     for run in $(seq "$runs"); do
       for s in 0 "$spin"; do
-        # The burst scenario has one publisher far above the default per-connection cap.
-        "$bin" --listen "127.0.0.1:$port" --shards 1 --cpus 0 --log warn --max-publish-rate 0 &
+        # The burst scenario has one publisher far above the default per-connection cap
+        # (older engines have no cap, nor the flag).
+        local_args=()
+        "$bin" --help | grep -q -- --max-publish-rate && local_args=(--max-publish-rate 0)
+        "$bin" --listen "127.0.0.1:$port" --shards 1 --cpus 0 --log warn "${local_args[@]}" &
         engine=$!
         for _ in $(seq 100); do
           curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

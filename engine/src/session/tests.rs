@@ -50,7 +50,7 @@ impl Pair {
             limits: server::Limits {
                 max_frame_bytes: 4096,
                 max_headers: 16,
-                max_line_bytes: 64,
+                max_line_bytes: 1024,
             },
             auth: None,
         };
@@ -637,7 +637,7 @@ fn limits_get_an_error_naming_them_and_are_counted_by_kind() {
             |p| {
                 p.send(
                     Command::Subscribe,
-                    &[("id", b"s"), ("destination", b"/sub/chat/x"), ("x", &[b'v'; 63])],
+                    &[("id", b"s"), ("destination", b"/sub/chat/x"), ("x", &[b'v'; 1023])],
                     b"",
                 )
             },

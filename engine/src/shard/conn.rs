@@ -385,9 +385,10 @@ async fn serve_http(
                     return Next::Close;
                 }
                 let action = endpoints::route(shard, &req);
-                // Only `xhr_send` takes a body (at most a frame); any other gets 413.
+                // Only `xhr_send` and the API take a body (at most a frame); any other gets 413.
                 let max_body = match &action {
                     endpoints::Action::SockJs(r) if r.transport == Transport::XhrSend => config.max_frame_bytes,
+                    endpoints::Action::Api { .. } => config.max_frame_bytes,
                     _ => 0,
                 };
                 if let endpoints::Action::SockJs(r) = &action {
@@ -422,6 +423,18 @@ async fn serve_http(
                                 endpoints::too_large(r)
                             }
                             endpoints::Action::Api { .. } if e == http::Error::BodyTooLarge => api::too_large(shard),
+                            // The API's own refusals (404 when off, 401, 405) need no body:
+                            // answered as they are, and the connection closes unread.
+                            endpoints::Action::Respond {
+                                status, headers, body, ..
+                            } if e == http::Error::BodyTooLarge && req.path.starts_with("/api/") => {
+                                endpoints::Action::Respond {
+                                    status,
+                                    headers,
+                                    body,
+                                    keep_alive: false,
+                                }
+                            }
                             _ => endpoints::Action::Reject(e),
                         };
                         Some((answer, n, buf.len(), false))
