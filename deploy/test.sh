@@ -575,7 +575,11 @@ stage_cluster() {
   bash deploy/cluster.sh down # safe to repeat
   trap - EXIT
   for pid in $pids; do
-    kill -0 "$pid" 2>/dev/null && left+=("pid $pid")
+    # A zombie that init has not reaped yet has stopped all the same.
+    case "$(ps -o stat= -p "$pid" 2>/dev/null)" in
+      '' | Z*) ;;
+      *) left+=("pid $pid") ;;
+    esac
   done
   pgrep -f -- "--listen 127.0.0.1:$((CLUSTER_PORT + 1)) " >/dev/null && left+=("chat-engine node1")
   pgrep -f -- "--listen 127.0.0.1:$((CLUSTER_PORT + 2)) " >/dev/null && left+=("chat-engine node2")

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -84,7 +84,9 @@ struct Broker {
     errors: Arc<Mutex<Vec<String>>>,
 }
 
-type Peers = Arc<Mutex<HashMap<String, Vec<(Arc<Mutex<WebSocket<TcpStream>>>, String)>>>>;
+/// Each destination's subscribers: where their connection's thread takes frames to
+/// write, and their subscription id.
+type Peers = Arc<Mutex<HashMap<String, Vec<(mpsc::Sender<Message>, String)>>>>;
 
 impl Broker {
     fn start() -> Broker {
@@ -145,12 +147,17 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
         Ok(resp)
     })
     .map_err(|e| format!("handshake: {e}"))?;
+    let mut ws: WebSocket<TcpStream> = ws;
     ws.get_ref()
-        .set_read_timeout(Some(Duration::from_millis(20)))
+        .set_read_timeout(Some(Duration::from_millis(2)))
         .map_err(|e| e.to_string())?;
-    let ws = Arc::new(Mutex::new(ws));
+    // This thread alone writes to the socket: deliveries come through `inbox`.
+    let (outbox, inbox) = mpsc::channel::<Message>();
     while !stop.load(Ordering::Relaxed) {
-        let read = ws.lock().unwrap().read();
+        while let Ok(delivery) = inbox.try_recv() {
+            ws.send(delivery).map_err(|e| format!("deliver: {e}"))?;
+        }
+        let read = ws.read();
         let text = match read {
             Ok(Message::Text(t)) => t.to_string(),
             Ok(Message::Close(_)) => return Ok(()),
@@ -167,7 +174,7 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
             continue; // a heart-beat
         }
         let frame = parse(&text).map_err(|e| format!("bad STOMP frame from loadgen ({e}): {text:?}"))?;
-        let reply = |m: Message| ws.lock().unwrap().send(m).map_err(|e| format!("send: {e}"));
+        let mut reply = |m: Message| ws.send(m).map_err(|e| format!("send: {e}"));
         match frame.command.as_str() {
             "CONNECT" | "STOMP" => {
                 if frame.header("accept-version").is_none_or(|v| !v.split(',').any(|v| v == "1.2")) {
@@ -184,7 +191,7 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
                     .unwrap()
                     .entry(destination.to_string())
                     .or_default()
-                    .push((ws.clone(), id.to_string()));
+                    .push((outbox.clone(), id.to_string()));
                 if let Some(receipt) = frame.header("receipt") {
                     reply(encode("RECEIPT", &[("receipt-id", receipt)], ""))?;
                 }
@@ -210,7 +217,8 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
                         ],
                         &frame.body,
                     );
-                    peer.lock().unwrap().send(message).map_err(|e| format!("deliver: {e}"))?;
+                    // A subscriber that has gone away no longer takes deliveries.
+                    let _ = peer.send(message);
                 }
             }
             "DISCONNECT" => return Ok(()),

@@ -50,7 +50,7 @@ impl Engine {
         let log = File::create(&log_path).expect("the cargo target tmp dir is writable");
         let log_err = log.try_clone().expect("a just-opened log file can be duplicated");
         let bin = engine_bin();
-        let child = Command::new(&bin)
+        let child = without_chat_env(&mut Command::new(&bin))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args)
@@ -511,4 +511,16 @@ impl Engine {
             .filter_map(|l| l.split_once(&tag).and_then(|(_, n)| n.trim().parse::<u64>().ok()))
             .sum()
     }
+}
+
+/// Removes the test runner's `CHAT_*` variables from `command`: the engine reads its
+/// settings from them too, and `CHAT_KAFKA_BROKERS` (set for the Kafka tests) would put
+/// every engine of every test on one shared topic.
+pub fn without_chat_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CHAT_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }

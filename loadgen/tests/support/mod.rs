@@ -32,7 +32,7 @@ impl Engine {
 
     /// As `start`, on `port`.
     pub fn start_on(port: u16, args: &[&str]) -> Engine {
-        let child = Command::new(engine_bin())
+        let child = without_chat_env(&mut Command::new(engine_bin()))
             .args([
                 "--listen",
                 &format!("127.0.0.1:{port}"),
@@ -210,4 +210,16 @@ pub fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
 /// `v[a][b]...` as f64 (NaN when absent).
 pub fn float(v: &serde_json::Value, path: &[&str]) -> f64 {
     path.iter().fold(v, |v, k| &v[*k]).as_f64().unwrap_or(f64::NAN)
+}
+
+/// Removes the test runner's `CHAT_*` variables from `command`: the engine reads its
+/// settings from them too, and `CHAT_KAFKA_BROKERS` (set for the Kafka tests) would put
+/// every engine of every test on one shared topic.
+pub fn without_chat_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("CHAT_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
