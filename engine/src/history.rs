@@ -93,7 +93,11 @@ impl History {
         };
         let size = size_of(&msg);
         let channel = self.channels.entry(msg.destination.clone()).or_default();
-        if channel.messages.back().is_some_and(|last| last.position >= Some(position)) {
+        if channel
+            .messages
+            .back()
+            .is_some_and(|last| last.position >= Some(position))
+        {
             return;
         }
         self.order.push_back((msg.destination.clone(), position, size, now));
@@ -141,7 +145,11 @@ impl History {
             return Since::Foreign;
         }
         if since.seq >= first.seq {
-            return match channel.messages.iter().position(|m| m.position.is_some_and(|p| p.seq == since.seq)) {
+            return match channel
+                .messages
+                .iter()
+                .position(|m| m.position.is_some_and(|p| p.seq == since.seq))
+            {
                 Some(at) if channel.messages[at].position == Some(since) => {
                     Since::Complete(channel.messages.iter().skip(at + 1).cloned().collect())
                 }
@@ -164,7 +172,8 @@ impl History {
             return (Vec::new(), true);
         };
         let skip = channel.messages.len().saturating_sub(n);
-        let complete = skip > 0 || channel.messages.len() == n || (channel.evicted.is_none() && channel.floor.is_some());
+        let complete =
+            skip > 0 || channel.messages.len() == n || (channel.evicted.is_none() && channel.floor.is_some());
         (channel.messages.iter().skip(skip).cloned().collect(), complete)
     }
 
@@ -230,7 +239,10 @@ mod tests {
     }
 
     fn msg(channel: &str, seq: u64) -> Arc<Message> {
-        let mut m = Message::new(Bytes::from(format!("/sub/chat/{channel}")), Bytes::from(vec![b'x'; 100]));
+        let mut m = Message::new(
+            Bytes::from(format!("/sub/chat/{channel}")),
+            Bytes::from(vec![b'x'; 100]),
+        );
         m.id = id(seq);
         m.position = Some(pos(seq));
         Arc::new(m)
@@ -256,7 +268,11 @@ mod tests {
         assert_eq!(h.since(a, pos(13)), Since::Foreign, "no message 13 in this channel");
         assert_eq!(h.since(a, pos(21)), Since::Foreign, "from the future");
         assert_eq!(h.since(a, Position::new(8, 12, &id(12))), Since::Foreign, "another log");
-        assert_eq!(h.since(a, Position::new(7, 12, b"other")), Since::Foreign, "another message");
+        assert_eq!(
+            h.since(a, Position::new(7, 12, b"other")),
+            Since::Foreign,
+            "another message"
+        );
         // Older than what is held, and nothing known before: a gap.
         match h.since(a, pos(3)) {
             Since::Gap { messages } => assert_eq!(seqs(&messages), [10, 12, 15, 20]),
@@ -305,7 +321,11 @@ mod tests {
         assert!(h.bytes() <= limits.shard_bytes, "{}", h.bytes());
         assert_eq!(h.head(b"/sub/chat/b").map(|p| p.seq), Some(29));
         let (a, _) = h.last(b"/sub/chat/a", 100);
-        assert!(seqs(&a).first().is_some_and(|first| *first >= 18), "the oldest go first: {:?}", seqs(&a));
+        assert!(
+            seqs(&a).first().is_some_and(|first| *first >= 18),
+            "the oldest go first: {:?}",
+            seqs(&a)
+        );
         h.push(msg("a", 30), now + Duration::from_secs(61));
         assert_eq!(seqs(&h.last(b"/sub/chat/a", 100).0), [30], "older than a minute: gone");
         assert_eq!(h.last(b"/sub/chat/b", 100).0.len(), 0);

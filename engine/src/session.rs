@@ -155,7 +155,9 @@ pub struct Session {
     /// (subscription id, destination) of each subscription.
     subs: SmallVec<[(SubId, Bytes); 2]>,
     /// What the client's token allows (authentication on), and when it expires.
-    grant: Option<(Grant, Instant)>,
+    /// Boxed: most deployments run without authentication, and an idle connection
+    /// should not carry room for a grant it never has.
+    grant: Option<Box<(Grant, Instant)>>,
     /// Until when the client may still send `CONNECT` (set by `open`, cleared by it).
     connect_by: Option<Instant>,
     /// The publish bucket's theoretical arrival time (GCRA): a `SEND` is over the rate
@@ -294,7 +296,7 @@ impl Session {
         if self.closed {
             return Step::Close;
         }
-        if self.grant.as_ref().is_some_and(|(_, expires)| env.now >= *expires) {
+        if self.grant.as_deref().is_some_and(|(_, expires)| env.now >= *expires) {
             return self.refuse(env, ErrorKind::Auth, auth::Refusal::Expired.message(), None, out);
         }
         let framing = self.framing();
@@ -326,7 +328,7 @@ impl Session {
             .framing()
             .is_sockjs()
             .then(|| last_sent + settings.sockjs_heartbeat);
-        let expiry = self.grant.as_ref().map(|&(_, expires)| expires);
+        let expiry = self.grant.as_deref().map(|&(_, expires)| expires);
         [stomp, sockjs, expiry, self.connect_by].into_iter().flatten().min()
     }
 
@@ -370,7 +372,7 @@ impl Session {
             let token = bearer_token(frame).ok_or(Refused::Auth(auth::Refusal::Missing))?;
             let grant = verifier.verify(token, env.wall).map_err(Refused::Auth)?;
             let left = grant.expires.duration_since(env.wall).unwrap_or_default();
-            self.grant = Some((grant, env.now + left));
+            self.grant = Some(Box::new((grant, env.now + left)));
         }
         self.version = Some(version);
         self.connect_by = None;
@@ -397,7 +399,7 @@ impl Session {
         check_destination(env, destination)?;
         if self
             .grant
-            .as_ref()
+            .as_deref()
             .is_some_and(|(grant, _)| !grant.may_subscribe(destination))
         {
             return Err(Refused::Denied {
@@ -482,14 +484,14 @@ impl Session {
             }
             return Err(ProtocolRule::stomp("unknown destination: send to /pub/chat").into());
         }
-        let sender = self.grant.as_ref().map(|(grant, _)| &grant.sender_json[..]);
+        let sender = self.grant.as_deref().map(|(grant, _)| &grant.sender_json[..]);
         let message = message::prepare(&frame.body, sender, env.wall, &mut out.json).map_err(|e| match e {
             message::Error::NotAnObject => ProtocolRule::stomp("body is not a JSON object"),
             message::Error::NoChannel => ProtocolRule::stomp("body has no non-empty string field \"channel\""),
         })?;
         if self
             .grant
-            .as_ref()
+            .as_deref()
             .is_some_and(|(grant, _)| !grant.may_publish(&message.destination))
         {
             return Err(Refused::Denied {
@@ -599,7 +601,10 @@ pub fn farewell_slow(framing: Framing, out: &mut Output) {
 /// Refuses a destination over `--max-destination-bytes`.
 fn check_destination(env: &Env<'_>, destination: &[u8]) -> Result<(), ProtocolRule> {
     if destination.len() > env.settings.max_destination_bytes {
-        return Err(ProtocolRule::limit(ErrorKind::DestinationTooLong, "destination too long"));
+        return Err(ProtocolRule::limit(
+            ErrorKind::DestinationTooLong,
+            "destination too long",
+        ));
     }
     Ok(())
 }

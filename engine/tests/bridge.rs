@@ -58,7 +58,10 @@ fn delivers_to_interested_shards_of_every_node_once() {
     assert_eq!(got.len(), total, "got {got:?}");
     let nobody = |d: &&(usize, usize, Arc<Message>)| d.2.channel().as_deref() == Some(&b"nobody"[..]);
     let owner_nobody = a.interest.owner(b"/sub/chat/nobody");
-    assert!(got.iter().filter(nobody).all(|d| d.1 == owner_nobody), "only the owner gets `nobody`");
+    assert!(
+        got.iter().filter(nobody).all(|d| d.1 == owner_nobody),
+        "only the owner gets `nobody`"
+    );
     let got: Vec<_> = got
         .into_iter()
         .filter(|d| d.2.channel().as_deref() != Some(&b"nobody"[..]) && !(d.0 == 0 && d.1 == 0))
@@ -269,10 +272,15 @@ fn starts_degraded_and_catches_up_when_the_broker_returns() {
     assert_eq!(got.len(), 1, "the record did not arrive");
     assert_eq!(got[0].2.body, Bytes::from_static(b"during the outage"));
     // The record may arrive before the delivery report that counts it: wait for both.
-    wait_until(Duration::from_secs(15), || a_stats.connected() && a_stats.produced() == 1);
+    wait_until(Duration::from_secs(15), || {
+        a_stats.connected() && a_stats.produced() == 1
+    });
     assert_eq!(a_stats.produced(), 1);
     assert!(
-        shards.quiet(Duration::from_millis(500)).iter().all(|d| (d.0, d.1) != (0, 1)),
+        shards
+            .quiet(Duration::from_millis(500))
+            .iter()
+            .all(|d| (d.0, d.1) != (0, 1)),
         "duplicates arrived"
     );
     a.shutdown();
@@ -330,7 +338,10 @@ fn survives_a_broker_restart() {
 
     let got = shards.wait_for_on((1, 0), 100, Duration::from_secs(60));
     assert!(
-        shards.quiet(Duration::from_millis(500)).iter().all(|d| (d.0, d.1) != (1, 0)),
+        shards
+            .quiet(Duration::from_millis(500))
+            .iter()
+            .all(|d| (d.0, d.1) != (1, 0)),
         "duplicates arrived"
     );
     let values: Vec<Bytes> = got.iter().map(|d| d.2.body.clone()).collect();

@@ -74,7 +74,11 @@ fn the_readme_resuming_client_loses_and_repeats_nothing() {
         NODE_TIMEOUT,
     );
     println!("{output}");
-    assert!(passed, "resume.mjs failed:\n{output}\nengine log:\n{}", engine.log_tail(40));
+    assert!(
+        passed,
+        "resume.mjs failed:\n{output}\nengine log:\n{}",
+        engine.log_tail(40)
+    );
 }
 
 /// `tests/compat/auth.mjs`: @stomp/stompjs 7 against an engine with authentication and

@@ -76,8 +76,15 @@ fn a_wrong_password_starts_degraded_and_delivers_only_locally() {
     ));
     let mut frames = [on_bad.frame(), on_bad.frame()];
     frames.sort_by_key(|f| !f.starts_with("RECEIPT\n"));
-    assert_eq!(header(&frames[0], "receipt-id").as_deref(), Some("from-bad"), "{frames:?}");
-    assert!(frames[1].starts_with("MESSAGE\n") && frames[1].contains("from bad"), "{frames:?}");
+    assert_eq!(
+        header(&frames[0], "receipt-id").as_deref(),
+        Some("from-bad"),
+        "{frames:?}"
+    );
+    assert!(
+        frames[1].starts_with("MESSAGE\n") && frames[1].contains("from bad"),
+        "{frames:?}"
+    );
     assert_silent(&mut on_good, "the node that logged in");
     assert_silent(&mut on_bad, "the node that failed to log in");
     assert_eq!(

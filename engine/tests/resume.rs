@@ -91,7 +91,11 @@ fn a_dropped_subscriber_resumes_with_every_missed_message_once_then_live() {
     let receipt = subscribe_with(&mut back, "s2", "room", &format!("x-since:{last}\n"), &mut early);
     assert_eq!(header(&receipt, "x-recovered").as_deref(), Some("true"), "{receipt}");
     let missed = catch_up(&mut back, early, 15);
-    assert_eq!(&missed[..], &all[10..], "the missed messages, once, in order, with their positions");
+    assert_eq!(
+        &missed[..],
+        &all[10..],
+        "the missed messages, once, in order, with their positions"
+    );
 
     // Live again, with no gap and no duplicate at the seam.
     for i in 25..30 {
@@ -143,7 +147,10 @@ fn history_on_join_gives_the_last_messages_then_live() {
     greedy.send("SUBSCRIBE\nid:g\ndestination:/sub/chat/lobby\nx-history:51\n\n\0");
     let error = greedy.frame();
     assert!(error.starts_with("ERROR\n"), "{error}");
-    assert!(header(&error, "message").is_some_and(|m| m.contains("x-history")), "{error}");
+    assert!(
+        header(&error, "message").is_some_and(|m| m.contains("x-history")),
+        "{error}"
+    );
     // Others are unaffected.
     publisher.chat("lobby", "m21");
     assert_eq!(texts(&messages(&mut joining, 1)), ["m21"]);
@@ -167,7 +174,11 @@ fn positions_the_node_cannot_serve_answer_not_recovered() {
         let mut client = Client::raw(second.port());
         let mut early = Vec::new();
         let receipt = subscribe_with(&mut client, id, "r", &format!("x-since:{since}\n"), &mut early);
-        assert_eq!(header(&receipt, "x-recovered").as_deref(), Some("false"), "{id}: {receipt}");
+        assert_eq!(
+            header(&receipt, "x-recovered").as_deref(),
+            Some("false"),
+            "{id}: {receipt}"
+        );
         assert!(early.is_empty(), "{id}: {early:?}");
         // Live delivery works all the same.
         publisher.chat("r", id);

@@ -41,7 +41,9 @@ fn parse(text: &str) -> Result<Frame, String> {
     let command = lines.next().ok_or("no command")?.to_string();
     let mut headers = Vec::new();
     for line in lines {
-        let (k, v) = line.split_once(':').ok_or_else(|| format!("header without ':': {line:?}"))?;
+        let (k, v) = line
+            .split_once(':')
+            .ok_or_else(|| format!("header without ':': {line:?}"))?;
         headers.push((k.to_string(), v.to_string()));
     }
     let frame = |body: &str| Frame {
@@ -102,7 +104,9 @@ impl Broker {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         let (stop, errors, subs) = (stop_accept.clone(), errors_accept.clone(), subscribers.clone());
-                        thread::spawn(move || serve(stream, &stop, &subs).unwrap_or_else(|e| errors.lock().unwrap().push(e)));
+                        thread::spawn(move || {
+                            serve(stream, &stop, &subs).unwrap_or_else(|e| errors.lock().unwrap().push(e))
+                        });
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
                     Err(e) => errors_accept.lock().unwrap().push(format!("accept: {e}")),
@@ -119,6 +123,8 @@ impl Drop for Broker {
     }
 }
 
+// tungstenite's handshake callback returns its own (large) error response type.
+#[allow(clippy::result_large_err)]
 fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Result<(), String> {
     stream.set_nonblocking(false).map_err(|e| e.to_string())?;
     // loadgen also asks each target for /metrics (server CPU): not an upgrade, a 404.
@@ -131,7 +137,10 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
         }
         thread::sleep(Duration::from_millis(5));
     }
-    if !String::from_utf8_lossy(&head[..n]).to_ascii_lowercase().contains("upgrade: websocket") {
+    if !String::from_utf8_lossy(&head[..n])
+        .to_ascii_lowercase()
+        .contains("upgrade: websocket")
+    {
         let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         return Ok(());
     }
@@ -142,7 +151,8 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if offered.split(',').any(|p| p.trim() == "v12.stomp") {
-            resp.headers_mut().insert("Sec-WebSocket-Protocol", "v12.stomp".parse().expect("header"));
+            resp.headers_mut()
+                .insert("Sec-WebSocket-Protocol", "v12.stomp".parse().expect("header"));
         }
         Ok(resp)
     })
@@ -163,7 +173,9 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
             Ok(Message::Close(_)) => return Ok(()),
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(other) => return Err(format!("loadgen sent a non-text message: {other:?}")),
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue
+            }
             Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => return Ok(()),
             Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {
                 return Ok(())
@@ -177,7 +189,10 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
         let mut reply = |m: Message| ws.send(m).map_err(|e| format!("send: {e}"));
         match frame.command.as_str() {
             "CONNECT" | "STOMP" => {
-                if frame.header("accept-version").is_none_or(|v| !v.split(',').any(|v| v == "1.2")) {
+                if frame
+                    .header("accept-version")
+                    .is_none_or(|v| !v.split(',').any(|v| v == "1.2"))
+                {
                     return Err(format!("CONNECT without accept-version 1.2: {frame:?}"));
                 }
                 reply(encode("CONNECTED", &[("version", "1.2"), ("heart-beat", "0,0")], ""))?;
@@ -204,7 +219,12 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, subscribers: &Peers) -> Resul
                     serde_json::from_str(&frame.body).map_err(|e| format!("SEND body is not JSON ({e})"))?;
                 let channel = json["channel"].as_str().ok_or("SEND body without channel")?;
                 let destination = format!("/sub/chat/{channel}");
-                let targets = subscribers.lock().unwrap().get(&destination).cloned().unwrap_or_default();
+                let targets = subscribers
+                    .lock()
+                    .unwrap()
+                    .get(&destination)
+                    .cloned()
+                    .unwrap_or_default();
                 for (i, (peer, id)) in targets.iter().enumerate() {
                     let message_id = format!("{i}");
                     let message = encode(

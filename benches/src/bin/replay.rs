@@ -36,7 +36,14 @@ fn run(flags: &Flags) -> Result<(), String> {
     let n = messages.to_string();
     let topic = format!("replay-bench-{}", std::process::id());
     // Outbound queues large enough that the watcher is never dropped as a slow consumer.
-    let mut extra = vec!["--replay-max", &n, "--history-mib", "1024", "--max-outbound-bytes", "268435456"];
+    let mut extra = vec![
+        "--replay-max",
+        &n,
+        "--history-mib",
+        "1024",
+        "--max-outbound-bytes",
+        "268435456",
+    ];
     let source = match flags.raw("kafka-brokers") {
         Some(brokers) => {
             extra.extend(["--kafka-brokers", brokers, "--kafka-topic", &topic]);
@@ -96,7 +103,12 @@ fn publish(stream: &mut TcpStream, n: usize) -> Result<(), String> {
     let mut out = BytesMut::with_capacity(1 << 20);
     for i in 0..n {
         let body = format!(r#"{{"channel":"{CHANNEL}","sender":"bench","message":"{i:0>80}"}}"#);
-        codec.encode(Command::Send, &[("destination", b"/pub/chat")], body.as_bytes(), &mut out);
+        codec.encode(
+            Command::Send,
+            &[("destination", b"/pub/chat")],
+            body.as_bytes(),
+            &mut out,
+        );
         if out.len() > 1 << 19 {
             stream.write_all(&out).map_err(|e| e.to_string())?;
             out.clear();
@@ -110,7 +122,9 @@ fn first_offset(stream: &mut TcpStream) -> Result<(String, BytesMut), String> {
     let mut codec = Codec::new(Framing::Raw, 1 << 20, 13);
     let mut buf = BytesMut::with_capacity(1 << 16);
     let mut chunk = vec![0u8; 1 << 16];
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     loop {
         match codec.decode(&mut buf).map_err(|e| e.to_string())? {
             Some(Event::Frame(frame)) if frame.command == Command::Message => {
@@ -135,9 +149,13 @@ fn count_frames(stream: &mut TcpStream, read: &[u8], n: usize) -> Result<(), Str
     let mut counter = FrameCounter::default();
     let mut chunk = vec![0u8; 1 << 16];
     let mut seen = counter.feed(read);
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
     while seen < n as u64 {
-        let got = stream.read(&mut chunk).map_err(|e| format!("after {seen} of {n} frames: {e}"))?;
+        let got = stream
+            .read(&mut chunk)
+            .map_err(|e| format!("after {seen} of {n} frames: {e}"))?;
         if got == 0 {
             return Err(format!("the engine closed the connection after {seen} of {n} frames"));
         }

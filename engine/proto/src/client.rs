@@ -571,7 +571,11 @@ mod tests {
         }
         for bad in [&b"zz\r\n"[..], b"5\r\nhelloXX\r\n", b"123456789\r\n", b"\r\n"] {
             let mut raw = BytesMut::from(bad);
-            assert_eq!(Dechunker::default().feed(&mut raw, &mut BytesMut::new()), Err(Error::MalformedHttp), "{bad:?}");
+            assert_eq!(
+                Dechunker::default().feed(&mut raw, &mut BytesMut::new()),
+                Err(Error::MalformedHttp),
+                "{bad:?}"
+            );
         }
     }
 

@@ -69,7 +69,9 @@ impl Echoes {
     /// The broker is away: shard `shard`'s messages still on their way, oldest first,
     /// to deliver here now; their copies from Kafka will be skipped.
     pub fn take(&self, shard: usize) -> Vec<Arc<Message>> {
-        let Some(mut s) = self.lock(shard) else { return Vec::new() };
+        let Some(mut s) = self.lock(shard) else {
+            return Vec::new();
+        };
         if s.pending.is_empty() {
             return Vec::new();
         }
@@ -86,7 +88,9 @@ impl Echoes {
         let Some((shard, n)) = shard_and_counter(id) else {
             return Echo::Deliver;
         };
-        let Some(mut s) = self.lock(shard) else { return Echo::Deliver };
+        let Some(mut s) = self.lock(shard) else {
+            return Echo::Deliver;
+        };
         if s.taken.remove(&n) {
             return Echo::Skip;
         }
@@ -96,7 +100,9 @@ impl Echoes {
 
     fn lock(&self, shard: usize) -> Option<MutexGuard<'_, Shard>> {
         // A poisoned lock only means a panic elsewhere; the maps are still whole.
-        self.shards.get(shard).map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        self.shards
+            .get(shard)
+            .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -121,11 +127,17 @@ mod tests {
     use super::*;
 
     fn msg(n: u64) -> Arc<Message> {
-        Arc::new(Message::new(Bytes::from_static(b"/sub/chat/r"), Bytes::from(n.to_string())))
+        Arc::new(Message::new(
+            Bytes::from_static(b"/sub/chat/r"),
+            Bytes::from(n.to_string()),
+        ))
     }
 
     fn bodies(messages: &[Arc<Message>]) -> Vec<String> {
-        messages.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect()
+        messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+            .collect()
     }
 
     #[test]

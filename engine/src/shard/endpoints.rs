@@ -32,7 +32,10 @@ pub(super) enum Action {
     /// A request of a SockJS HTTP transport, for `transport.rs` on the owner shard.
     SockJs(transport::Request),
     /// An authenticated HTTP API call, for `api.rs` once its body is read.
-    Api { call: api::Call, keep_alive: bool },
+    Api {
+        call: api::Call,
+        keep_alive: bool,
+    },
 }
 
 pub(super) fn route(shard: &Shard, req: &http::Request<'_>) -> Action {
