@@ -171,7 +171,9 @@ show_tail() {
 pid_matches() {
   local pid="$1" word="$2"
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$word"
+  local cmdline
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+  [[ "$cmdline" == *"$word"* ]]
 }
 
 # stop_pid PID WORD [SECS]: SIGTERM (the engine drains), then SIGKILL after SECS.
