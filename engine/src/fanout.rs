@@ -144,18 +144,7 @@ impl Outbound {
     /// (closing already, or this push overflowed the bound and closed the queue).
     #[inline]
     pub fn push(&self, bytes: &[u8]) -> bool {
-        if self.closing.get() != Closing::Open {
-            return false;
-        }
-        let fits = self.with_queue(|queue| {
-            let fits = queue.len() + bytes.len() <= self.max_bytes;
-            if fits {
-                queue.extend_from_slice(bytes);
-            }
-            fits
-        });
-        if !fits {
-            self.close(Closing::Overflow);
+        if self.closing.get() != Closing::Open || !self.append(bytes) {
             return false;
         }
         self.wake();
@@ -170,6 +159,14 @@ impl Outbound {
         if self.closing.get() == Closing::Overflow {
             return;
         }
+        self.append(bytes);
+        self.wake();
+    }
+
+    /// Appends `bytes` within the bound; past it, closes the queue as overflowed and
+    /// returns false.
+    #[inline]
+    fn append(&self, bytes: &[u8]) -> bool {
         let fits = self.with_queue(|queue| {
             let fits = queue.len() + bytes.len() <= self.max_bytes;
             if fits {
@@ -180,7 +177,7 @@ impl Outbound {
         if !fits {
             self.close(Closing::Overflow);
         }
-        self.wake();
+        fits
     }
 
     /// Asks the writer to flush and close (`Graceful`) or to drop (`Overflow`).
