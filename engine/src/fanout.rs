@@ -7,6 +7,7 @@
 //! subscriber whose queue would overflow is dropped, never waited for.
 
 use std::cell::{Cell, UnsafeCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -116,6 +117,19 @@ pub struct Outbound {
     waker: Cell<Option<Waker>>,
     overflow_waker: Cell<Option<Waker>>,
     last_sent: Cell<Instant>,
+    /// Replies held back behind receipts that wait for Kafka (`None`: nothing waits).
+    held: Cell<Option<Box<VecDeque<Held>>>>,
+}
+
+/// A reply held back so that replies leave in the order of the frames they answer.
+#[derive(Debug)]
+enum Held {
+    /// A `SEND`'s `RECEIPT`, waiting for the delivery report of message `n`.
+    Waiting(u64, Vec<u8>),
+    /// Ready, waiting only for what is before it.
+    Ready(Vec<u8>),
+    /// The message was refused for good: the connection closes when this is reached.
+    Refused,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -137,6 +151,7 @@ impl Outbound {
             waker: Cell::new(None),
             overflow_waker: Cell::new(None),
             last_sent: Cell::new(now),
+            held: Cell::new(None),
         }
     }
 
@@ -155,12 +170,89 @@ impl Outbound {
     /// also while closing gracefully (its last words). Replies count against the same
     /// bound as deliveries: a client that sends but never reads overflows the queue and
     /// is dropped as a slow consumer, instead of growing it without end.
+    /// While receipts wait for Kafka ([`Outbound::hold_until`]), replies wait behind them.
     pub fn push_reply(&self, bytes: &[u8]) {
+        match self.held.take() {
+            Some(mut held) => {
+                match held.back_mut() {
+                    Some(Held::Ready(last)) => last.extend_from_slice(bytes),
+                    _ => held.push_back(Held::Ready(bytes.to_vec())),
+                }
+                self.held.set(Some(held));
+            }
+            None => self.push_now(bytes),
+        }
+    }
+
+    /// Appends a reply at once, ahead of any held back (heart-beats).
+    pub fn push_now(&self, bytes: &[u8]) {
         if self.closing.get() == Closing::Overflow {
             return;
         }
         self.append(bytes);
         self.wake();
+    }
+
+    /// Holds `receipt` back until message `n`'s delivery report ([`Outbound::release`]);
+    /// replies after it wait behind it.
+    pub fn hold_until(&self, n: u64, receipt: &[u8]) {
+        let mut held = self.held.take().unwrap_or_default();
+        held.push_back(Held::Waiting(n, receipt.to_vec()));
+        self.held.set(Some(held));
+    }
+
+    /// Message `n` was stored (`stored`) or refused for good: its receipt, and the
+    /// replies behind it up to the next receipt still waiting, leave. A refusal closes
+    /// the connection instead, once what is before it left: the client sees no receipt.
+    pub fn release(&self, n: u64, stored: bool) {
+        let Some(mut held) = self.held.take() else { return };
+        if let Some(entry) = held.iter_mut().find(|h| matches!(h, Held::Waiting(m, _) if *m == n)) {
+            *entry = match std::mem::replace(entry, Held::Refused) {
+                Held::Waiting(_, receipt) if stored => Held::Ready(receipt),
+                _ => Held::Refused,
+            };
+        }
+        while let Some(front) = held.front() {
+            match front {
+                Held::Waiting(..) => break,
+                Held::Ready(bytes) => self.push_now(bytes),
+                Held::Refused => {
+                    self.close(Closing::Graceful);
+                    held.clear();
+                    break;
+                }
+            }
+            held.pop_front();
+        }
+        if !held.is_empty() {
+            self.held.set(Some(held));
+        }
+        self.wake();
+    }
+
+    /// Resolves once bytes are queued or no reply is held back any more.
+    pub async fn released(&self) {
+        poll_fn(|cx| {
+            if !self.is_empty() || !self.holds_replies() {
+                return Poll::Ready(());
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// True while replies wait for delivery reports.
+    pub fn holds_replies(&self) -> bool {
+        let held = self.held.take();
+        let holds = held.is_some();
+        self.held.set(held);
+        holds
+    }
+
+    /// Gives up on the replies held back (their reports never came): they are dropped.
+    pub fn drop_held(&self) {
+        self.held.set(None);
     }
 
     /// Appends `bytes` within the bound; past it, closes the queue as overflowed and
@@ -384,5 +476,53 @@ mod tests {
         out.close(Closing::Graceful);
         out.push_reply(b"GOODBYE");
         assert_eq!((out.len(), out.closing()), (7, Closing::Graceful));
+    }
+
+    fn queued(out: &Outbound) -> Vec<u8> {
+        let mut spare = Vec::new();
+        if !out.is_empty() {
+            futures_lite::future::block_on(out.take(&mut spare));
+        }
+        spare
+    }
+
+    #[test]
+    fn replies_wait_behind_receipts_held_for_kafka_in_frame_order() {
+        let out = Outbound::new(1 << 20, Instant::now());
+        out.push_reply(b"A");
+        out.hold_until(1, b"R1");
+        out.push_reply(b"B");
+        out.hold_until(2, b"R2");
+        out.push_reply(b"C");
+        // Deliveries and heart-beats do not wait.
+        assert!(out.push(b"m"));
+        out.push_now(b"h");
+        assert_eq!(queued(&out), b"Amh");
+        assert!(out.holds_replies());
+        // Reports may come out of order: R2 waits for R1.
+        out.release(2, true);
+        assert_eq!(queued(&out), b"");
+        out.release(1, true);
+        assert_eq!(queued(&out), b"R1BR2C");
+        assert!(!out.holds_replies());
+        out.push_reply(b"D");
+        assert_eq!(queued(&out), b"D");
+    }
+
+    #[test]
+    fn a_refused_message_closes_the_connection_without_its_receipt() {
+        let out = Outbound::new(1 << 20, Instant::now());
+        out.hold_until(1, b"R1");
+        out.push_reply(b"B");
+        out.hold_until(2, b"R2");
+        out.push_reply(b"C");
+        out.release(1, true);
+        out.release(2, false);
+        assert_eq!(queued(&out), b"R1B");
+        assert_eq!(out.closing(), Closing::Graceful);
+        assert!(!out.holds_replies());
+        // Unknown reports change nothing.
+        out.release(9, true);
+        assert_eq!(queued(&out), b"");
     }
 }

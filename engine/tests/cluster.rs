@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use common::{body, header, Client, Engine};
+use common::{header, Client, Engine};
 
 fn brokers() -> Option<String> {
     match std::env::var("CHAT_KAFKA_BROKERS") {
@@ -62,25 +62,7 @@ fn node(brokers: &str, topic: &str, id: &str, extra: &[&str]) -> Engine {
 
 /// The `message` field of the next `n` chat MESSAGEs.
 fn messages(client: &mut Client, n: usize) -> Vec<String> {
-    (0..n)
-        .map(|_| {
-            let frame = client.frame();
-            assert!(frame.starts_with("MESSAGE\n"), "{frame}");
-            let json: serde_json::Value = serde_json::from_str(body(&frame)).expect("json");
-            json["message"].as_str().unwrap_or_default().to_string()
-        })
-        .collect()
-}
-
-/// Publishes and waits for the RECEIPT, so the message is in the node's hands.
-fn chat_with_receipt(client: &mut Client, channel: &str, message: &str) {
-    let body = serde_json::json!({"channel": channel, "sender": "t", "message": message}).to_string();
-    client.send(&format!(
-        "SEND\ndestination:/pub/chat\nreceipt:{message}\ncontent-length:{}\n\n{body}\0",
-        body.len()
-    ));
-    let receipt = client.frame();
-    assert_eq!(header(&receipt, "receipt-id").as_deref(), Some(message), "{receipt}");
+    client.chat_messages(Vec::new(), n)
 }
 
 #[test]
@@ -129,6 +111,47 @@ fn every_node_delivers_every_message_in_one_order() {
     }
 }
 
+/// A `SEND`'s `RECEIPT` means Kafka has the message. With no broker (degraded start) the
+/// message reaches the node's own subscribers at once, but its receipt, and the receipts
+/// of frames after it, wait.
+#[test]
+fn a_send_receipt_waits_until_kafka_has_the_message() {
+    let engine = Engine::start(&[
+        "--shards",
+        "1",
+        "--kafka-brokers",
+        "127.0.0.1:1",
+        "--kafka-topic",
+        &topic("receipt"),
+    ]);
+    let mut client = Client::raw(engine.port());
+    client.subscribe("sub-0", "/sub/chat/room");
+    let body = serde_json::json!({"channel": "room", "sender": "t", "message": "kept?"}).to_string();
+    client.send(&format!(
+        "SEND\ndestination:/pub/chat\nreceipt:s-1\ncontent-length:{}\n\n{body}\0",
+        body.len()
+    ));
+    client.send("SUBSCRIBE\nid:sub-1\ndestination:/sub/chat/other\nreceipt:r-2\n\n\0");
+    let delivered = client.frame();
+    assert!(delivered.starts_with("MESSAGE\n") && delivered.contains("kept?"), "{delivered}");
+    client
+        .ws
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        match client.ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                assert!(!t.as_str().starts_with("RECEIPT"), "a receipt before Kafka has the message: {t}");
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 #[test]
 fn a_restarted_node_rejoins() {
     let Some(brokers) = brokers() else { return };
@@ -140,27 +163,28 @@ fn a_restarted_node_rejoins() {
     on_a.subscribe("sub-0", "/sub/chat/r");
     let mut on_b = Client::raw(b.port());
     on_b.subscribe("sub-0", "/sub/chat/r");
-    chat_with_receipt(&mut on_a, "r", "before");
-    assert_eq!(messages(&mut on_a, 1), ["before"]);
+    let early = on_a.chat_with_receipt("r", "before");
+    assert_eq!(on_a.chat_messages(early, 1), ["before"]);
     assert_eq!(messages(&mut on_b, 1), ["before"]);
 
     drop(on_b);
     drop(b);
-    chat_with_receipt(&mut on_a, "r", "while-b-down");
-    assert_eq!(messages(&mut on_a, 1), ["while-b-down"]);
+    let early = on_a.chat_with_receipt("r", "while-b-down");
+    assert_eq!(on_a.chat_messages(early, 1), ["while-b-down"]);
 
     let b = node(&brokers, &topic, "b", &[]);
     let mut on_b = Client::raw(b.port());
     on_b.subscribe("sub-0", "/sub/chat/r");
-    chat_with_receipt(&mut on_a, "r", "after");
-    assert_eq!(messages(&mut on_a, 1), ["after"]);
+    let early = on_a.chat_with_receipt("r", "after");
+    assert_eq!(on_a.chat_messages(early, 1), ["after"]);
     assert_eq!(messages(&mut on_b, 1), ["after"]);
 }
 
+/// During a broker outage the receipts of what is published wait; once the broker is
+/// back every message arrives once, in order, and every receipt comes, in order.
 #[test]
 fn a_broker_restart_loses_nothing_for_connected_clients() {
     let Some(brokers) = brokers() else { return };
-    let kafka_sh = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kafka/kafka.sh");
     if std::env::var_os("CHAT_KAFKA_NO_RESTART").is_some() {
         eprintln!("skipped: CHAT_KAFKA_NO_RESTART is set");
         return;
@@ -172,31 +196,47 @@ fn a_broker_restart_loses_nothing_for_connected_clients() {
     let mut publisher = Client::raw(a.port());
     let mut reader = Client::raw(b.port());
     reader.subscribe("sub-0", "/sub/chat/o");
-    chat_with_receipt(&mut publisher, "o", "m0");
+    publisher.chat_with_receipt("o", "m0");
     assert_eq!(messages(&mut reader, 1), ["m0"]);
 
-    let status = Command::new("bash")
-        .args([kafka_sh, "stop"])
-        .status()
-        .expect("kafka.sh stop");
-    assert!(status.success());
+    let restart = RestartGuard;
+    assert!(kafka_sh("stop"), "kafka.sh stop");
     for i in 1..=20 {
-        chat_with_receipt(&mut publisher, "o", &format!("m{i}"));
+        publisher.chat_asking_receipt("o", &format!("m{i}"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("bash")
-        .args([kafka_sh, "start"])
-        .status()
-        .expect("kafka.sh start");
-    assert!(status.success());
+    drop(restart);
     for i in 21..=30 {
-        chat_with_receipt(&mut publisher, "o", &format!("m{i}"));
+        publisher.chat_asking_receipt("o", &format!("m{i}"));
     }
-    reader
-        .ws
-        .get_mut()
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
+    for client in [&mut publisher, &mut reader] {
+        client
+            .ws
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+    }
     let expected: Vec<String> = (1..=30).map(|i| format!("m{i}")).collect();
+    let receipts: Vec<String> = (0..30)
+        .map(|_| header(&publisher.frame(), "receipt-id").unwrap_or_default())
+        .collect();
+    assert_eq!(receipts, expected);
     assert_eq!(messages(&mut reader, 30), expected);
+}
+
+fn kafka_sh(command: &str) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kafka/kafka.sh");
+    Command::new("bash")
+        .args([script, command])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts the broker again, also when the test fails half-way.
+struct RestartGuard;
+
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        assert!(kafka_sh("start") || std::thread::panicking(), "kafka.sh start failed");
+    }
 }

@@ -10,9 +10,11 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 
+use super::acks::Acks;
 use super::stats::{ErrorKind, RateLimit, Role, Stats};
 
 /// The context of one bridge client (producer, consumer or the start-up admin client).
@@ -22,6 +24,8 @@ pub(super) struct Context {
     stats: Arc<Stats>,
     log_limit: RateLimit,
     error_limit: RateLimit,
+    /// The shards' awaited delivery reports (the producer's context only).
+    acks: Option<Arc<Acks>>,
 }
 
 impl Context {
@@ -32,7 +36,14 @@ impl Context {
             stats,
             log_limit: RateLimit::new(LOG_INTERVAL_MS),
             error_limit: RateLimit::new(LOG_INTERVAL_MS),
+            acks: None,
         }
+    }
+
+    /// The producer's context: it also passes delivery reports on to `acks`.
+    pub(super) fn with_acks(mut self, acks: Arc<Acks>) -> Self {
+        self.acks = Some(acks);
+        self
     }
 
     pub(super) fn stats(&self) -> &Stats {
@@ -138,6 +149,13 @@ impl ProducerContext for Context {
     type DeliveryOpaque = ();
 
     fn delivery(&self, delivery_result: &DeliveryResult<'_>, _: ()) {
+        if let Some(acks) = &self.acks {
+            let (message, stored) = match delivery_result {
+                Ok(message) => (message, true),
+                Err((_, message)) => (message, false),
+            };
+            acks.delivered(id_header(message), stored);
+        }
         match delivery_result {
             Ok(_) => {
                 self.stats.add_produced(1);
@@ -160,6 +178,11 @@ impl ProducerContext for Context {
             }
         }
     }
+}
+
+/// The `id` header of one of this node's records.
+fn id_header<'a>(message: &'a BorrowedMessage<'_>) -> Option<&'a [u8]> {
+    message.headers()?.iter().find(|h| h.key == "id")?.value
 }
 
 /// Maps a librdkafka error code to the coarse kind shown in metrics.

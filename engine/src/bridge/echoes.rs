@@ -108,7 +108,7 @@ impl Echoes {
 
 /// The shard and counter of a message id `{node}-{epoch}-{shard}-{n}` (the node id may
 /// itself hold dashes, so the parts are read from the end).
-fn shard_and_counter(id: &[u8]) -> Option<(usize, u64)> {
+pub(super) fn shard_and_counter(id: &[u8]) -> Option<(usize, u64)> {
     let mut parts = id.rsplitn(3, |&b| b == b'-');
     let n = parse(parts.next()?)?;
     let shard = parse(parts.next()?)?;

@@ -8,6 +8,7 @@
 //! retrying and the producer holds its records until the consumer is assigned, so they
 //! reach every node, this one included. rdkafka types stay inside this module.
 
+mod acks;
 mod consumer;
 mod context;
 mod echoes;
@@ -32,6 +33,7 @@ use rdkafka::producer::ThreadedProducer;
 use crate::interest::Interest;
 use crate::message::Message;
 pub use consumer::split;
+pub use acks::Acks;
 use context::Context;
 pub use echoes::Echoes;
 pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
@@ -144,6 +146,8 @@ pub struct ShardPort {
     pub replayed: SharedReceiver<ReplayAnswer>,
     /// The node's messages on their way through Kafka (shared by all shards).
     pub echoes: Arc<Echoes>,
+    /// Delivery reports awaited by the shards (shared by all shards).
+    pub acks: Arc<Acks>,
 }
 
 /// The bytes of one shard's messages between its `try_send` and librdkafka's queue,
@@ -241,6 +245,7 @@ impl Bridge {
     pub fn start(cfg: &Config, shards: usize, interest: Arc<Interest>) -> Result<(Bridge, Vec<ShardPort>), Error> {
         check(cfg, shards)?;
         let stats = Arc::new(Stats::new());
+        let acks = Acks::new(shards);
         let setup = setup::Setup {
             admin: admin_config(cfg)
                 .create_with_context(Context::new(Role::Admin, &cfg.topic, Arc::clone(&stats)))
@@ -255,7 +260,7 @@ impl Bridge {
             .create_with_context(Context::new(Role::Consumer, &cfg.topic, Arc::clone(&stats)))
             .map_err(kafka("create consumer"))?;
         let producer: ThreadedProducer<Context> = producer_config(cfg, shards)
-            .create_with_context(Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)))
+            .create_with_context(Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)).with_acks(Arc::clone(&acks)))
             .map_err(kafka("create producer"))?;
         // Degraded start: the consumer thread keeps trying, the producer holds its
         // first send until then, and the stats say down until the clients see a broker.
@@ -298,6 +303,7 @@ impl Bridge {
                 replay: replay.clone(),
                 replayed,
                 echoes: Arc::clone(&echoes),
+                acks: Arc::clone(&acks),
             });
         }
 

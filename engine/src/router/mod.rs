@@ -66,6 +66,8 @@ pub struct Router {
     /// position they ask through.
     parked: RefCell<HashMap<Bytes, Vec<ResumeRequest>>>,
     next_token: Cell<u64>,
+    /// Connections whose receipts wait for Kafka to store this shard's message `n`.
+    storing: RefCell<HashMap<u64, Rc<Outbound>>>,
     settings: Settings,
 }
 
@@ -117,6 +119,8 @@ pub struct KafkaLink {
     pub stats: Arc<bridge::Stats>,
     /// This node's messages on their way through Kafka.
     pub echoes: Arc<bridge::Echoes>,
+    /// Delivery reports that receipts wait for.
+    pub acks: Arc<bridge::Acks>,
 }
 
 impl KafkaLink {
@@ -187,6 +191,15 @@ pub enum Delivered {
     TooBig,
 }
 
+/// What became of an accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Delivered, or handed on: a receipt may go at once.
+    Done,
+    /// Handed to Kafka as this shard's message `n`: a receipt waits until Kafka has it.
+    Storing(u64),
+}
+
 /// Why a message was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PublishError {
@@ -221,6 +234,7 @@ impl Router {
             waiting: RefCell::new(HashMap::new()),
             parked: RefCell::new(HashMap::new()),
             next_token: Cell::new(0),
+            storing: RefCell::default(),
             settings,
         }
     }
@@ -228,6 +242,11 @@ impl Router {
     /// This router's shard.
     pub fn shard(&self) -> ShardId {
         self.shard
+    }
+
+    /// Whether this shard publishes through Kafka.
+    pub fn has_kafka(&self) -> bool {
+        self.links.kafka.is_some()
     }
 
     /// Adds a subscriber. The interest table is updated before this returns, so a message
@@ -267,25 +286,44 @@ impl Router {
     /// order: to Kafka in cluster mode, else to its owner shard; while Kafka is away it is
     /// handed to Kafka for the other nodes and delivered on this node at once (without a
     /// position). Other destinations (`/sub/...`) go straight to the shards that want
-    /// them. `started` is when its `SEND` was decoded (for the fan-out latency).
+    /// them. `started` is when its `SEND` was decoded (for the fan-out latency). With
+    /// `confirm` (the client wants a receipt) a message handed to Kafka is
+    /// [`Published::Storing`]: its receipt waits for the delivery report
+    /// ([`Router::await_stored`]).
     ///
     /// # Errors
     /// `KafkaFull` when the Kafka queue is full: nothing was delivered anywhere.
-    pub async fn publish(&self, mut msg: Message, started: Instant) -> Result<(), PublishError> {
+    pub async fn publish(&self, mut msg: Message, started: Instant, confirm: bool) -> Result<Published, PublishError> {
         let n = self.next_message.get();
         self.next_message.set(n + 1);
         msg.id = self.message_id(n);
         ShardStats::add(&self.stats.published, 1);
         if msg.channel().is_none() {
             self.publish_local(Arc::new(msg), started).await;
-            return Ok(());
+            return Ok(Published::Done);
         }
         if let Some(kafka) = &self.links.kafka {
             let shard = self.shard.0;
+            // Expected before the message leaves, so that its report is never missed.
+            if confirm {
+                kafka.acks.expect(shard);
+            }
+            let stored = if confirm { Published::Storing(n) } else { Published::Done };
+            let unexpect = |_: &PublishError| {
+                if confirm {
+                    kafka.acks.settle(shard);
+                }
+            };
             if kafka.stats.connected() {
                 // Tracked before it leaves, so that its echo always finds it.
                 kafka.echoes.sent(shard, n, Arc::new(msg.clone()));
-                return kafka.send(msg).inspect_err(|_| kafka.echoes.unsent(shard, n));
+                return kafka
+                    .send(msg)
+                    .inspect_err(|e| {
+                        kafka.echoes.unsent(shard, n);
+                        unexpect(e);
+                    })
+                    .map(|()| stored);
             }
             // The broker is away. What this shard sent before it noticed is delivered
             // here first, so that each publisher's order holds on this node.
@@ -293,9 +331,9 @@ impl Router {
                 self.publish_local(earlier, started).await;
             }
             msg.delivered_on_origin = true;
-            kafka.send(msg.clone())?;
+            kafka.send(msg.clone()).inspect_err(unexpect)?;
             self.publish_local(Arc::new(msg), started).await;
-            return Ok(());
+            return Ok(stored);
         }
         let owner = self.interest.owner(&msg.destination);
         if owner == self.shard.0 {
@@ -304,7 +342,31 @@ impl Router {
             // The mesh is closed only at shutdown, when losing a message is expected.
             let _ = peers.send_to(owner, Mesh::Sequence(Arc::new(msg))).await;
         }
-        Ok(())
+        Ok(Published::Done)
+    }
+
+    /// The receipt queued on `out` waits for the delivery report of this shard's message
+    /// `n` (after [`Published::Storing`]).
+    pub fn await_stored(&self, n: u64, out: Rc<Outbound>) {
+        self.storing.borrow_mut().insert(n, out);
+    }
+
+    /// Passes the delivery reports of this shard's messages on to the connections whose
+    /// receipts wait for them, until the bridge stops. Runs as a task of its own.
+    pub async fn serve_acks(&self) {
+        let Some(kafka) = &self.links.kafka else { return };
+        let mut reports = Vec::new();
+        loop {
+            kafka.acks.next(self.shard.0, &mut reports).await;
+            for &(n, stored) in &reports {
+                let waiting = self.storing.borrow_mut().remove(&n);
+                if let Some(out) = waiting {
+                    // A refusal is counted by the bridge (produce errors).
+                    kafka.acks.settle(self.shard.0);
+                    out.release(n, stored);
+                }
+            }
+        }
     }
 
     /// Numbers a message of a channel this shard owns (no Kafka), keeps it and sends it to

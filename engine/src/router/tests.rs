@@ -106,7 +106,7 @@ fn one_order_with_positions_and_resume_from_any_of_them() {
         router.subscribe(Bytes::from_static(b"/sub/chat/a"), key("s"), ConnId(1), live.clone());
         for i in 0..5 {
             router
-                .publish(chat("a", &i.to_string()), Instant::now())
+                .publish(chat("a", &i.to_string()), Instant::now(), false)
                 .await
                 .expect("accepted");
         }
@@ -130,7 +130,7 @@ fn one_order_with_positions_and_resume_from_any_of_them() {
             )
             .await;
         assert!(recovered);
-        router.publish(chat("a", "5"), Instant::now()).await.expect("accepted");
+        router.publish(chat("a", "5"), Instant::now(), false).await.expect("accepted");
         assert_eq!(texts(&received(&back)), ["2", "3", "4", "5"]);
 
         // The last two, then live.
@@ -179,7 +179,7 @@ fn other_destinations_have_no_positions() {
             Bytes::from_static(b"/sub/notice"),
             Bytes::from_static(br#"{"message":"n"}"#),
         );
-        router.publish(notice, Instant::now()).await.expect("accepted");
+        router.publish(notice, Instant::now(), false).await.expect("accepted");
         assert_eq!(received(&out), [("n".to_owned(), String::new())]);
     });
 }
@@ -258,7 +258,7 @@ fn the_owner_orders_and_answers_resumes_across_shards() {
         router.subscribe(destination.clone(), key("s"), ConnId(1), live.clone());
         for i in 0..20 {
             router
-                .publish(chat(&channel, &i.to_string()), Instant::now())
+                .publish(chat(&channel, &i.to_string()), Instant::now(), false)
                 .await
                 .expect("accepted");
         }
@@ -286,7 +286,7 @@ fn the_owner_orders_and_answers_resumes_across_shards() {
             async {
                 for i in 20..40 {
                     router
-                        .publish(chat(&channel, &i.to_string()), Instant::now())
+                        .publish(chat(&channel, &i.to_string()), Instant::now(), false)
                         .await
                         .expect("accepted");
                 }

@@ -134,8 +134,9 @@ async fn publish(shard: &Shard, body: &[u8], keep_alive: bool) -> Action {
     let mut json = BytesMut::from(&br#"{"accepted":true,"channel":""#[..]);
     sockjs::escape_into(&msg.channel().unwrap_or_default(), &mut json);
     json.extend_from_slice(b"\"}");
-    match shard.router.publish(msg, decoded).await {
-        Ok(()) => answer(202, String::from_utf8_lossy(&json).into_owned(), keep_alive),
+    // 202: accepted, as a SEND without a receipt (not yet stored in Kafka).
+    match shard.router.publish(msg, decoded, false).await {
+        Ok(_) => answer(202, String::from_utf8_lossy(&json).into_owned(), keep_alive),
         Err(PublishError::KafkaFull) => {
             shard.stats.error(ErrorKind::KafkaBackpressure);
             let mut action = answer(

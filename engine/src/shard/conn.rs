@@ -29,7 +29,7 @@ use super::{api, endpoints, transport, Handoff, Node, Shard};
 use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
 use crate::metrics::{ErrorKind, ShardStats};
-use crate::router::PublishError;
+use crate::router::{PublishError, Published};
 use crate::session::{self, Action, Env, Outcome, Session, Step};
 
 /// A socket shared by a connection's reader and writer tasks (each borrows it only
@@ -178,6 +178,16 @@ impl Shard {
     /// Runs one call of a session against the shard's output buffer, then queues what
     /// it wrote for the wire (and asks the writer to close when the session ended).
     pub(super) fn step(&self, out: &Outbound, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
+        self.step_as(out, Reply::InOrder, call)
+    }
+
+    /// [`Shard::step`] for what a tick writes (heart-beats, timeouts): it leaves at once,
+    /// ahead of replies held back for Kafka.
+    pub(super) fn tick(&self, out: &Outbound, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
+        self.step_as(out, Reply::Now, call)
+    }
+
+    fn step_as(&self, out: &Outbound, reply: Reply, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
         let now = Instant::now();
         let env = Env {
             settings: &self.settings,
@@ -188,7 +198,11 @@ impl Shard {
         let mut output = self.output.borrow_mut();
         let step = call(&env, &mut output);
         if !output.wire.is_empty() {
-            out.push_reply(&output.wire);
+            match reply {
+                Reply::InOrder => out.push_reply(&output.wire),
+                Reply::Now => out.push_now(&output.wire),
+                Reply::AfterStored(n) => out.hold_until(n, &output.wire),
+            }
             out.mark_sent(now);
             output.wire.clear();
         }
@@ -197,6 +211,17 @@ impl Shard {
         }
         step
     }
+}
+
+/// How a session's output joins the connection's queue.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    /// After the replies already queued or held back.
+    InOrder,
+    /// At once (heart-beats).
+    Now,
+    /// Held back until message `n` is stored in Kafka (a `SEND`'s receipt).
+    AfterStored(u64),
 }
 
 async fn stomp_loop(
@@ -218,7 +243,7 @@ async fn stomp_loop(
         match read_until(shard, stream, buf, deadline).await {
             Read::Bytes => {}
             Read::Deadline => {
-                if let Step::Close = shard.step(out, |env, o| session.on_tick(env, out.last_sent(), o)) {
+                if let Step::Close = shard.tick(out, |env, o| session.on_tick(env, out.last_sent(), o)) {
                     return;
                 }
             }
@@ -276,13 +301,28 @@ pub(super) async fn drive(
                 shard.router.unsubscribe(&destination, &sub, conn);
                 Outcome::Done
             }
-            Action::Publish(message) => match shard.router.publish(message, decoded).await {
-                Ok(()) => Outcome::Done,
-                Err(PublishError::KafkaFull) => {
-                    shard.stats.error(ErrorKind::KafkaBackpressure);
-                    Outcome::Rejected("cluster bus is full: message not accepted, send it again later")
+            Action::Publish(message) => {
+                let confirm = effect.receipt.is_some();
+                match shard.router.publish(message, decoded, confirm).await {
+                    Ok(Published::Done) => Outcome::Done,
+                    Ok(Published::Storing(n)) => {
+                        // The receipt leaves once Kafka has the message (`serve_acks`).
+                        shard.router.await_stored(n, out.clone());
+                        let receipt = effect.receipt.as_deref();
+                        let reply = Reply::AfterStored(n);
+                        if let Step::Close = shard.step_as(out, reply, |env, o| {
+                            session.complete(env, receipt, Outcome::Done, o)
+                        }) {
+                            return Flow::Close;
+                        }
+                        continue;
+                    }
+                    Err(PublishError::KafkaFull) => {
+                        shard.stats.error(ErrorKind::KafkaBackpressure);
+                        Outcome::Rejected("cluster bus is full: message not accepted, send it again later")
+                    }
                 }
-            },
+            }
         };
         let receipt = effect.receipt.as_deref();
         if let Step::Close = shard.step(out, |env, o| session.complete(env, receipt, outcome, o)) {
@@ -595,11 +635,32 @@ async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoin
         out.mark_sent(Instant::now());
         out.trim(&mut spare);
         if closing != Closing::Open && out.is_empty() {
+            if closing == Closing::Graceful && out.holds_replies() {
+                // Receipts waiting for Kafka go out before the close, within a bound.
+                let released = futures_lite::future::or(
+                    async {
+                        out.released().await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(HELD_WAIT).await;
+                        false
+                    },
+                )
+                .await;
+                if released {
+                    continue;
+                }
+                out.drop_held();
+            }
             break;
         }
     }
     shutdown(&stream);
 }
+
+/// How long a closing connection waits for its receipts held back for Kafka.
+const HELD_WAIT: Duration = Duration::from_secs(5);
 
 /// How a read ended.
 #[derive(Debug, PartialEq, Eq)]

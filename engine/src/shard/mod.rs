@@ -259,6 +259,7 @@ impl Shard {
                     replay: port.replay,
                     stats: stats.clone(),
                     echoes: port.echoes,
+                    acks: port.acks,
                 };
                 (
                     Some(link),
@@ -372,6 +373,10 @@ impl Shard {
                     router.deliver_from_kafka(batch).await;
                 }
             }))?;
+        }
+        if shard.router.has_kafka() {
+            let router = shard.router.clone();
+            spawn_bus(Box::pin(async move { router.serve_acks().await }))?;
         }
         if let Some(replayed) = replayed {
             let router = shard.router.clone();

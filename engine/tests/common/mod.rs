@@ -383,10 +383,59 @@ impl Client {
         ));
     }
 
+    /// Publishes a chat message asking for a receipt (id: `message`, spaces as dashes),
+    /// without waiting for it.
+    pub fn chat_asking_receipt(&mut self, channel: &str, message: &str) {
+        let body = serde_json::json!({"channel": channel, "sender": "t", "message": message}).to_string();
+        self.send(&format!(
+            "SEND\ndestination:/pub/chat\nreceipt:{}\ncontent-length:{}\n\n{body}\0",
+            message.replace(' ', "-"),
+            body.len()
+        ));
+    }
+
+    /// Publishes a chat message and waits for its RECEIPT (with Kafka: once Kafka has
+    /// it). Returns the chat messages received meanwhile: a subscriber's own message
+    /// may come back first.
+    pub fn chat_with_receipt(&mut self, channel: &str, message: &str) -> Vec<String> {
+        self.chat_asking_receipt(channel, message);
+        let mut early = Vec::new();
+        loop {
+            let frame = self.frame();
+            if frame.starts_with("MESSAGE\n") {
+                early.push(chat_text(&frame));
+                continue;
+            }
+            assert_eq!(
+                header(&frame, "receipt-id"),
+                Some(message.replace(' ', "-")),
+                "{frame}"
+            );
+            return early;
+        }
+    }
+
+    /// `early` (from [`Client::chat_with_receipt`]), then the `message` field of the next
+    /// chat MESSAGEs, `n` in all.
+    pub fn chat_messages(&mut self, mut early: Vec<String>, n: usize) -> Vec<String> {
+        while early.len() < n {
+            let frame = self.frame();
+            assert!(frame.starts_with("MESSAGE\n"), "{frame}");
+            early.push(chat_text(&frame));
+        }
+        early
+    }
+
     /// The shard number from the `server` header.
     pub fn shard(&self) -> String {
         self.server.split("shard=").nth(1).unwrap_or_default().to_string()
     }
+}
+
+/// The `message` field of a chat MESSAGE's JSON body.
+pub fn chat_text(frame: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(body(frame)).expect("json");
+    json["message"].as_str().unwrap_or_default().to_owned()
 }
 
 /// Opens raw clients until both shards of a 2-shard engine have one.
