@@ -143,9 +143,15 @@ pub struct ScenarioArgs {
     #[arg(long)]
     pub resume: bool,
     /// Exit with status 4 when any measured message was lost or received twice (for CI
-    /// and fault drills: `cluster.sh chaos --kill 1 -- --resume --fail-on-loss`).
+    /// and fault drills: `cluster.sh chaos --kill 1 -- --resume --fail-on-loss`). With
+    /// `--confirm`, only losses of messages the server confirmed count.
     #[arg(long)]
     pub fail_on_loss: bool,
+    /// Ask a `RECEIPT` for every `SEND`, as a publisher that must know what the server
+    /// stored; the report tells losses of confirmed messages from those of messages whose
+    /// receipt never came (a publisher would send those again).
+    #[arg(long)]
+    pub confirm: bool,
     /// Exit with status 4 when any measured message arrived after a later one of its
     /// publisher.
     #[arg(long)]

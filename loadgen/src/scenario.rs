@@ -80,6 +80,9 @@ pub struct Summary {
     /// Reconnects resume from the last position (`--resume`).
     #[serde(default)]
     pub resume: bool,
+    /// Every SEND asks for a receipt (`--confirm`).
+    #[serde(default)]
+    pub confirm: bool,
     /// `websocket`, `xhr-streaming` or `xhr-polling` (reports before it existed: websocket).
     #[serde(default = "websocket")]
     pub transport: String,
@@ -148,6 +151,8 @@ pub struct Scenario {
     pub reconnect: Option<Policy>,
     /// Resubscribe from the last `x-offset` (`--resume`).
     pub resume: bool,
+    /// Every SEND asks for a receipt (`--confirm`).
+    pub confirm: bool,
     /// TLS settings, when a target is `wss://` or `https://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How users authenticate in `CONNECT`.
@@ -379,6 +384,7 @@ impl Scenario {
             shards,
             reconnect: reconnect.is_some(),
             resume: args.resume,
+            confirm: args.confirm,
             transport: args.transport.name().to_string(),
         };
         Ok(Scenario {
@@ -416,6 +422,7 @@ impl Scenario {
             inject_reorder: args.inject_reorder,
             reconnect,
             resume: args.resume,
+            confirm: args.confirm,
             tls,
             auth,
             summary,

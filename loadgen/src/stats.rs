@@ -119,7 +119,7 @@ pub struct SubResult {
 }
 
 /// One publisher at the end of the run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PubResult {
     /// Its id.
     pub publisher: u32,
@@ -137,6 +137,8 @@ pub struct PubResult {
     /// Messages queued for its socket but not written when its connection dropped
     /// (counted as sent; subscribers that never got them count them lost).
     pub unflushed: u64,
+    /// With `--confirm`: measured messages sent whose receipt never came.
+    pub unconfirmed: Vec<u64>,
 }
 
 /// CPU time, seconds.

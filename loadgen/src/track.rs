@@ -131,6 +131,14 @@ impl MessageTable {
         }
     }
 
+    /// How many subscribers received (`publisher`, `seq`).
+    pub fn count(&self, publisher: u32, seq: u64) -> u32 {
+        let (Ok(p), Ok(s)) = (usize::try_from(publisher), usize::try_from(seq)) else {
+            return 0;
+        };
+        self.by_publisher.get(p).and_then(|seqs| seqs.get(s)).map_or(0, |r| r.count)
+    }
+
     /// Every (publisher, seq, receipt) with at least one receipt.
     pub fn iter(&self) -> impl Iterator<Item = (u32, u64, Receipt)> + '_ {
         self.by_publisher.iter().enumerate().flat_map(|(p, seqs)| {

@@ -32,6 +32,8 @@ pub fn merge(reports: &[Report]) -> Option<Report> {
         m.expected += o.expected;
         m.delivered += o.delivered;
         m.lost += o.lost;
+        m.unconfirmed += o.unconfirmed;
+        m.lost_unconfirmed += o.lost_unconfirmed;
         m.duplicates += o.duplicates;
         m.reorders += o.reorders;
         m.injected += o.injected;

@@ -108,6 +108,12 @@ pub struct Messages {
     pub delivered: u64,
     /// `expected - delivered`: never received by the end of the grace period.
     pub lost: u64,
+    /// With `--confirm`: measured messages sent whose receipt never came.
+    #[serde(default)]
+    pub unconfirmed: u64,
+    /// Of `lost`, deliveries of those unconfirmed messages (the rest were confirmed).
+    #[serde(default)]
+    pub lost_unconfirmed: u64,
     /// Measured deliveries received again.
     pub duplicates: u64,
     /// Measured deliveries that came after a later message of the same publisher.
@@ -471,6 +477,17 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], info: &RunInfo) -> Re
         table.merge(&r.table);
         hist::add(&mut send_lag, &r.send_lag);
     }
+    for r in results {
+        for p in &r.pubs {
+            let wanted = subscribers_per_channel.get(p.channel as usize).copied().unwrap_or(0);
+            messages.unconfirmed += p.unconfirmed.len() as u64;
+            for &seq in &p.unconfirmed {
+                let got = table.count(p.publisher, seq);
+                messages.lost_unconfirmed += wanted.saturating_sub(u64::from(got));
+            }
+        }
+    }
+    messages.lost_unconfirmed = messages.lost_unconfirmed.min(messages.lost);
     let mut broadcast = stats::new_hist();
     let mut complete = 0;
     for (publisher, _, receipt) in table.iter() {

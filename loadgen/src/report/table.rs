@@ -83,9 +83,19 @@ pub fn render(report: &Report) -> String {
     } else {
         String::new()
     };
+    let confirmed = if m.unconfirmed > 0 || m.lost_unconfirmed > 0 {
+        format!(
+            " ({} of confirmed messages, {} of {} messages whose receipt never came)",
+            m.lost - m.lost_unconfirmed.min(m.lost),
+            m.lost_unconfirmed,
+            m.unconfirmed
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         w,
-        "messages: sent {} (+{} warm-up){unsent}, expected {}, delivered {}, lost {}, duplicated {}, reordered {}, reach {}",
+        "messages: sent {} (+{} warm-up){unsent}, expected {}, delivered {}, lost {}{confirmed}, duplicated {}, reordered {}, reach {}",
         m.sent,
         m.sent_total.saturating_sub(m.sent),
         m.expected,

@@ -371,6 +371,12 @@ async fn read_loop(
                             bodies.push(frame.body);
                         }
                         Command::Error => shard.error("stomp_error"),
+                        Command::Receipt => {
+                            let seq = frame.header(b"receipt-id").and_then(super::publish::confirmed_seq);
+                            if let Some(seq) = seq {
+                                shard.on_confirmed(slot, seq);
+                            }
+                        }
                         _ => {}
                     },
                     Ok(Some(Event::Ping(payload))) => {

@@ -223,7 +223,13 @@ struct Pub {
     publisher: u32,
     channel: u32,
     link: Rc<Link>,
+    /// Its connection's subscriber slot (receipts come in there).
+    slot: usize,
     seq: u64,
+    /// The first sequence number of the measured window, once sent.
+    first_measured: Option<u64>,
+    /// Sequence numbers whose receipt came (`--confirm`), one bit each.
+    confirmed: Vec<u64>,
     next_ns: u64,
     sent_measured: u64,
     sent_total: u64,
@@ -234,6 +240,19 @@ struct Pub {
     held: Option<BytesMut>,
     injected_dups: u32,
     injected_reorders: u32,
+}
+
+impl Pub {
+    /// Measured messages sent whose receipt never came, by sequence number.
+    fn unconfirmed(&self) -> Vec<u64> {
+        let Some(first) = self.first_measured else { return Vec::new() };
+        (first..self.seq)
+            .filter(|&seq| {
+                let word = usize::try_from(seq / 64).ok().and_then(|w| self.confirmed.get(w));
+                word.is_none_or(|w| w & (1 << (seq % 64)) == 0)
+            })
+            .collect()
+    }
 }
 
 /// Mutable measurements of a shard.
@@ -414,6 +433,19 @@ impl Shard {
         state.interval_errors += 1;
     }
 
+    /// The server confirmed message `seq` of the publisher on subscriber slot `slot`.
+    pub fn on_confirmed(&self, slot: usize, seq: u64) {
+        let mut state = self.state.borrow_mut();
+        let Some(p) = state.pubs.iter_mut().find(|p| p.slot == slot) else { return };
+        let (Ok(word), bit) = (usize::try_from(seq / 64), seq % 64) else { return };
+        if seq < p.seq {
+            if p.confirmed.len() <= word {
+                p.confirmed.resize(word + 1, 0);
+            }
+            p.confirmed[word] |= 1 << bit;
+        }
+    }
+
     /// Registers a ready subscriber (and publisher, when `publisher` is set); returns its
     /// subscriber slot.
     pub fn ready(&self, key: usize, channel: u32, publisher: Option<u32>, link: &Rc<Link>) -> usize {
@@ -438,7 +470,10 @@ impl Shard {
                 publisher,
                 channel,
                 link: link.clone(),
+                slot,
                 seq: 0,
+                first_measured: None,
+                confirmed: Vec::new(),
                 next_ns: 0,
                 sent_measured: 0,
                 sent_total: 0,
@@ -557,6 +592,7 @@ impl Shard {
                     unsent_measured: p.unsent_measured,
                     unsent_total: p.unsent_total,
                     unflushed: p.unflushed,
+                    unconfirmed: if self.scenario.confirm { p.unconfirmed() } else { Vec::new() },
                 })
                 .collect(),
             table: std::mem::take(&mut state.table),

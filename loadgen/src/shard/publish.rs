@@ -122,10 +122,13 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
                 body,
             );
             let mut len = itoa::Buffer::new();
-            let headers: [(&str, &[u8]); 2] = [
+            let mut receipt = [0u8; 24];
+            let all: [(&str, &[u8]); 3] = [
                 ("destination", b"/pub/chat"),
                 ("content-length", len.format(body.len()).as_bytes()),
+                ("receipt", receipt_id(p.seq, &mut receipt)),
             ];
+            let headers = if scenario.confirm { &all[..] } else { &all[..2] };
             let mut codec = p.link.codec.borrow_mut();
             let mut out = p.link.out.borrow_mut();
             let injecting = measured && p.publisher == 0;
@@ -153,6 +156,7 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
             *interval_sent += 1;
             if measured {
                 stats::record(send_lag, now.saturating_sub(intended) / 1000);
+                p.first_measured.get_or_insert(p.seq - 1);
                 p.sent_measured += 1;
                 expected += u64::from(
                     shard
@@ -181,6 +185,20 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
         shard.control.expected.fetch_add(expected, Relaxed);
     }
     next_due
+}
+
+/// `m{seq}`, the receipt id of message `seq` (`--confirm`), in `buf`.
+fn receipt_id(seq: u64, buf: &mut [u8; 24]) -> &[u8] {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(seq).as_bytes();
+    buf[0] = b'm';
+    buf[1..=digits.len()].copy_from_slice(digits);
+    &buf[..=digits.len()]
+}
+
+/// The sequence number a receipt id from [`receipt_id`] names.
+pub(super) fn confirmed_seq(receipt_id: &[u8]) -> Option<u64> {
+    std::str::from_utf8(receipt_id.strip_prefix(b"m")?).ok()?.parse().ok()
 }
 
 /// Sends the main thread this shard's numbers for `[start_ns, end_ns)` and resets them.
