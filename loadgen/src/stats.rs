@@ -216,6 +216,9 @@ pub struct ShardResult {
     pub ready: u64,
     /// Reconnect attempts that failed (each also counted in `errors` as `reconnect_<kind>`).
     pub reconnect_failures: u64,
+    /// Measured deliveries to subscribers that had not dropped, before the run's first
+    /// drop and from it on, µs.
+    pub kept: [Hist; 2],
     /// Frames sent as injected duplicates.
     pub injected: u64,
     /// Messages of this run received, warm-up and duplicates included.

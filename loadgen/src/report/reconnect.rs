@@ -53,6 +53,11 @@ pub struct ReconnectReport {
     /// Messages queued by a publisher but not written when its connection dropped (they
     /// count as sent, and as lost where never received).
     pub unflushed: u64,
+    /// Delivery latency of the subscribers that had not dropped, before the run's first
+    /// drop, µs: what the clients of the nodes that stayed up saw before a failure...
+    pub kept_before: HistReport,
+    /// ...and from the first drop on (the reconnect storm included).
+    pub kept_after: HistReport,
 }
 
 /// The reconnect report of one run; `sent_per_channel` are the measured messages sent
@@ -64,8 +69,12 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], sent_per_channel: &[u
         ..ReconnectReport::default()
     };
     let mut time = stats::new_hist();
+    let mut kept = [stats::new_hist(), stats::new_hist()];
     for shard in results {
         r.failed_attempts += shard.reconnect_failures;
+        for (mine, theirs) in kept.iter_mut().zip(&shard.kept) {
+            hist::add(mine, theirs);
+        }
         for k in &shard.keys {
             r.disconnects += k.disconnects;
             r.reconnects += k.reconnects;
@@ -88,6 +97,9 @@ pub fn build(scenario: &Scenario, results: &[ShardResult], sent_per_channel: &[u
     }
     r.resubscribed_plain = r.reconnects.saturating_sub(r.resumed);
     r.reconnect_time = HistReport::of(&time);
+    let [before, after] = &kept;
+    r.kept_before = HistReport::of(before);
+    r.kept_after = HistReport::of(after);
     r
 }
 
@@ -99,9 +111,15 @@ pub fn merge(into: &mut ReconnectReport, other: &ReconnectReport) {
     into.reconnects += other.reconnects;
     into.still_down += other.still_down;
     into.failed_attempts += other.failed_attempts;
-    let mut time = into.reconnect_time.hist();
-    hist::add(&mut time, &other.reconnect_time.hist());
-    into.reconnect_time = HistReport::of(&time);
+    for (mine, theirs) in [
+        (&mut into.reconnect_time, &other.reconnect_time),
+        (&mut into.kept_before, &other.kept_before),
+        (&mut into.kept_after, &other.kept_after),
+    ] {
+        let mut h = mine.hist();
+        hist::add(&mut h, &theirs.hist());
+        *mine = HistReport::of(&h);
+    }
     into.resumed += other.resumed;
     into.resubscribed_plain += other.resubscribed_plain;
     into.recovered += other.recovered;

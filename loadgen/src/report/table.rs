@@ -271,6 +271,17 @@ fn reconnects(w: &mut String, report: &Report) {
     if rc.disconnects == 0 {
         return;
     }
+    let (before, after) = (&rc.kept_before.percentiles, &rc.kept_after.percentiles);
+    if before.count > 0 && after.count > 0 {
+        let _ = writeln!(
+            w,
+            "subscribers that had not dropped: delivery p99 {} ms before the first drop, {} ms from it on ({:.1}x; max {} ms)",
+            ms(before.p99_us),
+            ms(after.p99_us),
+            after.p99_us as f64 / before.p99_us.max(1) as f64,
+            ms(after.max_us)
+        );
+    }
     let _ = writeln!(
         w,
         "{:<16}{:>6}{:>7}{:>7}{:>10}{:>10}{:>10}{:>10}{:>11}{:>10}",

@@ -49,6 +49,7 @@ fn shard_result(shard: usize) -> ShardResult {
         attempted: 0,
         ready: 0,
         reconnect_failures: 0,
+        kept: [stats::new_hist(), stats::new_hist()],
         injected: 0,
         delivered_total: 0,
         foreign: 0,

@@ -58,6 +58,8 @@ pub struct Control {
     pub expected: AtomicU64,
     /// Distinct measured deliveries so far.
     pub received: AtomicU64,
+    /// When the first ready connection dropped (`u64::MAX`: none yet).
+    pub first_drop_ns: AtomicU64,
 }
 
 impl Control {
@@ -76,6 +78,7 @@ impl Control {
             subscribers: (0..channels).map(|_| AtomicU32::new(0)).collect(),
             expected: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            first_drop_ns: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -265,6 +268,9 @@ struct State {
     errors: Errors,
     interval: Hist,
     send_lag: Hist,
+    /// Measured deliveries to subscribers that had not dropped: before the first drop of
+    /// the run, and from it on.
+    kept: [Hist; 2],
     interval_sent: u64,
     interval_delivered: u64,
     interval_errors: u64,
@@ -312,6 +318,7 @@ impl Shard {
                 errors: Errors::new(),
                 interval: stats::new_hist(),
                 send_lag: stats::new_hist(),
+                kept: [stats::new_hist(), stats::new_hist()],
                 interval_sent: 0,
                 interval_delivered: 0,
                 interval_errors: 0,
@@ -383,6 +390,7 @@ impl Shard {
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
         state.interval_disconnects += 1;
+        self.control.first_drop_ns.fetch_min(stats::now_ns(), Relaxed);
         if let Some(sub) = state.subs.get_mut(slot) {
             sub.down = true;
             sub.drops += 1;
@@ -510,6 +518,7 @@ impl Shard {
         recover_before_ns: u64,
     ) {
         let (measure_start, publish_end) = self.control.window();
+        let after_first_drop = usize::from(now_ns >= self.control.first_drop_ns.load(Relaxed));
         let run_id = self.scenario.run_id;
         let mut state = self.state.borrow_mut();
         let state = &mut *state;
@@ -546,6 +555,9 @@ impl Shard {
             }
             sub.received += 1;
             fresh += 1;
+            if sub.drops == 0 {
+                stats::record(&mut state.kept[after_first_drop], latency_us);
+            }
             state.table.record(stamp.publisher, stamp.seq, latency_us);
             if let Some(k) = state.keys.get_mut(sub.key) {
                 stats::record(&mut k.delivery, latency_us);
@@ -601,6 +613,7 @@ impl Shard {
             attempted: state.attempted,
             ready: state.ready,
             reconnect_failures: state.reconnect_failures,
+            kept: std::mem::replace(&mut state.kept, [stats::new_hist(), stats::new_hist()]),
             injected: state.injected,
             delivered_total: state.delivered_total,
             foreign: state.foreign,
