@@ -87,6 +87,18 @@ pub fn send_frames(body_bytes: usize, count: usize) -> BytesMut {
     out
 }
 
+/// `count` masked WebSocket text frames, each carrying one `SEND` with a
+/// `body_bytes`-byte chat body: what publishers send.
+pub fn masked_sends(body_bytes: usize, count: usize) -> BytesMut {
+    let mut frame = BytesMut::new();
+    send_frame(&chat_body(body_bytes), &mut frame);
+    let mut out = BytesMut::with_capacity(count * (frame.len() + 14));
+    for _ in 0..count {
+        ws::encode_frame(ws::OpCode::Text, &frame, Some(MASK), &mut out);
+    }
+    out
+}
+
 /// A published message on the bench channel with a `body_bytes`-byte body.
 pub fn published(body_bytes: usize) -> Message {
     Message {
@@ -158,6 +170,14 @@ pub fn drain(groups: &[Group], spare: &mut Vec<u8>) -> usize {
 /// drained.
 pub fn drain_queues(queues: &[Rc<Outbound>], spare: &mut Vec<u8>) -> usize {
     queues.iter().map(|out| drain_one(out, spare)).sum()
+}
+
+/// Empties one queue as the writer does, then gives back the storage as the writer's
+/// `trim` does (none kept after a small write). Returns the bytes drained.
+pub fn drain_and_trim(out: &Outbound, spare: &mut Vec<u8>) -> usize {
+    let drained = drain_one(out, spare);
+    out.trim(spare);
+    drained
 }
 
 /// Empties one queue as the writer does; returns the bytes drained.

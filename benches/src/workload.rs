@@ -24,6 +24,7 @@ pub const PATHS: &[&str] = &[
     "sockjs_escape",
     "chat_prepare",
     "kafka_route",
+    "steady_10",
 ];
 
 /// Frames or messages per workload.
@@ -36,6 +37,10 @@ pub const ESCAPE_BYTES: usize = 16 * 1024;
 pub const ESCAPE_ROUNDS: usize = 20;
 /// Batches routed in `kafka_route`.
 pub const ROUTE_BATCHES: usize = 4;
+/// Messages through the whole path in `steady_10`, each alone.
+pub const STEADY_MESSAGES: usize = 500;
+/// Subscribers of the room in `steady_10`.
+pub const STEADY_ROOM: usize = 10;
 
 /// Builds the inputs of `path` and runs its measured function once. Returns `None` for
 /// an unknown path.
@@ -72,6 +77,10 @@ pub fn run(path: &str) -> Option<u64> {
             // One batch first, so that queues hold storage as in a running engine.
             rig.route(&records);
             gate_kafka_route(&mut rig, &records)
+        }
+        "steady_10" => {
+            let groups = [fixtures::group(fixtures::raw_key(), STEADY_ROOM, 1 << 20)];
+            gate_steady_10(fixtures::masked_sends(128, STEADY_MESSAGES), &groups)
         }
         _ => return None,
     };
@@ -160,6 +169,37 @@ pub fn gate_kafka_route(rig: &mut KafkaRoute, records: &[Arc<Message>]) -> u64 {
     let mut delivered = 0;
     for _ in 0..ROUTE_BATCHES {
         delivered += rig.route(black_box(records));
+    }
+    delivered
+}
+
+/// Steady chat, where nothing is batched: each message alone goes from its WebSocket
+/// frame to a room of `STEADY_ROOM` (WebSocket and STOMP decoding, JSON check and
+/// `time`, a position, encoding, queueing), and each subscriber's queue then leaves alone
+/// as its writer takes it (storage given back after a small write, as `trim` does).
+#[inline(never)]
+pub fn gate_steady_10(mut frames: BytesMut, groups: &[Group]) -> u64 {
+    let mut ws = ws::Decoder::new(ws::Role::Server, fixtures::WS_LIMITS);
+    let mut stomp = stomp::Decoder::new(fixtures::STOMP_LIMITS);
+    stomp.set_version(stomp::Version::V1_2);
+    let (mut scratch, mut json, mut spare) = (Scratch::default(), Vec::new(), Vec::new());
+    let now = fixtures::fixed_now();
+    let mut delivered = 0;
+    let mut seq = 0;
+    while let Ok(Some(ws::Message::Text(mut payload))) = ws.decode(&mut frames) {
+        let Ok(Some(stomp::Item::Frame(frame))) = stomp.decode(&mut payload) else {
+            continue;
+        };
+        let Ok(mut msg) = message::prepare(&frame.body, None, now, &mut json) else {
+            continue;
+        };
+        seq += 1;
+        msg.id = bytes::Bytes::from_static(b"node-0-0-1234567");
+        msg.position = Some(message::Position::new(1, seq, &msg.id));
+        delivered += fanout::deliver(black_box(&msg), groups, &mut scratch);
+        for member in groups.iter().flat_map(|g| g.members.iter()) {
+            fixtures::drain_and_trim(&member.out, &mut spare);
+        }
     }
     delivered
 }

@@ -190,6 +190,12 @@ impl Session {
         Step::Continue
     }
 
+    /// Gives back storage kept between frames while nothing is pending; call before
+    /// waiting for the client (an idle connection then holds none).
+    pub fn release_idle(&mut self) {
+        self.codec.release_idle();
+    }
+
     /// The framing of this session's connection.
     pub fn framing(&self) -> Framing {
         self.codec.framing()

@@ -122,6 +122,16 @@ impl Codec {
         }
     }
 
+    /// Gives back what is kept between messages when nothing is pending: the STOMP
+    /// stream (for raw framing a slice of the read buffer, which it would keep alive)
+    /// and the STOMP decoder's storage. For connections that wait to read.
+    pub fn release_idle(&mut self) {
+        if self.stream.is_empty() {
+            self.stream = BytesMut::new();
+            self.stomp.release_idle();
+        }
+    }
+
     /// Bytes held for a frame not complete yet.
     pub fn pending_bytes(&self) -> usize {
         self.stream.len()
@@ -310,6 +320,22 @@ mod tests {
         max_headers: 64,
         max_line_bytes: 8 * 1024,
     };
+
+    #[test]
+    fn an_idle_codec_keeps_no_part_of_the_read_buffer() {
+        let mut codec = Codec::new(Framing::Raw, LIMITS);
+        let send: ClientFrame<'_> = (Command::Send, &[("destination", b"/pub/chat")], b"{}");
+        let mut buf = client_bytes(Framing::Raw, &[send]);
+        assert_eq!(decode_all(&mut codec, &mut buf).len(), 1);
+        // The decoded frame cut its bytes out of the read buffer's storage; the codec's
+        // empty stream still points into it until released.
+        // (Reclaiming more than the tail left needs the storage unshared.)
+        assert!(buf.is_empty());
+        let tail = buf.capacity();
+        assert!(!buf.try_reclaim(tail + 1), "the codec shares the storage");
+        codec.release_idle();
+        assert!(buf.try_reclaim(tail + 1), "the read buffer's storage is its own again");
+    }
 
     fn decode_all(codec: &mut Codec, buf: &mut BytesMut) -> Vec<Inbound> {
         let mut scratch = Vec::new();

@@ -239,6 +239,7 @@ async fn stomp_loop(
             return;
         }
         release_if_empty(buf);
+        session.release_idle();
         let deadline = session.next_deadline(&shard.settings, out.last_sent());
         match read_until(shard, stream, buf, deadline).await {
             Read::Bytes => {}

@@ -77,6 +77,14 @@ impl Decoder {
         self.version = version;
     }
 
+    /// Gives back the storage kept for the next frame when no frame is under way, so
+    /// that an idle connection holds none.
+    pub fn release_idle(&mut self) {
+        if self.phase == Phase::Head && self.scanned == 0 {
+            self.lines = Vec::new();
+        }
+    }
+
     /// Decodes the next item from `buf`, consuming its bytes; `Ok(None)` means more
     /// bytes are needed. `content-length`, when present, decides where the body ends;
     /// otherwise it ends at the first NUL.
