@@ -133,7 +133,10 @@ fn a_send_receipt_waits_until_kafka_has_the_message() {
     ));
     client.send("SUBSCRIBE\nid:sub-1\ndestination:/sub/chat/other\nreceipt:r-2\n\n\0");
     let delivered = client.frame();
-    assert!(delivered.starts_with("MESSAGE\n") && delivered.contains("kept?"), "{delivered}");
+    assert!(
+        delivered.starts_with("MESSAGE\n") && delivered.contains("kept?"),
+        "{delivered}"
+    );
     client
         .ws
         .get_mut()
@@ -143,7 +146,10 @@ fn a_send_receipt_waits_until_kafka_has_the_message() {
     while Instant::now() < until {
         match client.ws.read() {
             Ok(tungstenite::Message::Text(t)) => {
-                assert!(!t.as_str().starts_with("RECEIPT"), "a receipt before Kafka has the message: {t}");
+                assert!(
+                    !t.as_str().starts_with("RECEIPT"),
+                    "a receipt before Kafka has the message: {t}"
+                );
             }
             Ok(other) => panic!("unexpected {other:?}"),
             Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}

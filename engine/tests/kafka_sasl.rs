@@ -30,7 +30,11 @@ fn scram_nodes_exchange_a_message() {
     on_b.subscribe("sub-0", "/sub/chat/room");
 
     let early = on_a.chat_with_receipt("room", "hello over scram");
-    assert_eq!(on_a.chat_messages(early, 1), ["hello over scram"], "the publisher's own node");
+    assert_eq!(
+        on_a.chat_messages(early, 1),
+        ["hello over scram"],
+        "the publisher's own node"
+    );
     assert_eq!(message(&mut on_b), "hello over scram", "the other node");
     let early = on_b.chat_with_receipt("room", "and back");
     assert_eq!(message(&mut on_a), "and back");

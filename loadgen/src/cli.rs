@@ -217,6 +217,13 @@ pub struct ScenarioArgs {
     /// on loopback the server no longer pays for waking them (0: sleep at once).
     #[arg(long, default_value_t = 0)]
     pub spin_us: u64,
+    /// Receivers look at their sockets every this many µs (a non-blocking `recv`)
+    /// instead of arming a readiness wake-up (0: wait for readiness). With nothing armed
+    /// in the kernel to wake them, a server's `send()` on loopback costs only its own
+    /// work and the TCP path, as with remote clients (see the README). Adds up to this
+    /// much latency. Plain TCP only (TLS connections wait as usual).
+    #[arg(long, default_value_t = 0)]
+    pub poll_us: u64,
     /// Test aid: this many subscribers stop reading for `--stall-ms`.
     #[arg(long, default_value_t = 0)]
     pub stall_subscribers: u32,

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -44,6 +44,38 @@ pub fn connect(
         None => None,
     };
     Ok(Rc::new(RefCell::new(Conn { tcp, tls })))
+}
+
+impl Conn {
+    /// Reads what the socket holds now, without waiting and without arming anything to
+    /// wake this thread: `None` when nothing is there, or for TLS (which must wait).
+    pub fn read_now(&mut self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        if self.tls.is_some() {
+            return None;
+        }
+        // SAFETY: `buf` is valid for writes of its length; the descriptor is this
+        // stream's, open while `self` lives.
+        let n = unsafe {
+            libc::recv(
+                self.tcp.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        match usize::try_from(n) {
+            Ok(n) => Some(Ok(n)),
+            Err(_) => match io::Error::last_os_error() {
+                e if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => None,
+                e => Some(Err(e)),
+            },
+        }
+    }
+
+    /// Whether this connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 impl AsyncRead for Conn {

@@ -127,6 +127,8 @@ pub struct Scenario {
     pub io_memory_bytes: usize,
     /// How long each shard spins before it sleeps (None: at once).
     pub spin: Option<std::time::Duration>,
+    /// Receivers look at their sockets this often instead of waiting (`--poll-us`).
+    pub poll: Option<std::time::Duration>,
     /// io_uring ring depth per shard.
     pub ring_depth: usize,
     /// Metrics URLs to scrape.
@@ -410,6 +412,7 @@ impl Scenario {
             cpus,
             io_memory_bytes: args.io_memory_kib * 1024,
             spin: (args.spin_us > 0).then(|| std::time::Duration::from_micros(args.spin_us)),
+            poll: (args.poll_us > 0).then(|| std::time::Duration::from_micros(args.poll_us)),
             ring_depth: args.ring_depth,
             metrics_urls,
             server_pids: args.server_pids.clone(),

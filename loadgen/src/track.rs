@@ -136,7 +136,10 @@ impl MessageTable {
         let (Ok(p), Ok(s)) = (usize::try_from(publisher), usize::try_from(seq)) else {
             return 0;
         };
-        self.by_publisher.get(p).and_then(|seqs| seqs.get(s)).map_or(0, |r| r.count)
+        self.by_publisher
+            .get(p)
+            .and_then(|seqs| seqs.get(s))
+            .map_or(0, |r| r.count)
     }
 
     /// Every (publisher, seq, receipt) with at least one receipt.

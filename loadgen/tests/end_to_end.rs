@@ -72,6 +72,20 @@ fn small_scenario_delivers_exactly_what_it_should() {
     );
 }
 
+/// Polling receivers (`--poll-us`) still get every message, and publishers that ask for
+/// receipts (`--confirm`) get one for each: nothing is counted unconfirmed.
+#[test]
+fn polling_receivers_and_confirming_publishers_deliver_exactly_too() {
+    let _serial = serial();
+    let engine = Engine::start(&[]);
+    let args = [SMALL, &["--poll-us", "500", "--confirm"]].concat();
+    let r = run(&engine.ws(), &out_dir("poll-confirm"), &args);
+    assert_exact(&r);
+    assert!(r["scenario"]["confirm"].as_bool().unwrap_or(false), "{}", r["scenario"]);
+    let m = &r["messages"];
+    assert_eq!((num(m, &["unconfirmed"]), num(m, &["lost_unconfirmed"])), (0, 0), "{m}");
+}
+
 #[test]
 fn sockjs_transport_from_several_source_addresses_delivers_exactly_too() {
     let _serial = serial();

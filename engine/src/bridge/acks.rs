@@ -58,7 +58,10 @@ impl Acks {
     pub fn settle(&self, shard: usize) {
         let Some(s) = self.shards.get(shard) else { return };
         let fewer = |n: usize| n.checked_sub(1);
-        if s.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, fewer).is_ok() {
+        if s.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, fewer)
+            .is_ok()
+        {
             let _ = self.waiting.fetch_update(Ordering::AcqRel, Ordering::Acquire, fewer);
         }
     }

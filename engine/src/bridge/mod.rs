@@ -32,8 +32,8 @@ use rdkafka::producer::ThreadedProducer;
 
 use crate::interest::Interest;
 use crate::message::Message;
-pub use consumer::split;
 pub use acks::Acks;
+pub use consumer::split;
 use context::Context;
 pub use echoes::Echoes;
 pub use replay::{Answer as ReplayAnswer, Request as ReplayRequest};
@@ -260,7 +260,9 @@ impl Bridge {
             .create_with_context(Context::new(Role::Consumer, &cfg.topic, Arc::clone(&stats)))
             .map_err(kafka("create consumer"))?;
         let producer: ThreadedProducer<Context> = producer_config(cfg, shards)
-            .create_with_context(Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)).with_acks(Arc::clone(&acks)))
+            .create_with_context(
+                Context::new(Role::Producer, &cfg.topic, Arc::clone(&stats)).with_acks(Arc::clone(&acks)),
+            )
             .map_err(kafka("create producer"))?;
         // Degraded start: the consumer thread keeps trying, the producer holds its
         // first send until then, and the stats say down until the clients see a broker.

@@ -308,7 +308,11 @@ impl Router {
             if confirm {
                 kafka.acks.expect(shard);
             }
-            let stored = if confirm { Published::Storing(n) } else { Published::Done };
+            let stored = if confirm {
+                Published::Storing(n)
+            } else {
+                Published::Done
+            };
             let unexpect = |_: &PublishError| {
                 if confirm {
                     kafka.acks.settle(shard);

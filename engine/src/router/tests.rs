@@ -130,7 +130,10 @@ fn one_order_with_positions_and_resume_from_any_of_them() {
             )
             .await;
         assert!(recovered);
-        router.publish(chat("a", "5"), Instant::now(), false).await.expect("accepted");
+        router
+            .publish(chat("a", "5"), Instant::now(), false)
+            .await
+            .expect("accepted");
         assert_eq!(texts(&received(&back)), ["2", "3", "4", "5"]);
 
         // The last two, then live.

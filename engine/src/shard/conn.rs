@@ -311,9 +311,9 @@ pub(super) async fn drive(
                         shard.router.await_stored(n, out.clone());
                         let receipt = effect.receipt.as_deref();
                         let reply = Reply::AfterStored(n);
-                        if let Step::Close = shard.step_as(out, reply, |env, o| {
-                            session.complete(env, receipt, Outcome::Done, o)
-                        }) {
+                        if let Step::Close =
+                            shard.step_as(out, reply, |env, o| session.complete(env, receipt, Outcome::Done, o))
+                        {
                             return Flow::Close;
                         }
                         continue;

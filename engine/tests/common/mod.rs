@@ -406,11 +406,7 @@ impl Client {
                 early.push(chat_text(&frame));
                 continue;
             }
-            assert_eq!(
-                header(&frame, "receipt-id"),
-                Some(message.replace(' ', "-")),
-                "{frame}"
-            );
+            assert_eq!(header(&frame, "receipt-id"), Some(message.replace(' ', "-")), "{frame}");
             return early;
         }
     }

@@ -414,3 +414,20 @@ fn merged_reconnects_add_up_and_old_reports_still_read() {
     assert_eq!(old.reconnect, ReconnectReport::default());
     assert_eq!(old.messages.unsent, 0);
 }
+
+#[test]
+fn losses_of_unconfirmed_messages_are_told_apart() {
+    // Messages 8 and 9 of publisher 0 each reached one of channel 0's two subscribers;
+    // the server never confirmed 9 (and confirmed 8).
+    let mut results = results();
+    results[0].pubs[0].unconfirmed = vec![9];
+    let report = build(&scenario(), &results, &info());
+    let m = &report.messages;
+    assert_eq!(m.lost, 2);
+    assert_eq!((m.unconfirmed, m.lost_unconfirmed), (1, 1));
+    let table = super::table::render(&report);
+    assert!(
+        table.contains("lost 2 (1 of confirmed messages, 1 of 1 messages whose receipt never came)"),
+        "{table}"
+    );
+}

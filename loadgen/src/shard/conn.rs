@@ -456,6 +456,9 @@ async fn next_event(shard: &Shard, stream: &Stream, codec: &mut Codec, buf: &mut
 /// Reads what the socket has into `buf` through the shard's scratch buffer. End of
 /// stream is an error (`UnexpectedEof`): the server closed first.
 pub(super) async fn read_some(shard: &Shard, stream: &Stream, buf: &mut BytesMut) -> io::Result<()> {
+    if let Some(every) = shard.scenario.poll.filter(|_| !stream.borrow().is_tls()) {
+        return polled_read(shard, stream, buf, every).await;
+    }
     let n = poll_fn(|cx| {
         let mut scratch = shard.read_scratch.borrow_mut();
         let mut socket = stream.borrow_mut();
@@ -475,6 +478,27 @@ pub(super) async fn read_some(shard: &Shard, stream: &Stream, buf: &mut BytesMut
 }
 
 /// The error kind of a socket error.
+/// `read_some` for `--poll-us`: tries the socket, and when it is empty sleeps `every`
+/// (a timer of the shard's own) before trying again.
+async fn polled_read(shard: &Shard, stream: &Stream, buf: &mut BytesMut, every: Duration) -> io::Result<()> {
+    loop {
+        let read = {
+            let mut scratch = shard.read_scratch.borrow_mut();
+            let read = stream.borrow_mut().read_now(&mut scratch[..]);
+            if let Some(Ok(n)) = read {
+                buf.extend_from_slice(&scratch[..n]);
+            }
+            read
+        };
+        match read {
+            Some(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Some(Ok(_)) => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            None => glommio::timer::sleep(every).await,
+        }
+    }
+}
+
 pub(super) fn io_kind(e: &io::Error) -> String {
     let kind = match e.raw_os_error() {
         Some(libc::ECONNREFUSED) => "refused",

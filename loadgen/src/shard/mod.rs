@@ -248,7 +248,9 @@ struct Pub {
 impl Pub {
     /// Measured messages sent whose receipt never came, by sequence number.
     fn unconfirmed(&self) -> Vec<u64> {
-        let Some(first) = self.first_measured else { return Vec::new() };
+        let Some(first) = self.first_measured else {
+            return Vec::new();
+        };
         (first..self.seq)
             .filter(|&seq| {
                 let word = usize::try_from(seq / 64).ok().and_then(|w| self.confirmed.get(w));
@@ -444,8 +446,12 @@ impl Shard {
     /// The server confirmed message `seq` of the publisher on subscriber slot `slot`.
     pub fn on_confirmed(&self, slot: usize, seq: u64) {
         let mut state = self.state.borrow_mut();
-        let Some(p) = state.pubs.iter_mut().find(|p| p.slot == slot) else { return };
-        let (Ok(word), bit) = (usize::try_from(seq / 64), seq % 64) else { return };
+        let Some(p) = state.pubs.iter_mut().find(|p| p.slot == slot) else {
+            return;
+        };
+        let (Ok(word), bit) = (usize::try_from(seq / 64), seq % 64) else {
+            return;
+        };
         if seq < p.seq {
             if p.confirmed.len() <= word {
                 p.confirmed.resize(word + 1, 0);
@@ -604,7 +610,11 @@ impl Shard {
                     unsent_measured: p.unsent_measured,
                     unsent_total: p.unsent_total,
                     unflushed: p.unflushed,
-                    unconfirmed: if self.scenario.confirm { p.unconfirmed() } else { Vec::new() },
+                    unconfirmed: if self.scenario.confirm {
+                        p.unconfirmed()
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .collect(),
             table: std::mem::take(&mut state.table),
