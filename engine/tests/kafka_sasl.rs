@@ -199,8 +199,6 @@ fn wait_for_log(node: &Engine, word: &str) {
     }
 }
 
-/// Publishes and waits for the RECEIPT, so the message is in the node's hands.
-
 /// The `message` field of the next chat MESSAGE (the client's read timeout: 5 s).
 fn message(client: &mut Client) -> String {
     client.chat_messages(Vec::new(), 1).remove(0)

@@ -136,17 +136,17 @@ fn publish_due(shard: &Shard, now: u64, end: u64, measure_start: u64, body: &mut
             if injecting && p.injected_reorders < scenario.inject_reorder && index % 4 == 2 && p.held.is_none() {
                 // Hold this one back until after the next: the pair arrives swapped.
                 let mut held = BytesMut::new();
-                codec.encode(Command::Send, &headers, body, &mut held);
+                codec.encode(Command::Send, headers, body, &mut held);
                 p.held = Some(held);
                 p.injected_reorders += 1;
             } else {
-                codec.encode(Command::Send, &headers, body, &mut out);
+                codec.encode(Command::Send, headers, body, &mut out);
                 if let Some(held) = p.held.take() {
                     out.extend_from_slice(&held);
                 }
             }
             if injecting && p.injected_dups < scenario.inject_dup && index % 4 == 0 {
-                codec.encode(Command::Send, &headers, body, &mut out);
+                codec.encode(Command::Send, headers, body, &mut out);
                 p.injected_dups += 1;
                 *injected += 1;
             }
