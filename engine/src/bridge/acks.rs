@@ -68,7 +68,7 @@ impl Acks {
 
     /// The record with message id `id` was stored (`stored`) or refused for good.
     /// Called for every report; cheap while no shard waits.
-    pub(super) fn delivered(&self, id: Option<&[u8]>, stored: bool) {
+    pub(crate) fn delivered(&self, id: Option<&[u8]>, stored: bool) {
         if self.waiting.load(Ordering::Acquire) == 0 {
             return;
         }

@@ -180,7 +180,7 @@ impl Stats {
         self.lag.observe(lag_ns);
     }
 
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             producer_connected: AtomicBool::new(true),
             consumer_connected: AtomicBool::new(true),

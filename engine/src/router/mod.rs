@@ -66,8 +66,8 @@ pub struct Router {
     /// position they ask through.
     parked: RefCell<HashMap<Bytes, Vec<ResumeRequest>>>,
     next_token: Cell<u64>,
-    /// Connections whose receipts wait for Kafka to store this shard's message `n`.
-    storing: RefCell<HashMap<u64, Rc<Outbound>>>,
+    /// This shard's messages whose receipts wait for Kafka to store them, by `n`.
+    storing: RefCell<HashMap<u64, Storing>>,
     settings: Settings,
 }
 
@@ -191,6 +191,19 @@ pub enum Delivered {
     TooBig,
 }
 
+/// Where a receipt waiting for Kafka stands. The report may come before the connection
+/// has queued the receipt (the publish awaits local delivery during an outage), so each
+/// side looks for the other.
+#[derive(Debug)]
+enum Storing {
+    /// Handed to Kafka; the connection has not queued its receipt yet.
+    Expected,
+    /// The connection holds its receipt back in this queue.
+    Holding(Rc<Outbound>),
+    /// Kafka's report came first: stored, or refused for good.
+    Reported(bool),
+}
+
 /// What became of an accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -307,6 +320,7 @@ impl Router {
             // Expected before the message leaves, so that its report is never missed.
             if confirm {
                 kafka.acks.expect(shard);
+                self.storing.borrow_mut().insert(n, Storing::Expected);
             }
             let stored = if confirm {
                 Published::Storing(n)
@@ -316,6 +330,7 @@ impl Router {
             let unexpect = |_: &PublishError| {
                 if confirm {
                     kafka.acks.settle(shard);
+                    self.storing.borrow_mut().remove(&n);
                 }
             };
             if kafka.stats.connected() {
@@ -349,10 +364,16 @@ impl Router {
         Ok(Published::Done)
     }
 
-    /// The receipt queued on `out` waits for the delivery report of this shard's message
-    /// `n` (after [`Published::Storing`]).
+    /// The receipt held back in `out` waits for the delivery report of this shard's
+    /// message `n` (after [`Published::Storing`]); released at once if it came already.
     pub fn await_stored(&self, n: u64, out: Rc<Outbound>) {
-        self.storing.borrow_mut().insert(n, out);
+        let mut storing = self.storing.borrow_mut();
+        if let Some(Storing::Reported(stored)) = storing.remove(&n) {
+            drop(storing);
+            self.settle(n, &out, stored);
+        } else {
+            storing.insert(n, Storing::Holding(out));
+        }
     }
 
     /// Passes the delivery reports of this shard's messages on to the connections whose
@@ -363,14 +384,29 @@ impl Router {
         loop {
             kafka.acks.next(self.shard.0, &mut reports).await;
             for &(n, stored) in &reports {
-                let waiting = self.storing.borrow_mut().remove(&n);
-                if let Some(out) = waiting {
-                    // A refusal is counted by the bridge (produce errors).
-                    kafka.acks.settle(self.shard.0);
-                    out.release(n, stored);
+                let mut storing = self.storing.borrow_mut();
+                match storing.remove(&n) {
+                    Some(Storing::Holding(out)) => {
+                        drop(storing);
+                        self.settle(n, &out, stored);
+                    }
+                    Some(Storing::Expected) => {
+                        storing.insert(n, Storing::Reported(stored));
+                    }
+                    // Not waited for (no receipt), or reported twice.
+                    Some(Storing::Reported(_)) | None => {}
                 }
             }
         }
+    }
+
+    /// Message `n`'s receipt in `out` goes (or, refused, its connection closes). A
+    /// refusal is counted by the bridge (produce errors).
+    fn settle(&self, n: u64, out: &Outbound, stored: bool) {
+        if let Some(kafka) = &self.links.kafka {
+            kafka.acks.settle(self.shard.0);
+        }
+        out.release(n, stored);
     }
 
     /// Numbers a message of a channel this shard owns (no Kafka), keeps it and sends it to

@@ -307,3 +307,80 @@ fn the_owner_orders_and_answers_resumes_across_shards() {
         assert_eq!(texts(&got), expected.iter().map(String::as_str).collect::<Vec<_>>());
     });
 }
+
+/// A SEND's receipt waits for Kafka's report of its message, whichever of the two comes
+/// first: the connection holding its receipt back, or the report.
+#[test]
+fn a_receipt_leaves_on_the_report_whichever_comes_first() {
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 * 1024)
+        .ring_depth(16)
+        .spawn(|| async {
+            let (outbound, to_kafka) = crossbeam_channel::bounded(16);
+            let acks = bridge::Acks::new(1);
+            let kafka = KafkaLink {
+                outbound,
+                budget: bridge::Budget::new(1 << 20),
+                replay: crossbeam_channel::bounded(1).0,
+                stats: Arc::new(bridge::Stats::new()),
+                echoes: bridge::Echoes::new(1, 100),
+                acks: acks.clone(),
+            };
+            let links = Links {
+                peers: None,
+                kafka: Some(kafka),
+            };
+            let router = Rc::new(Router::new(
+                ShardId(0),
+                "n",
+                1 << 32,
+                Arc::new(Interest::new(1)),
+                links,
+                settings(),
+                Arc::new(ShardStats::default()),
+            ));
+            let serving = router.clone();
+            glommio::spawn_local(async move { serving.serve_acks().await }).detach();
+            let out = Rc::new(Outbound::new(1 << 20, Instant::now()));
+            let publish = |text: &'static str| {
+                let router = router.clone();
+                async move {
+                    match router.publish(chat("a", text), Instant::now(), true).await {
+                        Ok(Published::Storing(n)) => n,
+                        other => panic!("{other:?}"),
+                    }
+                }
+            };
+            let queued = |out: &Outbound| {
+                let mut spare = Vec::new();
+                if !out.is_empty() {
+                    futures_lite::future::block_on(out.take(&mut spare));
+                }
+                String::from_utf8_lossy(&spare).into_owned()
+            };
+            let settle = || glommio::timer::sleep(Duration::from_millis(5));
+
+            // The connection holds its receipt back, then the report comes.
+            let n = publish("one").await;
+            out.hold_until(n, b"R1");
+            router.await_stored(n, out.clone());
+            let sent = to_kafka.try_recv().expect("handed to Kafka");
+            settle().await;
+            assert_eq!(queued(&out), "", "no receipt before the report");
+            acks.delivered(Some(&sent.id), true);
+            settle().await;
+            assert_eq!(queued(&out), "R1");
+
+            // The report comes before the connection held its receipt back.
+            let n = publish("two").await;
+            let sent = to_kafka.try_recv().expect("handed to Kafka");
+            acks.delivered(Some(&sent.id), true);
+            settle().await;
+            out.hold_until(n, b"R2");
+            router.await_stored(n, out.clone());
+            assert_eq!(queued(&out), "R2");
+            assert!(!out.holds_replies());
+        })
+        .expect("an executor starts");
+    handle.join().expect("the test ran");
+}

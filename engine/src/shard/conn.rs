@@ -307,13 +307,13 @@ pub(super) async fn drive(
                 match shard.router.publish(message, decoded, confirm).await {
                     Ok(Published::Done) => Outcome::Done,
                     Ok(Published::Storing(n)) => {
-                        // The receipt leaves once Kafka has the message (`serve_acks`).
-                        shard.router.await_stored(n, out.clone());
+                        // The receipt is held back first, then leaves once Kafka has the
+                        // message (`Router::serve_acks`).
                         let receipt = effect.receipt.as_deref();
                         let reply = Reply::AfterStored(n);
-                        if let Step::Close =
-                            shard.step_as(out, reply, |env, o| session.complete(env, receipt, Outcome::Done, o))
-                        {
+                        let step = shard.step_as(out, reply, |env, o| session.complete(env, receipt, Outcome::Done, o));
+                        shard.router.await_stored(n, out.clone());
+                        if let Step::Close = step {
                             return Flow::Close;
                         }
                         continue;
