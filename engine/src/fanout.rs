@@ -172,8 +172,18 @@ impl Outbound {
     /// also while closing gracefully (its last words). Replies count against the same
     /// bound as deliveries: a client that sends but never reads overflows the queue and
     /// is dropped as a slow consumer, instead of growing it without end.
-    /// While receipts wait for Kafka ([`Outbound::hold_until`]), replies wait behind them.
     pub fn push_reply(&self, bytes: &[u8]) {
+        if self.closing.get() == Closing::Overflow {
+            return;
+        }
+        self.append(bytes);
+        self.wake();
+    }
+
+    /// Appends the last words of a connection that closes (a `DISCONNECT`'s receipt, a
+    /// closing `ERROR`) after the receipts still held back for Kafka, so that a client
+    /// that closes on them has had every receipt first.
+    pub fn push_last(&self, bytes: &[u8]) {
         match self.held.take() {
             Some(mut held) => {
                 match held.back_mut() {
@@ -182,21 +192,12 @@ impl Outbound {
                 }
                 self.held.set(Some(held));
             }
-            None => self.push_now(bytes),
+            None => self.push_reply(bytes),
         }
     }
 
-    /// Appends a reply at once, ahead of any held back (heart-beats).
-    pub fn push_now(&self, bytes: &[u8]) {
-        if self.closing.get() == Closing::Overflow {
-            return;
-        }
-        self.append(bytes);
-        self.wake();
-    }
-
-    /// Holds `receipt` back until message `n`'s delivery report ([`Outbound::release`]);
-    /// replies after it wait behind it.
+    /// Holds `receipt` back until message `n`'s delivery report ([`Outbound::release`]).
+    /// Other replies do not wait for it; last words do ([`Outbound::push_last`]).
     pub fn hold_until(&self, n: u64, receipt: &[u8]) {
         let mut held = self.held.take().unwrap_or_default();
         held.push_back(Held::Waiting(n, receipt.to_vec()));
@@ -217,7 +218,7 @@ impl Outbound {
         while let Some(front) = held.front() {
             match front {
                 Held::Waiting(..) => break,
-                Held::Ready(bytes) => self.push_now(bytes),
+                Held::Ready(bytes) => self.push_reply(bytes),
                 Held::Refused => {
                     self.close(Closing::Graceful);
                     held.clear();
@@ -489,25 +490,24 @@ mod tests {
     }
 
     #[test]
-    fn replies_wait_behind_receipts_held_for_kafka_in_frame_order() {
+    fn last_words_wait_behind_receipts_held_for_kafka() {
         let out = Outbound::new(1 << 20, Instant::now());
-        out.push_reply(b"A");
         out.hold_until(1, b"R1");
-        out.push_reply(b"B");
         out.hold_until(2, b"R2");
-        out.push_reply(b"C");
-        // Deliveries and heart-beats do not wait.
+        // Other replies and deliveries do not wait.
+        out.push_reply(b"A");
         assert!(out.push(b"m"));
-        out.push_now(b"h");
-        assert_eq!(queued(&out), b"Amh");
+        out.push_last(b"BYE");
+        assert_eq!(queued(&out), b"Am");
         assert!(out.holds_replies());
-        // Reports may come out of order: R2 waits for R1.
+        // Reports may come out of order: receipts leave as they are stored, the last
+        // words after all of them.
         out.release(2, true);
         assert_eq!(queued(&out), b"");
         out.release(1, true);
-        assert_eq!(queued(&out), b"R1BR2C");
+        assert_eq!(queued(&out), b"R1R2BYE");
         assert!(!out.holds_replies());
-        out.push_reply(b"D");
+        out.push_last(b"D");
         assert_eq!(queued(&out), b"D");
     }
 
@@ -515,12 +515,11 @@ mod tests {
     fn a_refused_message_closes_the_connection_without_its_receipt() {
         let out = Outbound::new(1 << 20, Instant::now());
         out.hold_until(1, b"R1");
-        out.push_reply(b"B");
         out.hold_until(2, b"R2");
-        out.push_reply(b"C");
+        out.push_last(b"C");
         out.release(1, true);
         out.release(2, false);
-        assert_eq!(queued(&out), b"R1B");
+        assert_eq!(queued(&out), b"R1");
         assert_eq!(out.closing(), Closing::Graceful);
         assert!(!out.holds_replies());
         // Unknown reports change nothing.

@@ -178,16 +178,18 @@ impl Shard {
     /// Runs one call of a session against the shard's output buffer, then queues what
     /// it wrote for the wire (and asks the writer to close when the session ended).
     pub(super) fn step(&self, out: &Outbound, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
-        self.step_as(out, Reply::InOrder, call)
+        self.step_as(out, None, call)
     }
 
-    /// [`Shard::step`] for what a tick writes (heart-beats, timeouts): it leaves at once,
-    /// ahead of replies held back for Kafka.
-    pub(super) fn tick(&self, out: &Outbound, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
-        self.step_as(out, Reply::Now, call)
-    }
-
-    fn step_as(&self, out: &Outbound, reply: Reply, call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step) -> Step {
+    /// [`Shard::step`]; with `stored`, what it writes (a `SEND`'s receipt) is held back
+    /// until message `stored` is in Kafka. When the session ends, its last words go after
+    /// the receipts held back.
+    fn step_as(
+        &self,
+        out: &Outbound,
+        stored: Option<u64>,
+        call: impl FnOnce(&Env<'_>, &mut session::Output) -> Step,
+    ) -> Step {
         let now = Instant::now();
         let env = Env {
             settings: &self.settings,
@@ -198,10 +200,10 @@ impl Shard {
         let mut output = self.output.borrow_mut();
         let step = call(&env, &mut output);
         if !output.wire.is_empty() {
-            match reply {
-                Reply::InOrder => out.push_reply(&output.wire),
-                Reply::Now => out.push_now(&output.wire),
-                Reply::AfterStored(n) => out.hold_until(n, &output.wire),
+            match (stored, &step) {
+                (Some(n), _) => out.hold_until(n, &output.wire),
+                (None, Step::Close) => out.push_last(&output.wire),
+                (None, _) => out.push_reply(&output.wire),
             }
             out.mark_sent(now);
             output.wire.clear();
@@ -211,17 +213,6 @@ impl Shard {
         }
         step
     }
-}
-
-/// How a session's output joins the connection's queue.
-#[derive(Debug, Clone, Copy)]
-enum Reply {
-    /// After the replies already queued or held back.
-    InOrder,
-    /// At once (heart-beats).
-    Now,
-    /// Held back until message `n` is stored in Kafka (a `SEND`'s receipt).
-    AfterStored(u64),
 }
 
 async fn stomp_loop(
@@ -244,7 +235,7 @@ async fn stomp_loop(
         match read_until(shard, stream, buf, deadline).await {
             Read::Bytes => {}
             Read::Deadline => {
-                if let Step::Close = shard.tick(out, |env, o| session.on_tick(env, out.last_sent(), o)) {
+                if let Step::Close = shard.step(out, |env, o| session.on_tick(env, out.last_sent(), o)) {
                     return;
                 }
             }
@@ -310,8 +301,8 @@ pub(super) async fn drive(
                         // The receipt is held back first, then leaves once Kafka has the
                         // message (`Router::serve_acks`).
                         let receipt = effect.receipt.as_deref();
-                        let reply = Reply::AfterStored(n);
-                        let step = shard.step_as(out, reply, |env, o| session.complete(env, receipt, Outcome::Done, o));
+                        let step =
+                            shard.step_as(out, Some(n), |env, o| session.complete(env, receipt, Outcome::Done, o));
                         shard.router.await_stored(n, out.clone());
                         if let Step::Close = step {
                             return Flow::Close;

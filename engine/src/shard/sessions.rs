@@ -269,7 +269,7 @@ async fn watch(shard: Rc<Shard>, hs: Rc<HttpSession>) {
                 let mut slot = hs.session.borrow_mut();
                 slot.as_mut().map(|session| {
                     let last_sent = hs.out.last_sent();
-                    let step = shard.tick(&hs.out, |env, o| session.on_tick(env, last_sent, o));
+                    let step = shard.step(&hs.out, |env, o| session.on_tick(env, last_sent, o));
                     (step, session.next_deadline(&shard.settings, hs.out.last_sent()))
                 })
             };
