@@ -344,7 +344,7 @@ impl Bridge {
             interest,
             stop,
             setup,
-            assigned,
+            assigned: Arc::clone(&assigned),
         };
         bridge.consumer = Some(spawn_executor("kafka-in", move || input.run())?);
         let replayer = replay::Replayer {
@@ -354,6 +354,7 @@ impl Bridge {
             senders: answers,
             stop: Arc::clone(&bridge.stop),
             max_messages: cfg.replay_max_messages,
+            live: assigned,
         };
         bridge.replayer = Some(spawn_executor("kafka-replay", move || replayer.run())?);
         tracing::info!(

@@ -58,6 +58,8 @@ pub(super) struct Replayer {
     pub(super) stop: Arc<AtomicBool>,
     /// Most messages one request may bring back.
     pub(super) max_messages: usize,
+    /// Set once the live consumer is assigned (from the end offsets of that moment).
+    pub(super) live: Arc<AtomicBool>,
 }
 
 impl Replayer {
@@ -72,12 +74,36 @@ impl Replayer {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             };
-            let answer = replay(&self.consumer, &self.topic, &request, self.max_messages);
+            // A replay to the partition's end hands over to the live consumer, which must
+            // start at or before that end: after a degraded start it is assigned later, from
+            // the end of that moment, so such a replay waits for it (or cannot vouch).
+            let live = request.until.is_some() || wait_live(&self.live, &self.stop);
+            let answer = if live {
+                replay(&self.consumer, &self.topic, &request, self.max_messages)
+            } else {
+                Answer {
+                    token: request.token,
+                    messages: Vec::new(),
+                    complete: false,
+                }
+            };
             if let Some(Some(shard)) = shards.get(request.shard) {
                 let _ = shard.send(answer).await;
             }
         }
     }
+}
+
+/// Whether the live consumer is assigned (`live`), waiting up to [`REPLAY_TIMEOUT`].
+fn wait_live(live: &AtomicBool, stop: &AtomicBool) -> bool {
+    let deadline = Instant::now() + REPLAY_TIMEOUT;
+    while !live.load(Ordering::Acquire) {
+        if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(LIVE_POLL);
+    }
+    true
 }
 
 /// Reads the records of one request; never fails, answers `complete: false` instead.
@@ -165,5 +191,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 const REQUEST_WAIT: Duration = Duration::from_secs(2);
 /// How long one poll waits.
 const POLL_WAIT: Duration = Duration::from_millis(100);
+/// How often a replay waiting for the live consumer looks again.
+const LIVE_POLL: Duration = Duration::from_millis(10);
 /// The longest one replay may run.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(10);
