@@ -8,12 +8,14 @@
 //! `CHAT_KAFKA_NO_RESTART=1` when other processes share the broker at the same time.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+mod common;
+
+use common::{kafka_sh, RestartGuard};
 use engine::bridge::{Bridge, Config, Error, ShardPort};
 use engine::interest::Interest;
 use engine::message::Message;
@@ -397,27 +399,6 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(started.elapsed() < limit, "condition not met within {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn kafka_sh(args: &[&str]) -> bool {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kafka/kafka.sh");
-    Command::new("bash")
-        .arg(script)
-        .args(args)
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Starts the broker again even when the restart test fails half-way.
-struct RestartGuard;
-
-impl Drop for RestartGuard {
-    fn drop(&mut self) {
-        assert!(
-            kafka_sh(&["start"]) || std::thread::panicking(),
-            "kafka.sh start failed"
-        );
     }
 }
 

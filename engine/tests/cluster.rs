@@ -10,11 +10,10 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use common::{header, Client, Engine};
+use common::{header, kafka_sh, Client, Engine, RestartGuard};
 
 fn brokers() -> Option<String> {
     match std::env::var("CHAT_KAFKA_BROKERS") {
@@ -202,7 +201,7 @@ fn a_broker_restart_loses_nothing_for_connected_clients() {
     assert_eq!(messages(&mut reader, 1), ["m0"]);
 
     let restart = RestartGuard;
-    assert!(kafka_sh("stop"), "kafka.sh stop");
+    assert!(kafka_sh(&["stop"]), "kafka.sh stop");
     for i in 1..=20 {
         publisher.chat_asking_receipt("o", &format!("m{i}"));
         std::thread::sleep(Duration::from_millis(50));
@@ -224,21 +223,4 @@ fn a_broker_restart_loses_nothing_for_connected_clients() {
         .collect();
     assert_eq!(receipts, expected);
     assert_eq!(messages(&mut reader, 30), expected);
-}
-
-fn kafka_sh(command: &str) -> bool {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kafka/kafka.sh");
-    Command::new("bash")
-        .args([script, command])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Starts the broker again, also when the test fails half-way.
-struct RestartGuard;
-
-impl Drop for RestartGuard {
-    fn drop(&mut self) {
-        assert!(kafka_sh("start") || std::thread::panicking(), "kafka.sh start failed");
-    }
 }

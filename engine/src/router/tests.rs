@@ -69,6 +69,19 @@ fn texts(got: &[(String, String)]) -> Vec<&str> {
     got.iter().map(|(t, _)| t.as_str()).collect()
 }
 
+/// A router for shard 0 of 1 with `links`.
+fn lone_router(links: Links) -> Rc<Router> {
+    Rc::new(Router::new(
+        ShardId(0),
+        "n",
+        1 << 32,
+        Arc::new(Interest::new(1)),
+        links,
+        settings(),
+        Arc::new(ShardStats::default()),
+    ))
+}
+
 /// Runs `test` on one executor with a router for shard 0 of 1.
 fn one_shard<F, T>(test: F)
 where
@@ -83,17 +96,7 @@ where
                 peers: None,
                 kafka: None,
             };
-            let stats = Arc::new(ShardStats::default());
-            let router = Rc::new(Router::new(
-                ShardId(0),
-                "n",
-                1 << 32,
-                Arc::new(Interest::new(1)),
-                links,
-                settings(),
-                stats,
-            ));
-            test(router).await;
+            test(lone_router(links)).await;
         })
         .expect("an executor starts");
     handle.join().expect("the test ran");
@@ -330,15 +333,7 @@ fn a_receipt_leaves_on_the_report_whichever_comes_first() {
                 peers: None,
                 kafka: Some(kafka),
             };
-            let router = Rc::new(Router::new(
-                ShardId(0),
-                "n",
-                1 << 32,
-                Arc::new(Interest::new(1)),
-                links,
-                settings(),
-                Arc::new(ShardStats::default()),
-            ));
+            let router = lone_router(links);
             let serving = router.clone();
             glommio::spawn_local(async move { serving.serve_acks().await }).detach();
             let out = Rc::new(Outbound::new(1 << 20, Instant::now()));

@@ -569,3 +569,25 @@ pub fn without_chat_env(command: &mut Command) -> &mut Command {
     }
     command
 }
+
+/// Runs `deploy/kafka/kafka.sh` with `args`; true when it succeeded.
+pub fn kafka_sh(args: &[&str]) -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kafka/kafka.sh");
+    Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts the broker again when dropped, also when a test fails half-way.
+pub struct RestartGuard;
+
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        assert!(
+            kafka_sh(&["start"]) || std::thread::panicking(),
+            "kafka.sh start failed"
+        );
+    }
+}
