@@ -112,6 +112,12 @@ pub struct Config {
     /// io_uring buffer memory per shard, KiB (locked memory is scarce: all shards share the memlock limit).
     #[arg(long, env = "CHAT_IO_MEMORY_KIB", default_value_t = 256)]
     pub io_memory_kib: usize,
+    /// io_uring submission ring depth per shard (its completion ring holds twice as many).
+    /// The kernel finds a pending request to cancel in a table sized from the ring, and
+    /// every idle connection keeps a read pending: a deep ring keeps each cancel (the
+    /// executor cancels a timer on every pass) from walking thousands of them.
+    #[arg(long, env = "CHAT_RING_DEPTH", default_value_t = 4096)]
+    pub ring_depth: usize,
     /// Kafka bootstrap servers; turns on cluster mode.
     #[arg(long, env = "CHAT_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -569,6 +575,9 @@ impl Config {
         }
         if self.io_memory_kib < 16 {
             return invalid("io-memory-kib", "must be at least 16");
+        }
+        if !(16..=32_768).contains(&self.ring_depth) {
+            return invalid("ring-depth", "must be between 16 and 32768");
         }
         if self.history_messages == 0 || self.history_mib == 0 || self.history_secs == 0 {
             return invalid(

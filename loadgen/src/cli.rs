@@ -211,7 +211,7 @@ pub struct ScenarioArgs {
     #[arg(long, default_value_t = 128)]
     pub io_memory_kib: usize,
     /// io_uring submission ring depth per shard.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 4096)]
     pub ring_depth: usize,
     /// Each shard spins this long, µs, before it sleeps: its receivers stay awake, so
     /// on loopback the server no longer pays for waking them (0: sleep at once).

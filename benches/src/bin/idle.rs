@@ -1,8 +1,10 @@
 //! Bytes of engine memory per idle connection: starts a one-shard engine (or uses
 //! `--target`), opens `--connections` raw STOMP connections (10,000) that each CONNECT and
 //! SUBSCRIBE to one of `--channels` channels (100, round-robin), and prints the growth of
-//! `process_resident_memory_bytes` from `/metrics` per connection. Source addresses
-//! 127.0.0.1 to 127.0.0.`--sources` (4) spread the ephemeral ports. Build first:
+//! `process_resident_memory_bytes` from `/metrics` per connection, and the engine's CPU
+//! time while they opened (`process_cpu_seconds_total`) as connection setups (TCP, upgrade,
+//! CONNECT, SUBSCRIBE) per engine CPU-second; the client runs on core `--client-cpu` (1).
+//! Source addresses 127.0.0.1 to 127.0.0.`--sources` (4) spread the ephemeral ports. Build first:
 //! `cargo build --release -p chat-engine -p benches`, then `target/release/idle`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -15,6 +17,8 @@ use benches::engine_process::{self, EngineProcess};
 
 /// The target: at most 1 KiB of engine memory per idle subscriber.
 const TARGET_BYTES: f64 = 1024.0;
+/// The target: at least 20,000 connection setups per engine CPU-second (one shard).
+const TARGET_SETUPS: f64 = 20_000.0;
 
 fn main() -> ExitCode {
     match run(&Flags::from_env()) {
@@ -54,8 +58,13 @@ fn run(flags: &Flags) -> Result<(), String> {
             }
         }
     };
+    let client_cpu = flags.get("client-cpu", 1)?;
+    if let Err(e) = engine_process::pin_current_thread(client_cpu) {
+        eprintln!("idle: cannot pin to core {client_cpu}: {e}");
+    }
     std::thread::sleep(settle);
     let rss_before = metric("process_resident_memory_bytes")?;
+    let cpu_before = metric("process_cpu_seconds_total")?;
     let started = Instant::now();
     let mut streams = Vec::with_capacity(connections);
     let destinations: Vec<String> = (0..channels.max(1)).map(|c| format!("/sub/chat/idle-{c}")).collect();
@@ -73,12 +82,20 @@ fn run(flags: &Flags) -> Result<(), String> {
             );
         }
     }
+    let opened = started.elapsed().as_secs_f64();
+    let cpu_open = metric("process_cpu_seconds_total")? - cpu_before;
     std::thread::sleep(settle);
     let rss_after = metric("process_resident_memory_bytes")?;
     let open = metric("chat_connections")?;
     let subscriptions = metric("chat_subscriptions")?;
     let per_connection = (rss_after - rss_before) / connections.max(1) as f64;
-    println!("idle: {connections} connections ({open} open, {subscriptions} subscriptions over {channels} channels), opened in {:.1} s", started.elapsed().as_secs_f64() - settle.as_secs_f64());
+    println!("idle: {connections} connections ({open} open, {subscriptions} subscriptions over {channels} channels), opened in {opened:.1} s");
+    let setups = connections as f64 / cpu_open.max(0.001);
+    println!(
+        "idle: engine CPU {cpu_open:.2} s while they opened ({:.0}% of its core): {setups:.0} setups per engine CPU-second (target >= {TARGET_SETUPS:.0}: {})",
+        cpu_open / opened.max(0.001) * 100.0,
+        if setups >= TARGET_SETUPS { "met" } else { "NOT met" }
+    );
     println!(
         "idle: engine RSS {:.1} MiB before, {:.1} MiB after",
         rss_before / 1048576.0,

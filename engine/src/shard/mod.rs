@@ -168,7 +168,7 @@ pub fn run(
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
             .io_memory(io_memory)
-            .ring_depth(RING_DEPTH)
+            .ring_depth(node.config.ring_depth)
             .spawn(move || async move {
                 if let Err(e) = Shard::run(index, node, interest, mesh, ports, handoff).await {
                     tracing::error!(shard = index, error = %e, "shard failed");
@@ -496,8 +496,6 @@ fn handoff_channels(shards: usize) -> Vec<HandoffPorts> {
 pub const MESH_QUEUE: usize = 4096;
 /// Bounded depth of each hand-off channel (connections in flight between two shards).
 const HANDOFF_QUEUE: usize = 1024;
-/// io_uring submission ring depth per shard.
-const RING_DEPTH: usize = 256;
 /// Size of the per-shard read buffer.
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
 /// How often shards look for a drain request.
