@@ -3,7 +3,8 @@
 //! SUBSCRIBE to one of `--channels` channels (100, round-robin), and prints the growth of
 //! `process_resident_memory_bytes` from `/metrics` per connection, and the engine's CPU
 //! time while they opened (`process_cpu_seconds_total`) as connection setups (TCP, upgrade,
-//! CONNECT, SUBSCRIBE) per engine CPU-second; the client runs on core `--client-cpu` (1).
+//! CONNECT, SUBSCRIBE) per engine CPU-second; `--parallel` client threads (16) open them,
+//! on core `--client-cpu` (1).
 //! Source addresses 127.0.0.1 to 127.0.0.`--sources` (4) spread the ephemeral ports. Build first:
 //! `cargo build --release -p chat-engine -p benches`, then `target/release/idle`.
 
@@ -66,22 +67,39 @@ fn run(flags: &Flags) -> Result<(), String> {
     let rss_before = metric("process_resident_memory_bytes")?;
     let cpu_before = metric("process_cpu_seconds_total")?;
     let started = Instant::now();
-    let mut streams = Vec::with_capacity(connections);
     let destinations: Vec<String> = (0..channels.max(1)).map(|c| format!("/sub/chat/idle-{c}")).collect();
-    for i in 0..connections {
-        let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources.max(1) as usize) as u8);
-        let destination = &destinations[i % destinations.len()];
-        let stream = client::open(target, Some(source), "/ws", &[(destination, "sub-0")])
-            .map_err(|e| format!("connection {i}: {e}"))?;
-        streams.push(stream);
-        if (i + 1) % 2_000 == 0 {
-            eprintln!(
-                "idle: {} connections open ({:.1} s)",
-                i + 1,
-                started.elapsed().as_secs_f64()
-            );
+    // `--parallel` clients (16) open their share at once, as users arriving together do,
+    // so the engine sees several setups per wake-up rather than one at a time.
+    let parallel = flags.get("parallel", 16usize)?.clamp(1, connections.max(1));
+    let opened_so_far = std::sync::atomic::AtomicUsize::new(0);
+    let streams = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..parallel)
+            .map(|t| {
+                let (destinations, opened_so_far) = (&destinations, &opened_so_far);
+                scope.spawn(move || -> Result<Vec<std::net::TcpStream>, String> {
+                    let _ = engine_process::pin_current_thread(client_cpu);
+                    let mut mine = Vec::new();
+                    for i in (t..connections).step_by(parallel) {
+                        let source = Ipv4Addr::new(127, 0, 0, 1 + (i % sources.max(1) as usize) as u8);
+                        let destination = &destinations[i % destinations.len()];
+                        let stream = client::open(target, Some(source), "/ws", &[(destination, "sub-0")])
+                            .map_err(|e| format!("connection {i}: {e}"))?;
+                        mine.push(stream);
+                        let n = opened_so_far.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if n % 2_000 == 0 {
+                            eprintln!("idle: {n} connections open ({:.1} s)", started.elapsed().as_secs_f64());
+                        }
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(connections);
+        for worker in workers {
+            all.extend(worker.join().map_err(|_| "a client thread panicked".to_string())??);
         }
-    }
+        Ok::<_, String>(all)
+    })?;
     let opened = started.elapsed().as_secs_f64();
     let cpu_open = metric("process_cpu_seconds_total")? - cpu_before;
     std::thread::sleep(settle);

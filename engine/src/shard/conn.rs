@@ -139,8 +139,8 @@ async fn serve_from(
     peer: Option<IpAddr>,
 ) {
     // Boxed so that its state is freed once the connection is upgraded.
-    let endpoint = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await {
-        Next::Upgrade(endpoint) => endpoint,
+    let (endpoint, upgrade) = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await {
+        Next::Upgrade(endpoint, reply) => (endpoint, reply),
         Next::Close => {
             shutdown(&stream);
             return;
@@ -152,7 +152,12 @@ async fn serve_from(
     };
     let conn = shard.next_conn_id();
     let out = Rc::new(Outbound::new(shard.node.config.max_outbound_bytes, Instant::now()));
+    // glommio polls a task once as it spawns it: the writer finds nothing yet and waits.
+    // The upgrade's answer then leaves with the session's first words: one send, not
+    // two, when the client sent its CONNECT right behind the upgrade request.
     let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), out.clone(), endpoint));
+    out.push_reply(&upgrade);
+    drop(upgrade);
     ShardStats::shift(&shard.stats.connections, 1);
     match endpoint {
         Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
@@ -375,8 +380,8 @@ async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut Byt
 
 /// What a connection does after its HTTP requests.
 enum Next {
-    /// Speak WebSocket on this endpoint.
-    Upgrade(Endpoint),
+    /// Speak WebSocket on this endpoint, once the upgrade's answer (these bytes) is sent.
+    Upgrade(Endpoint, BytesMut),
     /// Close it.
     Close,
     /// Its next request belongs to this shard (by index): hand the connection over.
@@ -502,7 +507,7 @@ async fn serve_http(
             endpoints::Action::Api { call, keep_alive } => api::serve(shard, call, keep_alive, &body).await,
             action => action,
         };
-        let outcome = match action {
+        let keep_alive = match action {
             endpoints::Action::Respond {
                 status,
                 headers,
@@ -511,7 +516,7 @@ async fn serve_http(
             } => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 http::write_response(status, &headers, body.as_bytes(), keep_alive, &mut reply);
-                keep_alive.then_some(None)
+                keep_alive
             }
             endpoints::Action::Reject(e) => {
                 shard.stats.error(match e {
@@ -524,7 +529,7 @@ async fn serve_http(
                     &[]
                 };
                 http::write_response(e.status(), headers, e.to_string().as_bytes(), false, &mut reply);
-                None
+                false
             }
             endpoints::Action::Upgrade {
                 key,
@@ -532,10 +537,10 @@ async fn serve_http(
                 endpoint,
             } => {
                 http::write_upgrade(&key, protocol, &mut reply);
-                Some(Some(endpoint))
+                return Next::Upgrade(endpoint, reply);
             }
             // Served into a `Respond` just above.
-            endpoints::Action::Api { .. } => None,
+            endpoints::Action::Api { .. } => false,
             endpoints::Action::SockJs(r) => {
                 drop(request);
                 if !transport::serve(shard, stream, buf, r, body).await {
@@ -549,11 +554,10 @@ async fn serve_http(
             return Next::Close;
         }
         ShardStats::add(&shard.stats.bytes_out, reply.len() as u64);
-        match outcome {
-            Some(Some(endpoint)) => return Next::Upgrade(endpoint),
-            Some(None) => deadline = Instant::now() + handshake,
-            None => return Next::Close,
+        if !keep_alive {
+            return Next::Close;
         }
+        deadline = Instant::now() + handshake;
     }
 }
 
