@@ -139,8 +139,24 @@ async fn serve_from(
     peer: Option<IpAddr>,
 ) {
     // Boxed so that its state is freed once the connection is upgraded.
-    let (endpoint, upgrade) = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await {
-        Next::Upgrade(endpoint, reply) => (endpoint, reply),
+    let (endpoint, out, writer) = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await {
+        // Bound inside this arm, the upgrade's key takes no room in the connection's future.
+        Next::Upgrade {
+            endpoint,
+            key,
+            protocol,
+        } => {
+            let out = Rc::new(Outbound::new(shard.node.config.max_outbound_bytes, Instant::now()));
+            // glommio polls a task once as it spawns it: the writer finds nothing yet and
+            // waits. The upgrade's answer then leaves with the session's first words: one
+            // send, not two, when the client sent its CONNECT right behind the request.
+            let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), out.clone(), endpoint));
+            let mut output = shard.output.borrow_mut();
+            http::write_upgrade(&key, protocol, &mut output.wire);
+            out.push_reply(&output.wire);
+            output.wire.clear();
+            (endpoint, out, writer)
+        }
         Next::Close => {
             shutdown(&stream);
             return;
@@ -151,13 +167,6 @@ async fn serve_from(
         }
     };
     let conn = shard.next_conn_id();
-    let out = Rc::new(Outbound::new(shard.node.config.max_outbound_bytes, Instant::now()));
-    // glommio polls a task once as it spawns it: the writer finds nothing yet and waits.
-    // The upgrade's answer then leaves with the session's first words: one send, not
-    // two, when the client sent its CONNECT right behind the upgrade request.
-    let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), out.clone(), endpoint));
-    out.push_reply(&upgrade);
-    drop(upgrade);
     ShardStats::shift(&shard.stats.connections, 1);
     match endpoint {
         Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
@@ -380,8 +389,13 @@ async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut Byt
 
 /// What a connection does after its HTTP requests.
 enum Next {
-    /// Speak WebSocket on this endpoint, once the upgrade's answer (these bytes) is sent.
-    Upgrade(Endpoint, BytesMut),
+    /// Speak WebSocket on this endpoint, once the upgrade is answered (with `key` and
+    /// `protocol`).
+    Upgrade {
+        endpoint: Endpoint,
+        key: String,
+        protocol: Option<&'static str>,
+    },
     /// Close it.
     Close,
     /// Its next request belongs to this shard (by index): hand the connection over.
@@ -536,8 +550,11 @@ async fn serve_http(
                 protocol,
                 endpoint,
             } => {
-                http::write_upgrade(&key, protocol, &mut reply);
-                return Next::Upgrade(endpoint, reply);
+                return Next::Upgrade {
+                    endpoint,
+                    key,
+                    protocol,
+                }
             }
             // Served into a `Respond` just above.
             endpoints::Action::Api { .. } => false,
