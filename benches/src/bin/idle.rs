@@ -2,10 +2,10 @@
 //! `--target`), opens `--connections` raw STOMP connections (10,000) that each CONNECT and
 //! SUBSCRIBE to one of `--channels` channels (100, round-robin), and prints the growth of
 //! `process_resident_memory_bytes` from `/metrics` per connection, and the engine's CPU
-//! time while they opened (`process_cpu_seconds_total`) as connection setups (TCP, upgrade,
-//! CONNECT, SUBSCRIBE) per engine CPU-second; `--parallel` client threads (16) open them,
-//! on core `--client-cpu` (1).
-//! Source addresses 127.0.0.1 to 127.0.0.`--sources` (4) spread the ephemeral ports. Build first:
+//! time while they opened (`process_cpu_seconds_total`) as connection setups (TCP,
+//! upgrade, CONNECT, SUBSCRIBE) per engine CPU-second. `--parallel` client threads (16) on
+//! core `--client-cpu` (1) open them, from source addresses 127.0.0.1 to
+//! 127.0.0.`--sources` (4) to spread the ephemeral ports. Build first:
 //! `cargo build --release -p chat-engine -p benches`, then `target/release/idle`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
