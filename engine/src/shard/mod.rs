@@ -11,6 +11,7 @@
 pub mod api;
 pub mod conn;
 mod endpoints;
+mod handshake;
 pub mod sessions;
 mod transport;
 
@@ -77,7 +78,7 @@ pub struct Handoff {
     /// Unread bytes, the request's head first.
     pub buf: BytesMut,
     /// Its place in the node's connection counts, which moves with it.
-    pub admission: conn::Admission,
+    pub admission: handshake::Admission,
 }
 
 /// One shard's ends of the hand-off channels: to each other shard and from each, by
