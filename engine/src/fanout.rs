@@ -117,6 +117,8 @@ pub struct Outbound {
     waker: Cell<Option<Waker>>,
     overflow_waker: Cell<Option<Waker>>,
     last_sent: Cell<Instant>,
+    /// Writes in a row that needed a quarter of the queue's storage or less (`trim`).
+    oversized: Cell<u8>,
     /// Replies held back behind receipts that wait for Kafka (`None`: nothing waits).
     /// Boxed: one word in every connection's queue instead of four, for a rare state.
     #[allow(clippy::box_collection)]
@@ -153,6 +155,7 @@ impl Outbound {
             waker: Cell::new(None),
             overflow_waker: Cell::new(None),
             last_sent: Cell::new(now),
+            oversized: Cell::new(0),
             held: Cell::new(None),
         }
     }
@@ -341,15 +344,30 @@ impl Outbound {
     }
 
     /// Empties `spare` after a write of its bytes, keeping its storage for the next
-    /// burst unless it is much larger than this burst needed. Regrowing a queue from
-    /// nothing on every burst cost more than the copy into it (flamegraphs/README.md).
+    /// burst. Regrowing a queue from nothing on every burst cost more than the copy into
+    /// it, and so did shrinking a large one whenever a burst was small: a busy
+    /// connection's bursts vary, and each regrowth faulted fresh pages in
+    /// (flamegraphs/README.md). So a small buffer is given back only after a quiet write,
+    /// and a large one only after `SHRINK_AFTER` writes in a row needed a quarter of it.
     pub fn trim(&self, spare: &mut Vec<u8>) {
         let used = spare.len();
         spare.clear();
+        let oversized = if spare.capacity() <= TRIM_BYTES {
+            0
+        } else if spare.capacity() > used.saturating_mul(4) {
+            self.oversized.get() + 1
+        } else {
+            0
+        };
+        if (oversized == 0 && used >= SMALL_WRITE_BYTES) || (1..SHRINK_AFTER).contains(&oversized) {
+            self.oversized.set(oversized);
+            return;
+        }
+        self.oversized.set(0);
         if used < SMALL_WRITE_BYTES {
             // A quiet connection: hold no storage between its rare writes.
             *spare = Vec::new();
-        } else if spare.capacity() > TRIM_BYTES.max(used.saturating_mul(4)) {
+        } else {
             spare.shrink_to(used);
         }
     }
@@ -373,8 +391,12 @@ impl Outbound {
 
 /// Writes smaller than this leave no storage behind.
 const SMALL_WRITE_BYTES: usize = 2048;
-/// Queue capacity always kept between bursts; beyond it, what four recent bursts need.
+/// Queue capacity kept between bursts that need little of it; beyond it, a queue shrinks
+/// to what recent bursts need.
 const TRIM_BYTES: usize = 16 * 1024;
+/// Writes in a row that need a quarter of a large queue's storage or less before it
+/// shrinks.
+const SHRINK_AFTER: u8 = 8;
 
 #[cfg(test)]
 mod tests {
@@ -479,6 +501,39 @@ mod tests {
         out.close(Closing::Graceful);
         out.push_reply(b"GOODBYE");
         assert_eq!((out.len(), out.closing()), (7, Closing::Graceful));
+    }
+
+    #[test]
+    fn storage_is_kept_across_varying_bursts_and_given_back_when_quiet() {
+        let out = Outbound::new(1 << 20, Instant::now());
+        let write = |spare: &mut Vec<u8>, n: usize| {
+            spare.resize(n, b'x');
+            out.trim(spare);
+            spare.capacity()
+        };
+        // A quiet connection holds nothing between writes.
+        let mut spare = Vec::new();
+        assert_eq!(write(&mut spare, 100), 0);
+        // A busy one keeps its large queue while bursts are smaller for a while...
+        let large = write(&mut spare, 144 * 1024);
+        assert!(large >= 144 * 1024);
+        for _ in 1..SHRINK_AFTER {
+            assert_eq!(write(&mut spare, 20 * 1024), large);
+        }
+        // ... and shrinks it once they stay smaller.
+        assert!(write(&mut spare, 20 * 1024) < large);
+        // A burst that needs it again starts the count over.
+        let large = write(&mut spare, 144 * 1024);
+        for _ in 1..SHRINK_AFTER {
+            assert_eq!(write(&mut spare, 20 * 1024), large);
+        }
+        assert_eq!(write(&mut spare, 144 * 1024), large);
+        assert_eq!(write(&mut spare, 100), large);
+        // A queue of modest size is kept while writes are not quiet.
+        let mut spare = Vec::new();
+        let modest = write(&mut spare, 12 * 1024);
+        assert_eq!(write(&mut spare, 3 * 1024), modest);
+        assert_eq!(write(&mut spare, 100), 0);
     }
 
     fn queued(out: &Outbound) -> Vec<u8> {
