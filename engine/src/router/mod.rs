@@ -393,8 +393,12 @@ impl Router {
                     Some(Storing::Expected) => {
                         storing.insert(n, Storing::Reported(stored));
                     }
-                    // Not waited for (no receipt), or reported twice.
-                    Some(Storing::Reported(_)) | None => {}
+                    // Reported twice: the first report stands until the receipt asks.
+                    Some(Storing::Reported(first)) => {
+                        storing.insert(n, Storing::Reported(first));
+                    }
+                    // Not waited for (no receipt).
+                    None => {}
                 }
             }
         }

@@ -312,7 +312,7 @@ fn the_owner_orders_and_answers_resumes_across_shards() {
 }
 
 /// A SEND's receipt waits for Kafka's report of its message, whichever of the two comes
-/// first: the connection holding its receipt back, or the report.
+/// first: the connection holding its receipt back, or the report (even one reported twice).
 #[test]
 fn a_receipt_leaves_on_the_report_whichever_comes_first() {
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
@@ -374,6 +374,17 @@ fn a_receipt_leaves_on_the_report_whichever_comes_first() {
             out.hold_until(n, b"R2");
             router.await_stored(n, out.clone());
             assert_eq!(queued(&out), "R2");
+            assert!(!out.holds_replies());
+
+            // A report that comes twice before the receipt is held back: the first stands.
+            let n = publish("three").await;
+            let sent = to_kafka.try_recv().expect("handed to Kafka");
+            acks.delivered(Some(&sent.id), true);
+            acks.delivered(Some(&sent.id), true);
+            settle().await;
+            out.hold_until(n, b"R3");
+            router.await_stored(n, out.clone());
+            assert_eq!(queued(&out), "R3");
             assert!(!out.holds_replies());
         })
         .expect("an executor starts");
