@@ -9,12 +9,13 @@
 //! holds no read buffer.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
@@ -43,84 +44,98 @@ pub(super) enum Endpoint {
 
 /// Serves one accepted connection from `peer` to its end; a node already holding
 /// `--max-connections` answers 503 and closes.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: Option<IpAddr>) {
-    let stream: Stream = Rc::new(RefCell::new(stream));
-    let Some(admission) = Admission::enter(&shard.node) else {
-        shard.stats.error(ErrorKind::NodeFull);
-        let mut reply = BytesMut::new();
-        http::write_response(503, &[("Retry-After", "5")], b"node full\n", false, &mut reply);
-        let _ = write_all(&stream, &reply).await;
-        shutdown(&stream);
-        return;
-    };
-    serve_from(shard, stream, BytesMut::new(), admission, peer).await;
+pub fn serve(shard: Rc<Shard>, stream: TcpStream, peer: Option<IpAddr>) -> impl Future<Output = ()> {
+    let admission = Admission::enter(&shard.node);
+    serve_from(shard, Rc::new(RefCell::new(stream)), BytesMut::new(), admission, peer)
 }
 
 /// Serves a connection handed over by another shard, whose unread bytes are `buf`.
-pub async fn serve_handed(shard: Rc<Shard>, handoff: Handoff) {
+pub fn serve_handed(shard: Rc<Shard>, handoff: Handoff) -> impl Future<Output = ()> {
     // SAFETY: the descriptor is a `dup` the sending shard made for this shard alone; the
     // stream takes it over.
     let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(handoff.fd)) };
     let peer = stream.peer_addr().ok().map(|a| a.ip());
-    let stream: Stream = Rc::new(RefCell::new(stream));
-    serve_from(shard, stream, handoff.buf, handoff.admission, peer).await;
+    serve_from(
+        shard,
+        Rc::new(RefCell::new(stream)),
+        handoff.buf,
+        Some(handoff.admission),
+        peer,
+    )
 }
 
-async fn serve_from(
+/// The connection's whole life, as one future.
+///
+/// Not an `async fn`, here and in the loops below that an idle connection waits in: an
+/// `async fn` keeps its arguments twice in its future (as passed, and moved into its
+/// body), an `async move` block once. Each connection's future is the largest part of
+/// its memory while idle (flamegraphs/README.md).
+fn serve_from(
     shard: Rc<Shard>,
     stream: Stream,
     mut buf: BytesMut,
-    mut admission: Admission,
+    admission: Option<Admission>,
     peer: Option<IpAddr>,
-) {
-    // Boxed so that its state is freed once the connection is upgraded.
-    let (endpoint, out, writer) = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await {
-        // Bound inside this arm, the upgrade's key takes no room in the connection's future.
-        Next::Upgrade {
-            endpoint,
-            key,
-            protocol,
-        } => {
-            let out = Rc::new(Outbound::new(shard.node.config.max_outbound_bytes, Instant::now()));
-            // glommio polls a task once as it spawns it: the writer finds nothing yet and
-            // waits. The upgrade's answer then leaves with the session's first words: one
-            // send, not two, when the client sent its CONNECT right behind the request.
-            let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), out.clone(), endpoint));
-            let mut output = shard.output.borrow_mut();
-            http::write_upgrade(&key, protocol, &mut output.wire);
-            out.push_reply(&output.wire);
-            output.wire.clear();
-            (endpoint, out, writer)
-        }
-        Next::Close => {
+) -> impl Future<Output = ()> {
+    async move {
+        let Some(mut admission) = admission else {
+            shard.stats.error(ErrorKind::NodeFull);
+            let mut reply = BytesMut::new();
+            http::write_response(503, &[("Retry-After", "5")], b"node full\n", false, &mut reply);
+            let _ = write_all(&stream, &reply).await;
             shutdown(&stream);
             return;
-        }
-        Next::Handoff(owner) => {
-            hand_off(&shard, owner, stream, buf, admission).await;
-            return;
-        }
-    };
-    let conn = shard.next_conn_id();
-    ShardStats::shift(&shard.stats.connections, 1);
-    match endpoint {
-        Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
-        Endpoint::Stomp(framing) => {
-            shard.sessions.borrow_mut().insert(conn, (out.clone(), framing));
-            let mut session = Session::new(conn, framing, &shard.settings);
-            shard.step(&out, |env, o| session.open(env, o));
-            stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
-            let subs = session.take_subscriptions();
-            ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
-            for (sub, destination) in subs {
-                shard.router.unsubscribe(&destination, &sub, conn);
+        };
+        // Boxed so that its state is freed once the connection is upgraded.
+        let (endpoint, out, writer) = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await
+        {
+            // Bound inside this arm, the upgrade's key takes no room in the connection's future.
+            Next::Upgrade {
+                endpoint,
+                key,
+                protocol,
+            } => {
+                let out = Rc::new(Outbound::new(shard.node.config.max_outbound_bytes, Instant::now()));
+                // glommio polls a task once as it spawns it: the writer finds nothing yet and
+                // waits. The upgrade's answer then leaves with the session's first words: one
+                // send, not two, when the client sent its CONNECT right behind the request.
+                let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), out.clone(), endpoint));
+                let mut output = shard.output.borrow_mut();
+                http::write_upgrade(&key, protocol, &mut output.wire);
+                out.push_reply(&output.wire);
+                output.wire.clear();
+                (endpoint, out, writer)
             }
-            shard.sessions.borrow_mut().remove(&conn);
+            Next::Close => {
+                shutdown(&stream);
+                return;
+            }
+            Next::Handoff(owner) => {
+                hand_off(&shard, owner, stream, buf, admission).await;
+                return;
+            }
+        };
+        let conn = shard.next_conn_id();
+        ShardStats::shift(&shard.stats.connections, 1);
+        match endpoint {
+            Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
+            Endpoint::Stomp(framing) => {
+                shard.sessions.borrow_mut().insert(conn, (out.clone(), framing));
+                let mut session = Session::new(conn, framing, &shard.settings);
+                shard.step(&out, |env, o| session.open(env, o));
+                stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
+                let subs = session.take_subscriptions();
+                ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
+                for (sub, destination) in subs {
+                    shard.router.unsubscribe(&destination, &sub, conn);
+                }
+                shard.sessions.borrow_mut().remove(&conn);
+            }
         }
+        out.close(Closing::Graceful);
+        writer.await;
+        ShardStats::shift(&shard.stats.connections, -1);
     }
-    out.close(Closing::Graceful);
-    writer.await;
-    ShardStats::shift(&shard.stats.connections, -1);
 }
 
 impl Shard {
@@ -164,31 +179,33 @@ impl Shard {
     }
 }
 
-async fn stomp_loop(
-    shard: &Shard,
-    stream: &Stream,
-    session: &mut Session,
-    out: &Rc<Outbound>,
+fn stomp_loop<'a>(
+    shard: &'a Shard,
+    stream: &'a Stream,
+    session: &'a mut Session,
+    out: &'a Rc<Outbound>,
     conn: ConnId,
-    buf: &mut BytesMut,
-) {
-    loop {
-        // Boxed: the frame handling below is deep and only alive while bytes are being
-        // handled, so idle connections should not carry its space.
-        if !buf.is_empty() && Box::pin(drive(shard, session, out, conn, buf)).await == Flow::Close {
-            return;
-        }
-        release_if_empty(buf);
-        session.release_idle();
-        let deadline = session.next_deadline(&shard.settings, out.last_sent());
-        match read_until(shard, stream, buf, deadline).await {
-            Read::Bytes => {}
-            Read::Deadline => {
-                if let Step::Close = shard.step(out, |env, o| session.on_tick(env, out.last_sent(), o)) {
-                    return;
-                }
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        loop {
+            // Boxed: the frame handling below is deep and only alive while bytes are being
+            // handled, so idle connections should not carry its space.
+            if !buf.is_empty() && Box::pin(drive(shard, session, out, conn, buf)).await == Flow::Close {
+                return;
             }
-            Read::Closed => return,
+            release_if_empty(buf);
+            session.release_idle();
+            let deadline = session.next_deadline(&shard.settings, out.last_sent());
+            match read_until(shard, stream, buf, deadline).await {
+                Read::Bytes => {}
+                Read::Deadline => {
+                    if let Step::Close = shard.step(out, |env, o| session.on_tick(env, out.last_sent(), o)) {
+                        return;
+                    }
+                }
+                Read::Closed => return,
+            }
         }
     }
 }
@@ -348,72 +365,74 @@ async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut, ad
 
 /// Drains `out` to the socket until it closes; then shuts the socket down, which also
 /// ends the reader.
-async fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: Endpoint) {
-    let mut spare = Vec::new();
-    loop {
-        let closing = out.take(&mut spare).await;
-        if closing == Closing::Overflow {
-            shard.stats.error(ErrorKind::SlowConsumer);
-            spare.clear();
-            if let Endpoint::Stomp(framing) = endpoint {
-                let mut output = shard.output.borrow_mut();
-                session::farewell_slow(framing, &mut output);
-                spare.extend_from_slice(&output.wire);
-                output.wire.clear();
-            }
-            if let Ok(s) = stream.try_borrow() {
-                let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-            }
-        }
-        let queued = spare.len();
-        ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
-        shard.stats.outbound_queue.observe(queued as u64);
-        let written = if closing == Closing::Open {
-            // A subscriber whose socket stays full overflows its queue meanwhile: drop it
-            // then, without waiting for the socket.
-            let overflow = async {
-                out.overflowed().await;
+fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: Endpoint) -> impl Future<Output = ()> {
+    async move {
+        let mut spare = Vec::new();
+        loop {
+            let closing = out.take(&mut spare).await;
+            if closing == Closing::Overflow {
                 shard.stats.error(ErrorKind::SlowConsumer);
-                Err(io::ErrorKind::TimedOut.into())
-            };
-            futures_lite::future::or(write_all(&stream, &spare), overflow).await
-        } else {
-            write_all(&stream, &spare).await
-        };
-        ShardStats::shift(&shard.stats.queued_bytes, -(queued as i64));
-        if let Err(e) = written {
-            if e.kind() != io::ErrorKind::TimedOut {
-                shard.stats.error(ErrorKind::Io);
-            }
-            out.close(Closing::Graceful);
-            break;
-        }
-        ShardStats::add(&shard.stats.bytes_out, queued as u64);
-        out.mark_sent(Instant::now());
-        out.trim(&mut spare);
-        if closing != Closing::Open && out.is_empty() {
-            if closing == Closing::Graceful && out.holds_replies() {
-                // Receipts waiting for Kafka go out before the close, within a bound.
-                let released = futures_lite::future::or(
-                    async {
-                        out.released().await;
-                        true
-                    },
-                    async {
-                        glommio::timer::sleep(HELD_WAIT).await;
-                        false
-                    },
-                )
-                .await;
-                if released {
-                    continue;
+                spare.clear();
+                if let Endpoint::Stomp(framing) = endpoint {
+                    let mut output = shard.output.borrow_mut();
+                    session::farewell_slow(framing, &mut output);
+                    spare.extend_from_slice(&output.wire);
+                    output.wire.clear();
                 }
-                out.drop_held();
+                if let Ok(s) = stream.try_borrow() {
+                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+                }
             }
-            break;
+            let queued = spare.len();
+            ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
+            shard.stats.outbound_queue.observe(queued as u64);
+            let written = if closing == Closing::Open {
+                // A subscriber whose socket stays full overflows its queue meanwhile: drop it
+                // then, without waiting for the socket.
+                let overflow = async {
+                    out.overflowed().await;
+                    shard.stats.error(ErrorKind::SlowConsumer);
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                futures_lite::future::or(write_all(&stream, &spare), overflow).await
+            } else {
+                write_all(&stream, &spare).await
+            };
+            ShardStats::shift(&shard.stats.queued_bytes, -(queued as i64));
+            if let Err(e) = written {
+                if e.kind() != io::ErrorKind::TimedOut {
+                    shard.stats.error(ErrorKind::Io);
+                }
+                out.close(Closing::Graceful);
+                break;
+            }
+            ShardStats::add(&shard.stats.bytes_out, queued as u64);
+            out.mark_sent(Instant::now());
+            out.trim(&mut spare);
+            if closing != Closing::Open && out.is_empty() {
+                if closing == Closing::Graceful && out.holds_replies() {
+                    // Receipts waiting for Kafka go out before the close, within a bound.
+                    let released = futures_lite::future::or(
+                        async {
+                            out.released().await;
+                            true
+                        },
+                        async {
+                            glommio::timer::sleep(HELD_WAIT).await;
+                            false
+                        },
+                    )
+                    .await;
+                    if released {
+                        continue;
+                    }
+                    out.drop_held();
+                }
+                break;
+            }
         }
+        shutdown(&stream);
     }
-    shutdown(&stream);
 }
 
 /// How long a closing connection waits for its receipts held back for Kafka.
@@ -429,39 +448,39 @@ pub(super) enum Read {
 
 /// Reads what the socket has into `buf` (through the shard's scratch buffer), or
 /// returns at `deadline`.
-pub(super) async fn read_until(shard: &Shard, stream: &Stream, buf: &mut BytesMut, deadline: Option<Instant>) -> Read {
-    let read = async {
-        let n = poll_fn(|cx| {
+pub(super) fn read_until<'a>(
+    shard: &'a Shard,
+    stream: &'a Stream,
+    buf: &'a mut BytesMut,
+    deadline: Option<Instant>,
+) -> impl Future<Output = Read> + 'a {
+    // One `poll_fn` over the read and the timer, not two futures raced: an idle
+    // connection waits here, and this is the smallest state the wait can have.
+    let mut timer = deadline.map(|at| glommio::timer::Timer::new(at.saturating_duration_since(Instant::now())));
+    poll_fn(move |cx| {
+        let read = {
             let mut scratch = shard.read_scratch.borrow_mut();
             let mut socket = stream.borrow_mut();
             match Pin::new(&mut *socket).poll_read(cx, &mut scratch[..]) {
-                std::task::Poll::Ready(Ok(n)) => {
+                Poll::Ready(Ok(n)) => {
                     buf.extend_from_slice(&scratch[..n]);
-                    std::task::Poll::Ready(Ok(n))
+                    Poll::Ready(Ok(n))
                 }
                 other => other,
             }
-        })
-        .await;
-        match n {
-            Ok(0) => Read::Closed,
-            Ok(n) => {
+        };
+        match read {
+            Poll::Ready(Ok(0) | Err(_)) => Poll::Ready(Read::Closed),
+            Poll::Ready(Ok(n)) => {
                 ShardStats::add(&shard.stats.bytes_in, n as u64);
-                Read::Bytes
+                Poll::Ready(Read::Bytes)
             }
-            Err(_) => Read::Closed,
+            Poll::Pending => match timer.as_mut().map(|timer| Pin::new(timer).poll(cx)) {
+                Some(Poll::Ready(_)) => Poll::Ready(Read::Deadline),
+                _ => Poll::Pending,
+            },
         }
-    };
-    match deadline {
-        None => read.await,
-        Some(at) => {
-            let timer = async {
-                glommio::timer::sleep(at.saturating_duration_since(Instant::now())).await;
-                Read::Deadline
-            };
-            futures_lite::future::or(read, timer).await
-        }
-    }
+    })
 }
 
 /// Writes all of `bytes` to `stream`.
