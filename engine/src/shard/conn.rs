@@ -70,6 +70,7 @@ pub fn serve_handed(shard: Rc<Shard>, handoff: Handoff) -> impl Future<Output = 
 /// `async fn` keeps its arguments twice in its future (as passed, and moved into its
 /// body), an `async move` block once. Each connection's future is the largest part of
 /// its memory while idle (flamegraphs/README.md).
+#[allow(clippy::manual_async_fn)]
 fn serve_from(
     shard: Rc<Shard>,
     stream: Stream,
@@ -179,6 +180,7 @@ impl Shard {
     }
 }
 
+#[allow(clippy::manual_async_fn)] // see `serve_from`
 fn stomp_loop<'a>(
     shard: &'a Shard,
     stream: &'a Stream,
@@ -365,6 +367,7 @@ async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut, ad
 
 /// Drains `out` to the socket until it closes; then shuts the socket down, which also
 /// ends the reader.
+#[allow(clippy::manual_async_fn)] // see `serve_from`
 fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: Endpoint) -> impl Future<Output = ()> {
     async move {
         let mut spare = Vec::new();
