@@ -152,8 +152,9 @@ pub struct Session {
     codec: server::Codec,
     version: Option<Version>,
     clock: Option<stomp::Clock>,
-    /// (subscription id, destination) of each subscription.
-    subs: SmallVec<[(SubId, Bytes); 2]>,
+    /// (subscription id, destination) of each subscription. One inline: a chat client
+    /// watches its room, and every idle connection carries the inline room.
+    subs: SmallVec<[(SubId, Bytes); 1]>,
     /// What the client's token allows (authentication on), and when it expires.
     /// Boxed: most deployments run without authentication, and an idle connection
     /// should not carry room for a grant it never has.
@@ -347,7 +348,7 @@ impl Session {
 
     /// The subscriptions still held, (id, destination) each, for the shard to remove
     /// when the connection is gone.
-    pub fn take_subscriptions(&mut self) -> SmallVec<[(SubId, Bytes); 2]> {
+    pub fn take_subscriptions(&mut self) -> SmallVec<[(SubId, Bytes); 1]> {
         std::mem::take(&mut self.subs)
     }
 

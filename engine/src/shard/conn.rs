@@ -75,11 +75,12 @@ fn serve_from(
     shard: Rc<Shard>,
     stream: Stream,
     mut buf: BytesMut,
-    admission: Option<Admission>,
+    mut admission: Option<Admission>,
     peer: Option<IpAddr>,
 ) -> impl Future<Output = ()> {
     async move {
-        let Some(mut admission) = admission else {
+        // Borrowed, not moved out: a copy would take room of its own in the future.
+        let Some(admitted) = admission.as_mut() else {
             shard.stats.error(ErrorKind::NodeFull);
             let mut reply = BytesMut::new();
             http::write_response(503, &[("Retry-After", "5")], b"node full\n", false, &mut reply);
@@ -88,8 +89,7 @@ fn serve_from(
             return;
         };
         // Boxed so that its state is freed once the connection is upgraded.
-        let (endpoint, out, writer) = match Box::pin(serve_http(&shard, &stream, &mut buf, &mut admission, peer)).await
-        {
+        let (endpoint, out, writer) = match Box::pin(serve_http(&shard, &stream, &mut buf, admitted, peer)).await {
             // Bound inside this arm, the upgrade's key takes no room in the connection's future.
             Next::Upgrade {
                 endpoint,
@@ -112,7 +112,9 @@ fn serve_from(
                 return;
             }
             Next::Handoff(owner) => {
-                hand_off(&shard, owner, stream, buf, admission).await;
+                if let Some(admission) = admission.take() {
+                    hand_off(&shard, owner, stream, buf, admission).await;
+                }
                 return;
             }
         };
