@@ -492,15 +492,19 @@ pub(super) fn read_until<'a>(
 ///
 /// # Errors
 /// A socket error, or `WriteZero` when the peer stops taking bytes.
-pub(super) async fn write_all(stream: &Stream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let n = poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
+pub(super) fn write_all<'a>(stream: &'a Stream, mut bytes: &'a [u8]) -> impl Future<Output = io::Result<()>> + 'a {
+    // A `poll_fn`, not an `async fn`: it is part of every connection's writer future.
+    poll_fn(move |cx| {
+        while !bytes.is_empty() {
+            match Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => bytes = &bytes[n..],
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        bytes = &bytes[n..];
-    }
-    Ok(())
+        Poll::Ready(Ok(()))
+    })
 }
 
 /// Shuts both directions down, waking a reader blocked on this socket.
