@@ -7,7 +7,7 @@
 //! [`Output`], and a [`Step`]: go on, carry out an [`Effect`] (subscribe, unsubscribe,
 //! publish), or close. No socket, executor or clock of its own, so every flow is tested
 //! in memory (`session/tests.rs`); `shard/conn.rs` drives it. Every protocol error maps
-//! to one answer in [`Session::fail`].
+//! to one answer in [`Session::fail`] (`session/refusal.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use proto::server::{self, Inbound};
 use proto::stomp::{self, Command, Frame, Version};
-use proto::{sockjs, ws, Framing, ProtocolError};
+use proto::Framing;
 use smallvec::SmallVec;
 
 use crate::auth::{self, Grant};
@@ -24,6 +24,7 @@ use crate::ids::{ConnId, SubId};
 use crate::message::{self, Message, Position};
 use crate::metrics::{ErrorKind, ShardStats};
 use crate::router::Resume;
+use refusal::{ProtocolRule, Refused};
 
 /// A token bucket's shape: one `SEND` every `interval` on average, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -352,25 +353,6 @@ impl Session {
         std::mem::take(&mut self.subs)
     }
 
-    /// The one place a protocol error becomes an answer to the peer: a WebSocket close
-    /// code for framing errors, an `ERROR` frame for STOMP ones.
-    pub fn fail(&mut self, env: &Env<'_>, error: ProtocolError, receipt: Option<&[u8]>, out: &mut Output) -> Step {
-        let (kind, code) = match error {
-            ProtocolError::Ws(e @ ws::Error::Protocol(_)) => (ErrorKind::WsProtocol, e.close_code()),
-            ProtocolError::Ws(e @ ws::Error::InvalidUtf8) => (ErrorKind::WsUtf8, e.close_code()),
-            ProtocolError::Ws(e @ ws::Error::TooBig) => (ErrorKind::WsTooBig, e.close_code()),
-            ProtocolError::SockJs(sockjs::Error::BadJson) => (ErrorKind::SockJs, 1002),
-            ProtocolError::Stomp(e @ stomp::Error::LineTooLong) => {
-                return self.refuse(env, ErrorKind::HeaderLineTooLong, e.message(), receipt, out)
-            }
-            ProtocolError::Stomp(e) => return self.refuse(env, ErrorKind::Stomp, e.message(), receipt, out),
-            ProtocolError::Http(_) => (ErrorKind::Http, 1002),
-        };
-        env.stats.error(kind);
-        server::encode_end(self.framing(), code, &mut out.wire);
-        self.end()
-    }
-
     fn on_connect(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<(), Refused> {
         let version = stomp::negotiate_version(frame.header(b"accept-version")).map_err(ProtocolRule::from)?;
         let hb = env.settings.heartbeat_ms;
@@ -516,47 +498,6 @@ impl Session {
         }
     }
 
-    /// Answers a frame refused for `refused`: `ERROR`, then close.
-    fn refuse_for(&mut self, env: &Env<'_>, refused: Refused, receipt: Option<&[u8]>, out: &mut Output) -> Step {
-        match refused {
-            Refused::Rule(rule) => self.refuse(env, rule.kind, rule.message, receipt, out),
-            Refused::Auth(refusal) => self.refuse(env, ErrorKind::Auth, refusal.message(), receipt, out),
-            Refused::Denied {
-                kind,
-                reason,
-                destination,
-            } => {
-                let message = format!("{reason} {}", String::from_utf8_lossy(&destination));
-                self.refuse(env, kind, &message, receipt, out)
-            }
-        }
-    }
-
-    /// Answers a frame the server will not take: `ERROR`, then close.
-    fn refuse(
-        &mut self,
-        env: &Env<'_>,
-        kind: ErrorKind,
-        message: &str,
-        receipt: Option<&[u8]>,
-        out: &mut Output,
-    ) -> Step {
-        env.stats.error(kind);
-        self.send_error(message, receipt, out);
-        self.goodbye(1000, "", out)
-    }
-
-    /// Queues an `ERROR` saying `message`, naming the frame's `receipt` when it had one.
-    fn send_error(&self, message: &str, receipt: Option<&[u8]>, out: &mut Output) {
-        let mut headers: SmallVec<[(&str, &[u8]); 3]> = SmallVec::new();
-        headers.push(("message", message.as_bytes()));
-        headers.push(("content-type", b"text/plain"));
-        if let Some(receipt) = receipt {
-            headers.push(("receipt-id", receipt));
-        }
-        self.send_frame(Command::Error, &headers, message.as_bytes(), out);
-    }
-
     /// Takes one token from the publish bucket; false when the connection is over its rate.
     fn take_publish_token(&mut self, env: &Env<'_>) -> bool {
         let Some(rate) = env.settings.publish_rate else {
@@ -619,54 +560,6 @@ fn check_destination(env: &Env<'_>, destination: &[u8]) -> Result<(), ProtocolRu
 /// The `message` of the `ERROR` for a `SEND` over the publish rate.
 const PUBLISH_RATE: &str = "publish rate exceeded: message not accepted, send it again later";
 
-/// A rule of this server or of STOMP that a frame broke: the text is the `ERROR`'s
-/// `message`, the kind what `/metrics` counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProtocolRule {
-    message: &'static str,
-    kind: ErrorKind,
-}
-
-impl ProtocolRule {
-    /// A STOMP rule (`chat_errors_total{kind="stomp"}`).
-    const fn stomp(message: &'static str) -> Self {
-        ProtocolRule {
-            message,
-            kind: ErrorKind::Stomp,
-        }
-    }
-
-    /// A limit of this server, counted by its own kind.
-    const fn limit(kind: ErrorKind, message: &'static str) -> Self {
-        ProtocolRule { message, kind }
-    }
-}
-
-impl From<stomp::Error> for ProtocolRule {
-    fn from(e: stomp::Error) -> Self {
-        ProtocolRule::stomp(e.message())
-    }
-}
-
-/// Why a frame was refused: a protocol rule, the `CONNECT`'s token, or a destination
-/// this client may not use (named in the `ERROR`).
-#[derive(Debug)]
-enum Refused {
-    Rule(ProtocolRule),
-    Auth(auth::Refusal),
-    Denied {
-        kind: ErrorKind,
-        reason: &'static str,
-        destination: Bytes,
-    },
-}
-
-impl From<ProtocolRule> for Refused {
-    fn from(rule: ProtocolRule) -> Self {
-        Refused::Rule(rule)
-    }
-}
-
 /// The token of a `CONNECT`: `Authorization:Bearer <token>`, else `passcode`.
 fn bearer_token(frame: &Frame) -> Option<&[u8]> {
     let authorization = frame
@@ -684,5 +577,6 @@ fn bearer_token(frame: &Frame) -> Option<&[u8]> {
 /// The scheme of an `Authorization` header carrying a token (RFC 6750 §2.1).
 const BEARER: &[u8] = b"Bearer ";
 
+mod refusal;
 #[cfg(test)]
 mod tests;
