@@ -352,23 +352,19 @@ impl Outbound {
     pub fn trim(&self, spare: &mut Vec<u8>) {
         let used = spare.len();
         spare.clear();
-        let oversized = if spare.capacity() <= TRIM_BYTES {
-            0
-        } else if spare.capacity() > used.saturating_mul(4) {
-            self.oversized.get() + 1
-        } else {
-            0
-        };
-        if (oversized == 0 && used >= SMALL_WRITE_BYTES) || (1..SHRINK_AFTER).contains(&oversized) {
-            self.oversized.set(oversized);
-            return;
+        // A quiet connection holds no storage between its rare writes.
+        let keep = if used < SMALL_WRITE_BYTES { 0 } else { used };
+        let oversized = spare.capacity() > TRIM_BYTES.max(used.saturating_mul(4));
+        if oversized {
+            let writes = self.oversized.get() + 1;
+            if writes < SHRINK_AFTER {
+                self.oversized.set(writes);
+                return;
+            }
         }
         self.oversized.set(0);
-        if used < SMALL_WRITE_BYTES {
-            // A quiet connection: hold no storage between its rare writes.
-            *spare = Vec::new();
-        } else {
-            spare.shrink_to(used);
+        if oversized || keep == 0 {
+            spare.shrink_to(keep);
         }
     }
 
