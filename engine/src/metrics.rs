@@ -143,9 +143,6 @@ pub struct ShardStats {
     pub http_sessions: AtomicI64,
     /// HTTP connections handed to the shard that owns their request's SockJS session.
     pub handoffs: AtomicU64,
-    /// Times the shard's poller found socket events that its doorbell had not rung for
-    /// (`shard/poller.rs`): each cost up to its patience in latency.
-    pub late_rings: AtomicU64,
     /// Time from a message reaching this shard (its `SEND` decoded, or its arrival from
     /// another shard or Kafka) to its last local subscriber's queue, ns.
     pub fanout_latency: Histogram<Latency>,
@@ -322,7 +319,7 @@ impl ShardStats {
 pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut String) {
     let node = &escape_label(node);
     type Read = fn(&ShardStats) -> i64;
-    let series: [(&str, &str, &str, Read); 12] = [
+    let series: [(&str, &str, &str, Read); 11] = [
         ("chat_connections", "gauge", "Open WebSocket sessions.", |s| {
             s.connections.load(Relaxed)
         }),
@@ -370,12 +367,6 @@ pub fn render(node: &str, shards: &[std::sync::Arc<ShardStats>], out: &mut Strin
             "counter",
             "HTTP connections handed to the shard owning their SockJS session.",
             |s| s.handoffs.load(Relaxed) as i64,
-        ),
-        (
-            "chat_poller_late_rings_total",
-            "counter",
-            "Socket events found by the poller's patience timer, not its doorbell.",
-            |s| s.late_rings.load(Relaxed) as i64,
         ),
     ];
     for (name, kind, help, read) in series {
