@@ -19,6 +19,7 @@
 //! delivers them (each destination keeps one order); other destinations go on at once.
 
 mod resume;
+mod settings;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -33,12 +34,13 @@ use proto::server::Scratch;
 
 use crate::bridge;
 use crate::fanout::{self, Group, Member, Outbound, WireKey};
-use crate::history::{self, History};
+use crate::history::History;
 use crate::ids::{ConnId, ShardId, SubId};
 use crate::interest::Interest;
 use crate::message::{Message, Position};
 use crate::metrics::ShardStats;
 pub use resume::{HistoryReply, Resume, ResumeRequest};
+pub use settings::Settings;
 
 /// A shard's subscriber index, its part of the channels' order and history, and its
 /// links to the other shards and to Kafka.
@@ -137,35 +139,6 @@ impl KafkaLink {
             self.budget.give(size);
             PublishError::KafkaFull
         })
-    }
-}
-
-/// What a router needs from the configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// History bounds of this shard.
-    pub history: history::Limits,
-    /// Largest `x-history` a client may ask for.
-    pub max_history: usize,
-    /// Most live messages a catching-up subscriber may have waiting.
-    pub max_catching_up: usize,
-    /// How long a resume waits for its owner or a replay before answering "not recovered".
-    pub resume_timeout: std::time::Duration,
-}
-
-impl Default for Settings {
-    /// The command line's defaults.
-    fn default() -> Self {
-        Settings {
-            history: history::Limits {
-                per_channel: 1000,
-                shard_bytes: 64 << 20,
-                max_age: std::time::Duration::from_secs(3600),
-            },
-            max_history: 200,
-            max_catching_up: 10_000,
-            resume_timeout: std::time::Duration::from_secs(10),
-        }
     }
 }
 

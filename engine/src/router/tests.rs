@@ -19,7 +19,7 @@ use crate::ids::SubId;
 
 fn settings() -> Settings {
     Settings {
-        history: history::Limits {
+        history: crate::history::Limits {
             per_channel: 100,
             shard_bytes: 1 << 20,
             max_age: Duration::from_secs(60),

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
@@ -496,11 +496,10 @@ pub(super) fn write_all<'a>(stream: &'a Stream, mut bytes: &'a [u8]) -> impl Fut
     // A `poll_fn`, not an `async fn`: it is part of every connection's writer future.
     poll_fn(move |cx| {
         while !bytes.is_empty() {
-            match Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => bytes = &bytes[n..],
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
+            match ready!(Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
         Poll::Ready(Ok(()))

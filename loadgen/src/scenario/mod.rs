@@ -3,7 +3,7 @@
 //! and each publisher sends (open loop). Built once on the main thread from `cli.rs`'s
 //! flags; shards only read it. Errors name the flag.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{ScenarioArgs, Spread, Transport};
 use crate::reconnect::Policy;
 use crate::target::{self, Framing, Target};
+
+mod lists;
+pub use lists::{parse_cpu_list, parse_ip_list};
 
 /// A scenario value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -556,36 +559,6 @@ fn stalled_connections(channel_of: &[u32], publishers: u32, k: u32) -> Vec<u32> 
         picked.extend(more.into_iter().take(k as usize - picked.len()));
     }
     picked
-}
-
-/// `127.0.0.1-127.0.0.8` (last octet range) or `a,b,c`.
-pub fn parse_ip_list(list: &str) -> Option<Vec<IpAddr>> {
-    parse_ranges(list, |a, b| {
-        let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().ok()?, b.parse().ok()?);
-        let (a, b) = (u32::from(a), u32::from(b));
-        (a <= b && b - a <= 65_535).then(|| (a..=b).map(|x| IpAddr::V4(Ipv4Addr::from(x))).collect())
-    })
-}
-
-/// Parses a core list such as `0,2-4` into `[0, 2, 3, 4]`; `None` when malformed or empty.
-pub fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
-    parse_ranges(list, |a, b| {
-        let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
-        (a <= b).then(|| (a..=b).collect())
-    })
-}
-
-/// A comma list of single items and `a-b` ranges (expanded by `range`); `None` when any
-/// part is malformed or nothing is listed.
-fn parse_ranges<T: std::str::FromStr>(list: &str, range: impl Fn(&str, &str) -> Option<Vec<T>>) -> Option<Vec<T>> {
-    let mut items = Vec::new();
-    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => items.extend(range(a.trim(), b.trim())?),
-            None => items.push(part.parse().ok()?),
-        }
-    }
-    (!items.is_empty()).then_some(items)
 }
 
 /// A run id below 2^48 (exact in any JSON reader), from the clock and the pid.
