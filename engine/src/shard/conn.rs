@@ -1,4 +1,4 @@
-//! Owns a client's `TcpStream`: with `handshake.rs` and `transport.rs`, the only files
+//! Owns a client's socket: with `handshake.rs` and `transport.rs`, the only files
 //! that read from or write to a socket. A connection starts as HTTP (`handshake.rs` serves
 //! its requests); after a WebSocket upgrade, a reader loop feeds the bytes to its sans-IO
 //! `Session` and carries out the effects it asks for through the router (or echoes, on the
@@ -8,22 +8,20 @@
 //! it (`sessions.rs`). Reads go through the shard's scratch buffer so an idle connection
 //! holds no read buffer.
 
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
-use futures_lite::{AsyncRead, AsyncWrite};
-use glommio::net::TcpStream;
 use proto::{http, server, ws, Framing};
 
 use super::handshake::{serve_http, Admission, Next};
+use super::poller::Socket;
 use super::{Handoff, Shard};
 use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
@@ -31,9 +29,8 @@ use crate::metrics::{ErrorKind, ShardStats};
 use crate::router::{PublishError, Published};
 use crate::session::{self, Action, Env, Outcome, Session, Step};
 
-/// A socket shared by a connection's reader and writer tasks (each borrows it only
-/// inside a poll, never across an await).
-pub(super) type Stream = Rc<RefCell<TcpStream>>;
+/// A socket shared by a connection's reader and writer tasks.
+pub(super) type Stream = Rc<Socket>;
 
 /// What an upgraded connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,26 +39,33 @@ pub(super) enum Endpoint {
     Echo,
 }
 
-/// Serves one accepted connection from `peer` to its end; a node already holding
+/// Serves one accepted connection to its end; a node already holding
 /// `--max-connections` answers 503 and closes.
-pub fn serve(shard: Rc<Shard>, stream: TcpStream, peer: Option<IpAddr>) -> impl Future<Output = ()> {
+pub(super) fn serve(shard: Rc<Shard>, stream: Socket) -> impl Future<Output = ()> {
     let admission = Admission::enter(&shard.node);
-    serve_from(shard, Rc::new(RefCell::new(stream)), BytesMut::new(), admission, peer)
+    let peer = stream.peer_ip();
+    serve_from(shard, Rc::new(stream), BytesMut::new(), admission, peer)
 }
 
-/// Serves a connection handed over by another shard, whose unread bytes are `buf`.
-pub fn serve_handed(shard: Rc<Shard>, handoff: Handoff) -> impl Future<Output = ()> {
-    // SAFETY: the descriptor is a `dup` the sending shard made for this shard alone; the
-    // stream takes it over.
-    let stream = unsafe { TcpStream::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(handoff.fd)) };
-    let peer = stream.peer_addr().ok().map(|a| a.ip());
-    serve_from(
+/// Serves a connection handed over by another shard (a `dup` of its socket, made for
+/// this shard alone), whose unread bytes are `buf`.
+pub(super) fn serve_handed(shard: Rc<Shard>, handoff: Handoff) -> Option<impl Future<Output = ()>> {
+    let stream = match Socket::new(&shard.poller, handoff.fd) {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(shard = %shard.id, error = %e, "could not register a handed-over connection");
+            shard.stats.error(ErrorKind::Io);
+            return None;
+        }
+    };
+    let peer = stream.peer_ip();
+    Some(serve_from(
         shard,
-        Rc::new(RefCell::new(stream)),
+        Rc::new(stream),
         handoff.buf,
         Some(handoff.admission),
         peer,
-    )
+    ))
 }
 
 /// The connection's whole life, as one future.
@@ -85,7 +89,7 @@ fn serve_from(
             let mut reply = BytesMut::new();
             http::write_response(503, &[("Retry-After", "5")], b"node full\n", false, &mut reply);
             let _ = write_all(&stream, &reply).await;
-            shutdown(&stream);
+            stream.shutdown();
             return;
         };
         // Boxed so that its state is freed once the connection is upgraded.
@@ -108,7 +112,7 @@ fn serve_from(
                 (endpoint, out, writer)
             }
             Next::Close => {
-                shutdown(&stream);
+                stream.shutdown();
                 return;
             }
             Next::Handoff(owner) => {
@@ -344,22 +348,16 @@ async fn echo_loop(shard: &Shard, stream: &Stream, out: &Outbound, buf: &mut Byt
 }
 
 /// Hands the connection to shard `owner`: a `dup` of its socket and its unread bytes go
-/// over the hand-off channel; this shard's descriptor closes when `stream` drops. The
-/// socket is not shut down: it lives on in the owner.
+/// over the hand-off channel; this shard's descriptor closes (and leaves its poller) when
+/// `stream` drops. The socket is not shut down: it lives on in the owner.
 async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut, admission: Admission) {
-    let fd = {
-        let Ok(socket) = stream.try_borrow() else {
-            return;
-        };
-        // SAFETY: dup(2) of a descriptor `socket` owns and keeps open during the call.
-        let fd = unsafe { libc::dup(socket.as_raw_fd()) };
-        if fd < 0 {
+    let fd: OwnedFd = match stream.dup() {
+        Ok(fd) => fd,
+        Err(_) => {
             shard.stats.error(ErrorKind::Io);
-            shutdown(&stream);
+            stream.shutdown();
             return;
         }
-        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(fd) }
     };
     drop(stream);
     if !shard.hand_off(owner, Handoff { fd, buf, admission }).await {
@@ -384,9 +382,6 @@ fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: End
                     spare.extend_from_slice(&output.wire);
                     output.wire.clear();
                 }
-                if let Ok(s) = stream.try_borrow() {
-                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-                }
             }
             let queued = spare.len();
             ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
@@ -400,6 +395,13 @@ fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: End
                     Err(io::ErrorKind::TimedOut.into())
                 };
                 futures_lite::future::or(write_all(&stream, &spare), overflow).await
+            } else if closing == Closing::Overflow {
+                // The farewell gets a moment, not the full queue's patience.
+                let late = async {
+                    glommio::timer::sleep(FAREWELL_WAIT).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                futures_lite::future::or(write_all(&stream, &spare), late).await
             } else {
                 write_all(&stream, &spare).await
             };
@@ -436,12 +438,14 @@ fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: End
                 break;
             }
         }
-        shutdown(&stream);
+        stream.shutdown();
     }
 }
 
 /// How long a closing connection waits for its receipts held back for Kafka.
 const HELD_WAIT: Duration = Duration::from_secs(5);
+/// How long a subscriber dropped as slow gets to take its farewell.
+const FAREWELL_WAIT: Duration = Duration::from_secs(1);
 
 /// How a read ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -465,8 +469,7 @@ pub(super) fn read_until<'a>(
     poll_fn(move |cx| {
         let read = {
             let mut scratch = shard.read_scratch.borrow_mut();
-            let mut socket = stream.borrow_mut();
-            match Pin::new(&mut *socket).poll_read(cx, &mut scratch[..]) {
+            match stream.poll_read(cx, &mut scratch[..]) {
                 Poll::Ready(Ok(n)) => {
                     buf.extend_from_slice(&scratch[..n]);
                     Poll::Ready(Ok(n))
@@ -496,7 +499,7 @@ pub(super) fn write_all<'a>(stream: &'a Stream, mut bytes: &'a [u8]) -> impl Fut
     // A `poll_fn`, not an `async fn`: it is part of every connection's writer future.
     poll_fn(move |cx| {
         while !bytes.is_empty() {
-            match ready!(Pin::new(&mut *stream.borrow_mut()).poll_write(cx, bytes)) {
+            match ready!(stream.poll_write(cx, bytes)) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) => return Poll::Ready(Err(e)),
@@ -504,17 +507,6 @@ pub(super) fn write_all<'a>(stream: &'a Stream, mut bytes: &'a [u8]) -> impl Fut
         }
         Poll::Ready(Ok(()))
     })
-}
-
-/// Shuts both directions down, waking a reader blocked on this socket.
-fn shutdown(stream: &Stream) {
-    if let Ok(socket) = stream.try_borrow() {
-        // SAFETY: the descriptor is owned by `socket`, open for as long as it lives;
-        // shutdown(2) neither closes nor invalidates it.
-        unsafe {
-            libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR);
-        }
-    }
 }
 
 /// Gives back an empty read buffer's storage, so idle connections hold none.

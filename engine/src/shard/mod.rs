@@ -12,6 +12,7 @@ pub mod api;
 pub mod conn;
 mod endpoints;
 mod handshake;
+pub mod poller;
 pub mod sessions;
 mod transport;
 
@@ -29,7 +30,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
-use glommio::net::TcpListener;
 use glommio::{Latency, LocalExecutorBuilder, Placement, Shares};
 use proto::{server, Framing};
 
@@ -42,6 +42,7 @@ use crate::interest::Interest;
 use crate::metrics::ShardStats;
 use crate::router::{self, KafkaLink, Links, Mesh, Router};
 use crate::session::{self, Settings};
+use poller::{Poller, Socket};
 
 /// What all shards of a node share (read-mostly).
 #[derive(Debug)]
@@ -221,6 +222,8 @@ pub struct Shard {
     /// Where the session being driven writes (borrowed only between awaits).
     pub output: RefCell<session::Output>,
     next_conn: Cell<u64>,
+    /// Readiness of this shard's sockets.
+    poller: Rc<Poller>,
 }
 
 impl Shard {
@@ -243,7 +246,8 @@ impl Shard {
             }
             None => (None, None),
         };
-        let listener = TcpListener::bind(node.config.listen)
+        let poller = Poller::new().map_err(|e| start_error(format!("create an epoll instance: {e}")))?;
+        let listener = listen(&poller, node.config.listen)
             .map_err(|e| start_error(format!("listen on {}: {e}", node.config.listen)))?;
         let stats = node.stats[index].clone();
         // Interest bits and bridge ports are indexed by mesh peer id.
@@ -353,6 +357,7 @@ impl Shard {
             read_scratch: RefCell::new(vec![0; READ_SCRATCH_BYTES]),
             output: RefCell::new(session::Output::default()),
             next_conn: Cell::new(0),
+            poller: poller.clone(),
         });
         let spawn_bus = |task: Pin<Box<dyn Future<Output = ()>>>| match glommio::spawn_local_into(task, bus_queue) {
             Ok(task) => {
@@ -391,13 +396,18 @@ impl Shard {
             let shard = shard.clone();
             let task = async move {
                 while let Some(handoff) = receiver.recv().await {
-                    glommio::spawn_local(conn::serve_handed(shard.clone(), handoff)).detach();
+                    if let Some(serving) = conn::serve_handed(shard.clone(), handoff) {
+                        glommio::spawn_local(serving).detach();
+                    }
                 }
             };
             glommio::spawn_local_into(task, conn_queue)
                 .map_err(|e| start_error(format!("spawn a hand-off receiver: {e}")))?
                 .detach();
         }
+        glommio::spawn_local_into(poller.run(), conn_queue)
+            .map_err(|e| start_error(format!("spawn the poller: {e}")))?
+            .detach();
         tracing::info!(shard = %id, listen = %shard.node.config.listen, "shard ready");
 
         let accepting = glommio::spawn_local_into(accept_loop(shard.clone(), listener), conn_queue)
@@ -456,14 +466,27 @@ fn epoch() -> u64 {
     (x & 0xffff_ffff_ffff) | (1 << 32)
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+/// This shard's listening socket on `addr` (`SO_REUSEPORT`: every shard has its own, and
+/// the kernel spreads connections over them), registered with `poller`.
+fn listen(poller: &Rc<Poller>, addr: std::net::SocketAddr) -> std::io::Result<Socket> {
+    use socket2::{Domain, Protocol, Type};
+    let socket = socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Socket::new(poller, std::net::TcpListener::from(socket).into())
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: Socket) {
     loop {
-        match listener.accept().await {
+        match std::future::poll_fn(|cx| listener.poll_accept(cx))
+            .await
+            .and_then(|fd| Socket::new(&shard.poller, fd))
+        {
             Ok(stream) => {
                 ShardStats::add(&shard.stats.accepted, 1);
-                let _ = stream.set_nodelay(true);
-                let peer = stream.peer_addr().ok().map(|a| a.ip());
-                glommio::spawn_local(conn::serve(shard.clone(), stream, peer)).detach();
+                stream.set_nodelay();
+                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
             }
             Err(e) => {
                 // Out of file descriptors or a transient error: back off, don't spin.
@@ -497,6 +520,8 @@ fn handoff_channels(shards: usize) -> Vec<HandoffPorts> {
 pub const MESH_QUEUE: usize = 4096;
 /// Bounded depth of each hand-off channel (connections in flight between two shards).
 const HANDOFF_QUEUE: usize = 1024;
+/// Connections the kernel queues for each shard's listener before it accepts them.
+const LISTEN_BACKLOG: i32 = 1024;
 /// Size of the per-shard read buffer.
 const READ_SCRATCH_BYTES: usize = 64 * 1024;
 /// How often shards look for a drain request.

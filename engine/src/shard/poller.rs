@@ -1,0 +1,433 @@
+//! One readiness source for all of a shard's sockets.
+//!
+//! glommio arms a poll request of its own for every socket a task reads: 496 bytes of
+//! state per idle connection, and a cancel in the kernel's poll table whenever one closes
+//! (flamegraphs/README.md, "idle10k again"). Here every socket of the shard is registered
+//! once, edge-triggered, in one epoll instance, and glommio waits on that instance alone.
+//! Reads, writes and accepts are plain non-blocking syscalls; a task that meets `EAGAIN`
+//! leaves its waker in the socket's slot, and the shard's poller task wakes it at the
+//! socket's next edge. An idle connection costs a slot here (two wakers and two flags)
+//! and the kernel's epoll entry, nothing more.
+//!
+//! glommio 0.9 has no public way to wait for an arbitrary descriptor; its `TcpStream`
+//! waits for readability by arming a poll on its descriptor as it is created, so a
+//! `TcpStream` over a `dup` of the epoll descriptor, read once, is the doorbell (the read
+//! itself fails with `ENOTSOCK` once the poll fired; only the wake-up matters).
+//! `poller_rings_for_a_socket_edge` in this file's tests pins that behaviour.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// A shard's epoll instance and the slots of the sockets registered in it.
+#[derive(Debug)]
+pub struct Poller {
+    epoll: OwnedFd,
+    slots: RefCell<Slots>,
+}
+
+#[derive(Debug, Default)]
+struct Slots {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+/// What the poller knows of one socket: whether it may be ready each way (set by an
+/// edge, cleared by `EAGAIN` or a short read), and who waits for the next edge.
+#[derive(Debug, Default)]
+struct Slot {
+    readable: bool,
+    writable: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+/// Which way a task waits on a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Read,
+    Write,
+}
+
+impl Slot {
+    fn ready(&self, way: Way) -> bool {
+        match way {
+            Way::Read => self.readable,
+            Way::Write => self.writable,
+        }
+    }
+
+    /// Marks `way` not ready and keeps `waker` for its next edge.
+    fn park(&mut self, way: Way, waker: &Waker) {
+        let (ready, parked) = match way {
+            Way::Read => (&mut self.readable, &mut self.reader),
+            Way::Write => (&mut self.writable, &mut self.writer),
+        };
+        *ready = false;
+        match parked {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *parked = Some(waker.clone()),
+        }
+    }
+}
+
+/// Events taken from the kernel per `epoll_wait`.
+const EVENTS: usize = 256;
+/// Rings in a row that found nothing before the poller pauses between rings.
+const EMPTY_RINGS: u32 = 8;
+/// The pause, and the wait after a failed syscall.
+const FALLBACK_POLL: Duration = Duration::from_millis(1);
+
+impl Poller {
+    /// A fresh epoll instance.
+    ///
+    /// # Errors
+    /// `epoll_create1` failed (out of descriptors or memory).
+    pub fn new() -> io::Result<Rc<Self>> {
+        // SAFETY: a plain syscall; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Rc::new(Self {
+            // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+            epoll: unsafe { OwnedFd::from_raw_fd(fd) },
+            slots: RefCell::default(),
+        }))
+    }
+
+    /// Takes the kernel's events and wakes who waits on them, until the shard stops.
+    pub async fn run(self: Rc<Self>) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        // Whether the last wait was for the doorbell (not a yield).
+        let mut rung = false;
+        // Rings in a row that found nothing.
+        let mut empty = 0;
+        loop {
+            // SAFETY: `events` has room for `EVENTS` entries; a zero timeout never blocks.
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 0) };
+            let Ok(n) = usize::try_from(n) else {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "epoll_wait failed");
+                    glommio::timer::sleep(FALLBACK_POLL).await;
+                }
+                continue;
+            };
+            if n > 0 {
+                empty = 0;
+                self.dispatch(&events[..n]);
+                // Let the tasks just woken run, then look again before arming the
+                // doorbell: a busy shard takes its events without a ring per pass.
+                futures_lite::future::yield_now().await;
+                rung = false;
+                continue;
+            }
+            if rung {
+                // A doorbell that rings with nothing to take, again and again, would spin.
+                empty += 1;
+                if empty >= EMPTY_RINGS {
+                    glommio::timer::sleep(FALLBACK_POLL).await;
+                }
+            }
+            self.ring().await;
+            rung = true;
+        }
+    }
+
+    /// Waits until the epoll instance has events (see the module's notes).
+    async fn ring(&self) {
+        // SAFETY: duplicates a descriptor this poller owns; the result is checked.
+        let fd = unsafe { libc::fcntl(self.epoll.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            glommio::timer::sleep(FALLBACK_POLL).await;
+            return;
+        }
+        // SAFETY: `fd` is ours alone; the stream closes it when dropped. Nothing but the
+        // one read below is asked of it.
+        let mut bell = unsafe { glommio::net::TcpStream::from_raw_fd(fd) };
+        let _ = futures_lite::AsyncReadExt::read(&mut bell, &mut [0u8; 1]).await;
+    }
+
+    fn dispatch(&self, events: &[libc::epoll_event]) {
+        const READ: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        const WRITE: u32 = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let mut slots = self.slots.borrow_mut();
+        for event in events {
+            let (bits, token) = (event.events, event.u64);
+            let Some(slot) = slots.slots.get_mut(token as usize) else {
+                continue;
+            };
+            if bits & READ != 0 {
+                slot.readable = true;
+                if let Some(w) = slot.reader.take() {
+                    w.wake();
+                }
+            }
+            if bits & WRITE != 0 {
+                slot.writable = true;
+                if let Some(w) = slot.writer.take() {
+                    w.wake();
+                }
+            }
+        }
+    }
+
+    fn register(&self, fd: RawFd) -> io::Result<u32> {
+        let mut slots = self.slots.borrow_mut();
+        let token = match slots.free.pop() {
+            Some(token) => token,
+            None => {
+                let token = u32::try_from(slots.slots.len()).map_err(|_| io::ErrorKind::OutOfMemory)?;
+                slots.slots.push(Slot::default());
+                token
+            }
+        };
+        slots.slots[token as usize] = Slot {
+            readable: true,
+            writable: true,
+            reader: None,
+            writer: None,
+        };
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: u64::from(token),
+        };
+        // SAFETY: `fd` is open (its owner is being built); `event` outlives the call.
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+            slots.free.push(token);
+            return Err(io::Error::last_os_error());
+        }
+        Ok(token)
+    }
+
+    fn deregister(&self, fd: RawFd, token: u32) {
+        // SAFETY: `fd` is still open; a failure leaves nothing to undo (closing it removes
+        // the entry unless a `dup` lives on, which is why this is done first).
+        unsafe {
+            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut());
+        }
+        let mut slots = self.slots.borrow_mut();
+        if let Some(slot) = slots.slots.get_mut(token as usize) {
+            *slot = Slot::default();
+            slots.free.push(token);
+        }
+    }
+}
+
+/// A non-blocking socket registered with its shard's poller; deregistered and closed
+/// when dropped. All methods take `&self`: a connection's reader and writer share it.
+#[derive(Debug)]
+pub struct Socket {
+    fd: OwnedFd,
+    token: u32,
+    poller: Rc<Poller>,
+}
+
+impl Socket {
+    /// Registers `fd` (a socket, made non-blocking here) with `poller`.
+    ///
+    /// # Errors
+    /// The kernel refused the registration (out of memory or `max_user_watches`).
+    pub fn new(poller: &Rc<Poller>, fd: OwnedFd) -> io::Result<Self> {
+        // SAFETY: plain fcntl calls on a descriptor `fd` owns.
+        unsafe {
+            let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            if flags >= 0 && flags & libc::O_NONBLOCK == 0 {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        let token = poller.register(fd.as_raw_fd())?;
+        Ok(Self {
+            fd,
+            token,
+            poller: poller.clone(),
+        })
+    }
+
+    /// Reads into `buf`; pending until the socket has bytes (or its end).
+    pub fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let read = self.poll_io(cx, Way::Read, || {
+            // SAFETY: `buf` is valid for `buf.len()` bytes for the call's duration.
+            unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            }
+        });
+        if let Poll::Ready(Ok(n)) = read {
+            if n > 0 && n < buf.len() {
+                // A short read took all the socket had: the next bytes come with an edge.
+                self.with_slot(|slot| slot.readable = false);
+            }
+        }
+        read
+    }
+
+    /// Writes from `buf`; pending while the socket's send buffer is full.
+    pub fn poll_write(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.poll_io(cx, Way::Write, || {
+            // SAFETY: `buf` is valid for `buf.len()` bytes for the call's duration.
+            unsafe {
+                libc::send(
+                    self.fd.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            }
+        })
+    }
+
+    /// Accepts a connection on a listening socket: its descriptor, non-blocking.
+    pub fn poll_accept(&self, cx: &Context<'_>) -> Poll<io::Result<OwnedFd>> {
+        self.poll_io(cx, Way::Read, || {
+            // SAFETY: null address pointers are allowed: the peer's address is not wanted.
+            unsafe {
+                libc::accept4(
+                    self.fd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                ) as isize
+            }
+        })
+        // SAFETY: a successful accept4 returns a fresh descriptor that nothing else owns.
+        .map_ok(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    }
+
+    /// Runs `call` (a non-blocking syscall) once the socket may be ready `way`; parks the
+    /// task on `EAGAIN`.
+    fn poll_io(&self, cx: &Context<'_>, way: Way, mut call: impl FnMut() -> isize) -> Poll<io::Result<usize>> {
+        loop {
+            let ready = self.with_slot(|slot| {
+                let ready = slot.ready(way);
+                if !ready {
+                    slot.park(way, cx.waker());
+                }
+                ready
+            });
+            if !ready {
+                return Poll::Pending;
+            }
+            match usize::try_from(call()) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(_) => {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => {}
+                        io::ErrorKind::WouldBlock => self.with_slot(|slot| slot.park(way, cx.waker())),
+                        // A connection that died in the accept queue: take the next one.
+                        _ if way == Way::Read && e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                        _ => return Poll::Ready(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_slot<T>(&self, f: impl FnOnce(&mut Slot) -> T) -> T {
+        let mut slots = self.poller.slots.borrow_mut();
+        // The slot lives as long as this socket: `register` made it, `drop` frees it.
+        let mut spare = Slot::default();
+        f(slots.slots.get_mut(self.token as usize).unwrap_or(&mut spare))
+    }
+
+    /// The peer's address, when the socket has one.
+    pub fn peer_ip(&self) -> Option<IpAddr> {
+        socket2::SockRef::from(&self.fd)
+            .peer_addr()
+            .ok()?
+            .as_socket()
+            .map(|a| a.ip())
+    }
+
+    /// Sends small writes at once (no Nagle delay).
+    pub fn set_nodelay(&self) {
+        let _ = socket2::SockRef::from(&self.fd).set_nodelay(true);
+    }
+
+    /// Shuts both directions down, which wakes a task waiting on the socket.
+    pub fn shutdown(&self) {
+        // SAFETY: shutdown(2) neither closes nor invalidates the descriptor.
+        unsafe {
+            libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR);
+        }
+    }
+
+    /// A `dup` of the descriptor, for another shard (which registers it with its own
+    /// poller once this socket is dropped).
+    ///
+    /// # Errors
+    /// Out of descriptors.
+    pub fn dup(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.poller.deregister(self.fd.as_raw_fd(), self.token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    use glommio::LocalExecutorBuilder;
+
+    use super::{Poller, Socket};
+
+    #[test]
+    fn poller_rings_for_a_socket_edge() {
+        let ran = LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let poller = Poller::new().expect("epoll");
+                glommio::spawn_local(poller.clone().run()).detach();
+                let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+                let socket = Socket::new(&poller, OwnedFd::from(ours)).expect("register");
+                let mut buf = [0u8; 16];
+                // Nothing yet: the first read finds EAGAIN and parks.
+                let mut first = Box::pin(poll_fn(|cx| socket.poll_read(cx, &mut buf)));
+                assert!(futures_lite::future::poll_once(first.as_mut()).await.is_none());
+                theirs.write_all(b"hello").expect("write");
+                let n = first.await.expect("read");
+                assert_eq!(n, 5);
+                // A short read cleared readiness; the next bytes wake the reader again.
+                let later = glommio::spawn_local(async move {
+                    let mut buf = [0u8; 16];
+                    let n = poll_fn(|cx| socket.poll_read(cx, &mut buf)).await.expect("read");
+                    (buf, n, socket)
+                });
+                glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                theirs.write_all(b"again").expect("write");
+                let (buf, n, socket) = later.await;
+                assert_eq!(&buf[..n], b"again");
+                // Writes go straight out; a shut-down socket reads its end.
+                let n = poll_fn(|cx| socket.poll_write(cx, b"back")).await.expect("write");
+                assert_eq!(n, 4);
+                let mut back = [0u8; 4];
+                theirs.read_exact(&mut back).expect("read back");
+                assert_eq!(&back, b"back");
+                drop(theirs);
+                let mut end = [0u8; 4];
+                assert_eq!(poll_fn(|cx| socket.poll_read(cx, &mut end)).await.expect("eof"), 0);
+                true
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+        assert!(ran);
+    }
+}
