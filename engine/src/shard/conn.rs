@@ -510,8 +510,34 @@ pub(super) fn write_all<'a>(stream: &'a Stream, mut bytes: &'a [u8]) -> impl Fut
 }
 
 /// Gives back an empty read buffer's storage, so idle connections hold none.
+///
+/// Not `capacity() > 0`: a buffer read to the very end of its storage (the first read of
+/// a connection allocates exactly what arrived, and the handshake consumes all of it) has
+/// no capacity left but still holds that storage.
 fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
+    if buf.is_empty() {
         *buf = BytesMut::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, BytesMut};
+
+    use super::release_if_empty;
+
+    #[test]
+    fn a_buffer_read_to_the_end_of_its_storage_gives_it_back() {
+        // A connection's first read allocates what arrived, and the handshake takes it all.
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"GET /ws HTTP/1.1\r\nHost: a\r\n\r\n");
+        buf.advance(buf.len());
+        assert_eq!(buf.capacity(), 0, "nothing left to read into, yet the storage is held");
+        let held = buf.as_ptr();
+        release_if_empty(&mut buf);
+        assert_ne!(buf.as_ptr(), held, "the storage was given back");
+        // A fresh buffer, left as it is.
+        release_if_empty(&mut buf);
+        assert_eq!(buf.capacity(), 0);
     }
 }
