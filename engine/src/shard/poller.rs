@@ -103,8 +103,6 @@ impl Poller {
     /// Takes the kernel's events and wakes who waits on them, until the shard stops.
     pub async fn run(self: Rc<Self>) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
-        // Whether the last wait was for the doorbell (not a yield).
-        let mut rung = false;
         // Rings in a row that found nothing.
         let mut empty = 0;
         loop {
@@ -118,24 +116,20 @@ impl Poller {
                 }
                 continue;
             };
-            if n > 0 {
-                empty = 0;
-                self.dispatch(&events[..n]);
-                // Let the tasks just woken run, then look again before arming the
-                // doorbell: a busy shard takes its events without a ring per pass.
-                futures_lite::future::yield_now().await;
-                rung = false;
-                continue;
-            }
-            if rung {
+            if n == 0 {
                 // A doorbell that rings with nothing to take, again and again, would spin.
-                empty += 1;
                 if empty >= EMPTY_RINGS {
                     glommio::timer::sleep(FALLBACK_POLL).await;
                 }
+                self.ring().await;
+                empty += 1;
+                continue;
             }
-            self.ring().await;
-            rung = true;
+            empty = 0;
+            self.dispatch(&events[..n]);
+            // Let the tasks just woken run, then look again before arming the doorbell: a
+            // busy shard takes its events without a ring per pass.
+            futures_lite::future::yield_now().await;
         }
     }
 
