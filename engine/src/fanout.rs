@@ -3,10 +3,10 @@
 //! their `MESSAGE` looks like on the wire ([`WireKey`]: framing, STOMP version, their
 //! `subscription` id); clients pick the same few ids, so a room of thousands costs one or
 //! two encodings per message. Each [`Outbound`] queue is bounded and leaves in one
-//! `send()` per burst (the connection's writer in `shard/conn.rs` drains it); a
-//! subscriber whose queue would overflow is dropped, never waited for.
+//! `send()` per burst (the shard's writer in `shard/writer.rs` drains it); a subscriber
+//! whose queue would overflow is dropped, never waited for.
 
-use std::cell::{Cell, UnsafeCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -107,6 +107,43 @@ pub enum Closing {
     Overflow,
 }
 
+/// The queues that have bytes (or a close) for their shard's writer, by the writer's
+/// token for each; and the writer's waker.
+#[derive(Default)]
+pub struct WriteList {
+    tokens: RefCell<Vec<u32>>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for WriteList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteList").field("tokens", &self.tokens).finish()
+    }
+}
+
+impl WriteList {
+    fn list(&self, token: u32) {
+        self.tokens.borrow_mut().push(token);
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// Waits until tokens are listed, then moves them into `batch` (which must be empty).
+    pub async fn next(&self, batch: &mut Vec<u32>) {
+        poll_fn(|cx| {
+            let mut tokens = self.tokens.borrow_mut();
+            if tokens.is_empty() {
+                self.waker.set(Some(cx.waker().clone()));
+                return Poll::Pending;
+            }
+            std::mem::swap(&mut *tokens, batch);
+            Poll::Ready(())
+        })
+        .await
+    }
+}
+
 /// A connection's outbound queue, shared (`Rc`) by its reader, its writer and the
 /// subscriber index of its shard.
 pub struct Outbound {
@@ -114,6 +151,12 @@ pub struct Outbound {
     queue: UnsafeCell<Vec<u8>>,
     max_bytes: usize,
     closing: Cell<Closing>,
+    /// Whether this queue's token is on its writer's list.
+    listed: Cell<bool>,
+    /// The shard's writer and this queue's token with it; `None`: a task of its own drains
+    /// the queue (`take`), as a SockJS receiving request does.
+    writer: Option<(Rc<WriteList>, u32)>,
+    /// A task waiting in `take` or `released`; woken instead of listing the queue.
     waker: Cell<Option<Waker>>,
     overflow_waker: Cell<Option<Waker>>,
     last_sent: Cell<Instant>,
@@ -146,12 +189,20 @@ impl std::fmt::Debug for Outbound {
 }
 
 impl Outbound {
-    /// An empty queue holding at most `max_bytes`.
+    /// An empty queue holding at most `max_bytes`, drained by a task that `take`s.
     pub fn new(max_bytes: usize, now: Instant) -> Self {
+        Self::written_by(None, max_bytes, now)
+    }
+
+    /// An empty queue holding at most `max_bytes`, drained by the shard's writer: its
+    /// `token` goes on `list` when it has something to write.
+    pub fn written_by(writer: Option<(Rc<WriteList>, u32)>, max_bytes: usize, now: Instant) -> Self {
         Self {
             queue: UnsafeCell::new(Vec::new()),
             max_bytes,
             closing: Cell::new(Closing::Open),
+            listed: Cell::new(false),
+            writer,
             waker: Cell::new(None),
             overflow_waker: Cell::new(None),
             last_sent: Cell::new(now),
@@ -324,18 +375,38 @@ impl Outbound {
     /// Waits until bytes are queued or closing is asked, then swaps the queue into
     /// `spare` (which must be empty) so that appends go on while it is written.
     pub async fn take(&self, spare: &mut Vec<u8>) -> Closing {
-        poll_fn(|cx| {
-            if self.with_queue(|queue| !queue.is_empty()) {
-                self.with_queue(|queue| std::mem::swap(queue, spare));
-                return Poll::Ready(self.closing.get());
+        poll_fn(|cx| match self.take_now(spare) {
+            Some(closing) => Poll::Ready(closing),
+            None => {
+                self.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
             }
-            if self.closing.get() != Closing::Open {
-                return Poll::Ready(self.closing.get());
-            }
-            self.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
         })
         .await
+    }
+
+    /// [`Outbound::take`] without waiting: `None` while the queue is open and empty.
+    pub fn take_now(&self, spare: &mut Vec<u8>) -> Option<Closing> {
+        if self.with_queue(|queue| !queue.is_empty()) {
+            self.with_queue(|queue| std::mem::swap(queue, spare));
+            return Some(self.closing.get());
+        }
+        (self.closing.get() != Closing::Open).then(|| self.closing.get())
+    }
+
+    /// Gives the storage of `spare` (written and trimmed) back to the queue when it is
+    /// empty, so that the next burst reuses it.
+    pub fn give_back(&self, spare: &mut Vec<u8>) {
+        self.with_queue(|queue| {
+            if queue.is_empty() {
+                std::mem::swap(queue, spare);
+            }
+        });
+    }
+
+    /// Takes the queue's token off its writer's list (the writer is at it).
+    pub fn unlist(&self) {
+        self.listed.set(false);
     }
 
     /// Records that bytes were written at `now`.
@@ -381,6 +452,10 @@ impl Outbound {
     fn wake(&self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
+        } else if let Some((list, token)) = &self.writer {
+            if !self.listed.replace(true) {
+                list.list(*token);
+            }
         }
     }
 }

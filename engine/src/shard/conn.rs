@@ -2,8 +2,8 @@
 //! that read from or write to a socket. A connection starts as HTTP (`handshake.rs` serves
 //! its requests); after a WebSocket upgrade, a reader loop feeds the bytes to its sans-IO
 //! `Session` and carries out the effects it asks for through the router (or echoes, on the
-//! conformance endpoint), and a writer task drains its `Outbound` queue, one `send()` per
-//! burst. Requests of SockJS's HTTP transports go to `transport.rs` on the shard that owns
+//! conformance endpoint), and the shard's writer (`writer.rs`) drains its `Outbound`
+//! queue, one `send()` per burst. Requests of SockJS's HTTP transports go to `transport.rs` on the shard that owns
 //! their session; a connection whose request belongs to another shard is handed over to
 //! it (`sessions.rs`). Reads go through the shard's scratch buffer so an idle connection
 //! holds no read buffer.
@@ -15,13 +15,14 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{ready, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 use proto::{http, server, ws, Framing};
 
 use super::handshake::{serve_http, Admission, Next};
 use super::poller::Socket;
+use super::writer::Writers;
 use super::{Handoff, Shard};
 use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
@@ -93,23 +94,24 @@ fn serve_from(
             return;
         };
         // Boxed so that its state is freed once the connection is upgraded.
-        let (endpoint, out, writer) = match Box::pin(serve_http(&shard, &stream, &mut buf, admitted, peer)).await {
+        let (endpoint, out, token) = match Box::pin(serve_http(&shard, &stream, &mut buf, admitted, peer)).await {
             // Bound inside this arm, the upgrade's key takes no room in the connection's future.
             Next::Upgrade {
                 endpoint,
                 key,
                 protocol,
             } => {
-                let out = Rc::new(Outbound::new(shard.node.config.max_outbound_bytes, Instant::now()));
-                // glommio polls a task once as it spawns it: the writer finds nothing yet and
-                // waits. The upgrade's answer then leaves with the session's first words: one
-                // send, not two, when the client sent its CONNECT right behind the request.
-                let writer = glommio::spawn_local(write_loop(shard.clone(), stream.clone(), out.clone(), endpoint));
+                let (out, token) = shard
+                    .writers
+                    .open(&stream, endpoint, shard.node.config.max_outbound_bytes);
+                // The shard's writer runs once this task waits: the upgrade's answer leaves
+                // with the session's first words, one send, not two, when the client sent
+                // its CONNECT right behind the request.
                 let mut output = shard.output.borrow_mut();
                 http::write_upgrade(&key, protocol, &mut output.wire);
                 out.push_reply(&output.wire);
                 output.wire.clear();
-                (endpoint, out, writer)
+                (endpoint, out, token)
             }
             Next::Close => {
                 stream.shutdown();
@@ -127,7 +129,6 @@ fn serve_from(
         match endpoint {
             Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
             Endpoint::Stomp(framing) => {
-                shard.sessions.borrow_mut().insert(conn, (out.clone(), framing));
                 let mut session = Session::new(conn, framing, &shard.settings);
                 shard.step(&out, |env, o| session.open(env, o));
                 stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
@@ -136,11 +137,9 @@ fn serve_from(
                 for (sub, destination) in subs {
                     shard.router.unsubscribe(&destination, &sub, conn);
                 }
-                shard.sessions.borrow_mut().remove(&conn);
             }
         }
-        out.close(Closing::Graceful);
-        writer.await;
+        Writers::finish(&shard, token).await;
         ShardStats::shift(&shard.stats.connections, -1);
     }
 }
@@ -364,88 +363,6 @@ async fn hand_off(shard: &Shard, owner: usize, stream: Stream, buf: BytesMut, ad
         shard.stats.error(ErrorKind::Io);
     }
 }
-
-/// Drains `out` to the socket until it closes; then shuts the socket down, which also
-/// ends the reader.
-#[allow(clippy::manual_async_fn)] // see `serve_from`
-fn write_loop(shard: Rc<Shard>, stream: Stream, out: Rc<Outbound>, endpoint: Endpoint) -> impl Future<Output = ()> {
-    async move {
-        let mut spare = Vec::new();
-        loop {
-            let closing = out.take(&mut spare).await;
-            if closing == Closing::Overflow {
-                shard.stats.error(ErrorKind::SlowConsumer);
-                spare.clear();
-                if let Endpoint::Stomp(framing) = endpoint {
-                    let mut output = shard.output.borrow_mut();
-                    session::farewell_slow(framing, &mut output);
-                    spare.extend_from_slice(&output.wire);
-                    output.wire.clear();
-                }
-            }
-            let queued = spare.len();
-            ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
-            shard.stats.outbound_queue.observe(queued as u64);
-            let written = if closing == Closing::Open {
-                // A subscriber whose socket stays full overflows its queue meanwhile: drop it
-                // then, without waiting for the socket.
-                let overflow = async {
-                    out.overflowed().await;
-                    shard.stats.error(ErrorKind::SlowConsumer);
-                    Err(io::ErrorKind::TimedOut.into())
-                };
-                futures_lite::future::or(write_all(&stream, &spare), overflow).await
-            } else if closing == Closing::Overflow {
-                // The farewell gets a moment, not the full queue's patience.
-                let late = async {
-                    glommio::timer::sleep(FAREWELL_WAIT).await;
-                    Err(io::ErrorKind::TimedOut.into())
-                };
-                futures_lite::future::or(write_all(&stream, &spare), late).await
-            } else {
-                write_all(&stream, &spare).await
-            };
-            ShardStats::shift(&shard.stats.queued_bytes, -(queued as i64));
-            if let Err(e) = written {
-                if e.kind() != io::ErrorKind::TimedOut {
-                    shard.stats.error(ErrorKind::Io);
-                }
-                out.close(Closing::Graceful);
-                break;
-            }
-            ShardStats::add(&shard.stats.bytes_out, queued as u64);
-            out.mark_sent(Instant::now());
-            out.trim(&mut spare);
-            if closing != Closing::Open && out.is_empty() {
-                if closing == Closing::Graceful && out.holds_replies() {
-                    // Receipts waiting for Kafka go out before the close, within a bound.
-                    let released = futures_lite::future::or(
-                        async {
-                            out.released().await;
-                            true
-                        },
-                        async {
-                            glommio::timer::sleep(HELD_WAIT).await;
-                            false
-                        },
-                    )
-                    .await;
-                    if released {
-                        continue;
-                    }
-                    out.drop_held();
-                }
-                break;
-            }
-        }
-        stream.shutdown();
-    }
-}
-
-/// How long a closing connection waits for its receipts held back for Kafka.
-const HELD_WAIT: Duration = Duration::from_secs(5);
-/// How long a subscriber dropped as slow gets to take its farewell.
-const FAREWELL_WAIT: Duration = Duration::from_secs(1);
 
 /// How a read ended.
 #[derive(Debug, PartialEq, Eq)]

@@ -15,6 +15,7 @@ mod handshake;
 pub mod poller;
 pub mod sessions;
 mod transport;
+mod writer;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -35,7 +36,6 @@ use proto::{server, Framing};
 
 use crate::bridge::{self, ShardPort};
 use crate::config::Config;
-use crate::fanout::Outbound;
 use crate::history;
 use crate::ids::{ConnId, ShardId};
 use crate::interest::Interest;
@@ -209,8 +209,6 @@ pub struct Shard {
     pub settings: Settings,
     /// This shard's index, `0..shards` (its executor's; SockJS sessions are owned by it).
     pub index: usize,
-    /// Live sessions' outbound queues and framing, for draining.
-    pub sessions: RefCell<HashMap<ConnId, (Rc<Outbound>, Framing)>>,
     /// SockJS HTTP-transport sessions owned by this shard, by session id.
     pub http: RefCell<HashMap<Box<str>, Rc<sessions::HttpSession>>>,
     /// Hand-off channels to the other shards, by shard index.
@@ -224,6 +222,8 @@ pub struct Shard {
     next_conn: Cell<u64>,
     /// Readiness of this shard's sockets.
     poller: Rc<Poller>,
+    /// Writes its WebSocket connections' queues.
+    writers: writer::Writers,
 }
 
 impl Shard {
@@ -350,7 +350,6 @@ impl Shard {
             router,
             settings,
             index,
-            sessions: RefCell::new(HashMap::new()),
             http: RefCell::new(HashMap::new()),
             handoff: handoff_to,
             json_scratch: RefCell::new(Vec::new()),
@@ -358,6 +357,7 @@ impl Shard {
             output: RefCell::new(session::Output::default()),
             next_conn: Cell::new(0),
             poller: poller.clone(),
+            writers: writer::Writers::default(),
         });
         let spawn_bus = |task: Pin<Box<dyn Future<Output = ()>>>| match glommio::spawn_local_into(task, bus_queue) {
             Ok(task) => {
@@ -408,6 +408,9 @@ impl Shard {
         glommio::spawn_local_into(poller.run(), conn_queue)
             .map_err(|e| start_error(format!("spawn the poller: {e}")))?
             .detach();
+        glommio::spawn_local_into(writer::Writers::run(shard.clone()), conn_queue)
+            .map_err(|e| start_error(format!("spawn the writer: {e}")))?
+            .detach();
         tracing::info!(shard = %id, listen = %shard.node.config.listen, "shard ready");
 
         let accepting = glommio::spawn_local_into(accept_loop(shard.clone(), listener), conn_queue)
@@ -437,7 +440,13 @@ impl Shard {
 
     /// Closes every session with 1001 and waits (bounded) until they are gone.
     async fn drain(&self) {
-        let sessions: Vec<_> = self.sessions.borrow().values().cloned().collect();
+        let mut sessions = self.writers.sessions();
+        sessions.extend(
+            self.http
+                .borrow()
+                .values()
+                .map(|hs| (hs.out.clone(), Framing::SockJsHttp)),
+        );
         tracing::info!(shard = %self.id, sessions = sessions.len(), "draining");
         let mut goodbye = BytesMut::new();
         for (out, framing) in sessions {
@@ -448,9 +457,14 @@ impl Shard {
         }
         self.wake_http_sessions();
         let deadline = std::time::Instant::now() + Duration::from_secs(self.node.config.drain_secs);
-        while !self.sessions.borrow().is_empty() && std::time::Instant::now() < deadline {
+        while self.open_sessions() && std::time::Instant::now() < deadline {
             glommio::timer::sleep(DRAIN_POLL).await;
         }
+    }
+
+    /// Whether a session still has a connection, or an HTTP-transport session has not ended.
+    fn open_sessions(&self) -> bool {
+        !self.writers.sessions().is_empty() || self.http.borrow().values().any(|hs| !hs.ended())
     }
 }
 

@@ -61,16 +61,17 @@ impl Slot {
         }
     }
 
-    /// Marks `way` not ready and keeps `waker` for its next edge.
-    fn park(&mut self, way: Way, waker: &Waker) {
+    /// Marks `way` not ready and keeps `waker` (if any) for its next edge.
+    fn park(&mut self, way: Way, waker: Option<&Waker>) {
         let (ready, parked) = match way {
             Way::Read => (&mut self.readable, &mut self.reader),
             Way::Write => (&mut self.writable, &mut self.writer),
         };
         *ready = false;
-        match parked {
-            Some(w) if w.will_wake(waker) => {}
-            _ => *parked = Some(waker.clone()),
+        match (parked, waker) {
+            (Some(w), Some(waker)) if w.will_wake(waker) => {}
+            (parked, Some(waker)) => *parked = Some(waker.clone()),
+            (_, None) => {}
         }
     }
 }
@@ -245,7 +246,7 @@ impl Socket {
 
     /// Reads into `buf`; pending until the socket has bytes (or its end).
     pub fn poll_read(&self, cx: &Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let read = self.poll_io(cx, Way::Read, || {
+        let read = self.poll_io(Some(cx.waker()), Way::Read, || {
             // SAFETY: `buf` is valid for `buf.len()` bytes for the call's duration.
             unsafe {
                 libc::recv(
@@ -267,22 +268,33 @@ impl Socket {
 
     /// Writes from `buf`; pending while the socket's send buffer is full.
     pub fn poll_write(&self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.poll_io(cx, Way::Write, || {
-            // SAFETY: `buf` is valid for `buf.len()` bytes for the call's duration.
-            unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            }
-        })
+        self.poll_io(Some(cx.waker()), Way::Write, || self.send(buf))
+    }
+
+    /// Writes what the socket takes of `buf` now; `WouldBlock` when it takes nothing.
+    /// Nobody is woken at the next edge: a writer that must wait uses `poll_write`.
+    pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
+        match self.poll_io(None, Way::Write, || self.send(buf)) {
+            Poll::Ready(written) => written,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn send(&self, buf: &[u8]) -> isize {
+        // SAFETY: `buf` is valid for `buf.len()` bytes for the call's duration.
+        unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        }
     }
 
     /// Accepts a connection on a listening socket: its descriptor, non-blocking.
     pub fn poll_accept(&self, cx: &Context<'_>) -> Poll<io::Result<OwnedFd>> {
-        self.poll_io(cx, Way::Read, || {
+        self.poll_io(Some(cx.waker()), Way::Read, || {
             // SAFETY: null address pointers are allowed: the peer's address is not wanted.
             unsafe {
                 libc::accept4(
@@ -297,14 +309,14 @@ impl Socket {
         .map_ok(|fd| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
 
-    /// Runs `call` (a non-blocking syscall) once the socket may be ready `way`; parks the
-    /// task on `EAGAIN`.
-    fn poll_io(&self, cx: &Context<'_>, way: Way, mut call: impl FnMut() -> isize) -> Poll<io::Result<usize>> {
+    /// Runs `call` (a non-blocking syscall) once the socket may be ready `way`; on
+    /// `EAGAIN`, parks `waker` (when given) for the next edge.
+    fn poll_io(&self, waker: Option<&Waker>, way: Way, mut call: impl FnMut() -> isize) -> Poll<io::Result<usize>> {
         loop {
             let ready = self.with_slot(|slot| {
                 let ready = slot.ready(way);
                 if !ready {
-                    slot.park(way, cx.waker());
+                    slot.park(way, waker);
                 }
                 ready
             });
@@ -317,7 +329,7 @@ impl Socket {
                     let e = io::Error::last_os_error();
                     match e.kind() {
                         io::ErrorKind::Interrupted => {}
-                        io::ErrorKind::WouldBlock => self.with_slot(|slot| slot.park(way, cx.waker())),
+                        io::ErrorKind::WouldBlock => self.with_slot(|slot| slot.park(way, waker)),
                         // A connection that died in the accept queue: take the next one.
                         _ if way == Way::Read && e.raw_os_error() == Some(libc::ECONNABORTED) => {}
                         _ => return Poll::Ready(Err(e)),

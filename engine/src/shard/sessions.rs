@@ -149,7 +149,6 @@ impl HttpSession {
                 shard.stats.error(ErrorKind::SlowConsumer);
             }
             self.out.close(Closing::Graceful);
-            shard.sessions.borrow_mut().remove(&self.conn);
             if !self.receiving.get() {
                 self.idle_since.set(Instant::now());
             }
@@ -224,7 +223,6 @@ impl Shard {
             waker: Cell::new(None),
         });
         self.http.borrow_mut().insert(hs.id.clone(), hs.clone());
-        self.sessions.borrow_mut().insert(conn, (out, Framing::SockJsHttp));
         ShardStats::shift(&self.stats.http_sessions, 1);
         glommio::spawn_local(watch(self.clone(), hs.clone())).detach();
         Ok(hs)
