@@ -120,13 +120,8 @@ pub enum Action {
         /// What it asked to catch up on.
         resume: Option<Resume>,
     },
-    /// Remove subscription `sub` from `destination`.
-    Unsubscribe {
-        /// The destination.
-        destination: Bytes,
-        /// The subscription.
-        sub: SubId,
-    },
+    /// Remove this subscription.
+    Unsubscribe(Subscription),
     /// Publish a message (its id is assigned by the router).
     Publish(Message),
 }
@@ -146,6 +141,33 @@ pub enum Outcome {
     Rejected(&'static str),
 }
 
+/// A subscription's id and destination, in one allocation (one per idle connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// The id, then the destination.
+    both: Box<[u8]>,
+    id_len: usize,
+}
+
+impl Subscription {
+    fn new(id: &[u8], destination: &[u8]) -> Self {
+        Self {
+            both: [id, destination].concat().into_boxed_slice(),
+            id_len: id.len(),
+        }
+    }
+
+    /// The subscription's id.
+    pub fn id(&self) -> &[u8] {
+        &self.both[..self.id_len]
+    }
+
+    /// Its destination.
+    pub fn destination(&self) -> &[u8] {
+        &self.both[self.id_len..]
+    }
+}
+
 /// A STOMP session over raw or SockJS framing.
 #[derive(Debug)]
 pub struct Session {
@@ -153,9 +175,9 @@ pub struct Session {
     codec: server::Codec,
     version: Option<Version>,
     clock: Option<stomp::Clock>,
-    /// (subscription id, destination) of each subscription. One inline: a chat client
-    /// watches its room, and every idle connection carries the inline room.
-    subs: SmallVec<[(SubId, Bytes); 1]>,
+    /// Its subscriptions. One inline: a chat client watches its room, and every idle
+    /// connection carries the inline room.
+    subs: SmallVec<[Subscription; 1]>,
     /// What the client's token allows (authentication on), and when it expires.
     /// Boxed: most deployments run without authentication, and an idle connection
     /// should not carry room for a grant it never has.
@@ -347,9 +369,8 @@ impl Session {
         self.end()
     }
 
-    /// The subscriptions still held, (id, destination) each, for the shard to remove
-    /// when the connection is gone.
-    pub fn take_subscriptions(&mut self) -> SmallVec<[(SubId, Bytes); 1]> {
+    /// The subscriptions still held, for the shard to remove when the connection is gone.
+    pub fn take_subscriptions(&mut self) -> SmallVec<[Subscription; 1]> {
         std::mem::take(&mut self.subs)
     }
 
@@ -407,7 +428,7 @@ impl Session {
         if id.len() > env.settings.max_id_bytes {
             return Err(ProtocolRule::limit(ErrorKind::IdTooLong, "subscription id too long").into());
         }
-        if self.subs.iter().any(|(existing, _)| existing.0 == id) {
+        if self.subs.iter().any(|existing| existing.id() == id) {
             return Err(ProtocolRule::stomp("subscription id already in use").into());
         }
         if self.subs.len() >= env.settings.max_subscriptions {
@@ -429,8 +450,9 @@ impl Session {
             }
             (None, None) => None,
         };
+        self.subs.push(Subscription::new(id, destination));
+        // The router's copies: a room and a group that exist already keep theirs.
         let (sub, destination) = (SubId(Bytes::copy_from_slice(id)), Bytes::copy_from_slice(destination));
-        self.subs.push((sub.clone(), destination.clone()));
         ShardStats::shift(&env.stats.subscriptions, 1);
         let key = WireKey {
             framing: self.framing(),
@@ -448,12 +470,11 @@ impl Session {
         let id = frame
             .header(b"id")
             .ok_or(ProtocolRule::stomp("UNSUBSCRIBE without id"))?;
-        let Some(at) = self.subs.iter().position(|(existing, _)| existing.0 == id) else {
+        let Some(at) = self.subs.iter().position(|existing| existing.id() == id) else {
             return Ok(None);
         };
-        let (sub, destination) = self.subs.swap_remove(at);
         ShardStats::shift(&env.stats.subscriptions, -1);
-        Ok(Some(Action::Unsubscribe { destination, sub }))
+        Ok(Some(Action::Unsubscribe(self.subs.swap_remove(at))))
     }
 
     fn on_send(&mut self, env: &Env<'_>, frame: &Frame, out: &mut Output) -> Result<Action, Refused> {

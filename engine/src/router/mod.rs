@@ -35,7 +35,7 @@ use proto::server::Scratch;
 use crate::bridge;
 use crate::fanout::{self, Group, Member, Outbound, WireKey};
 use crate::history::History;
-use crate::ids::{ConnId, ShardId, SubId};
+use crate::ids::{ConnId, ShardId};
 use crate::interest::Interest;
 use crate::message::{Message, Position};
 use crate::metrics::ShardStats;
@@ -244,13 +244,13 @@ impl Router {
         room.join(key, Member { conn, out });
     }
 
-    /// Removes subscription `sub` of connection `conn` from `destination`.
-    pub fn unsubscribe(&self, destination: &[u8], sub: &SubId, conn: ConnId) {
+    /// Removes subscription `sub` (its id) of connection `conn` from `destination`.
+    pub fn unsubscribe(&self, destination: &[u8], sub: &[u8], conn: ConnId) {
         let mut index = self.index.borrow_mut();
         let Some(room) = index.get_mut(destination) else {
             return;
         };
-        if let Some(g) = room.groups.iter().position(|g| &g.key.subscription == sub) {
+        if let Some(g) = room.groups.iter().position(|g| g.key.subscription.0 == sub) {
             let members = Rc::make_mut(&mut room.groups[g].members);
             if let Some(m) = members.iter().position(|m| m.conn == conn) {
                 members.swap_remove(m);
@@ -261,7 +261,7 @@ impl Router {
             }
         }
         room.resuming
-            .retain(|c| !(c.conn == conn && &c.key.subscription == sub));
+            .retain(|c| !(c.conn == conn && c.key.subscription.0 == sub));
         if room.is_empty() {
             index.remove(destination);
             self.interest.remove(self.shard.0, destination);

@@ -171,7 +171,7 @@ fn one_order_with_positions_and_resume_from_any_of_them() {
                 .await;
             assert!(!recovered, "{resume:?}");
             assert!(received(&other).is_empty(), "{resume:?}");
-            router.unsubscribe(b"/sub/chat/a", &SubId(Bytes::from_static(b"u")), ConnId(9));
+            router.unsubscribe(b"/sub/chat/a", b"u", ConnId(9));
         }
     });
 }

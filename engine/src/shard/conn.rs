@@ -10,7 +10,6 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -44,8 +43,7 @@ pub(super) enum Endpoint {
 /// `--max-connections` answers 503 and closes.
 pub(super) fn serve(shard: Rc<Shard>, stream: Socket) -> impl Future<Output = ()> {
     let admission = Admission::enter(&shard.node);
-    let peer = stream.peer_ip();
-    serve_from(shard, Rc::new(stream), BytesMut::new(), admission, peer)
+    serve_from(shard, Rc::new(stream), BytesMut::new(), admission)
 }
 
 /// Serves a connection handed over by another shard (a `dup` of its socket, made for
@@ -59,14 +57,7 @@ pub(super) fn serve_handed(shard: Rc<Shard>, handoff: Handoff) -> Option<impl Fu
             return None;
         }
     };
-    let peer = stream.peer_ip();
-    Some(serve_from(
-        shard,
-        Rc::new(stream),
-        handoff.buf,
-        Some(handoff.admission),
-        peer,
-    ))
+    Some(serve_from(shard, Rc::new(stream), handoff.buf, Some(handoff.admission)))
 }
 
 /// The connection's whole life, as one future.
@@ -81,7 +72,6 @@ fn serve_from(
     stream: Stream,
     mut buf: BytesMut,
     mut admission: Option<Admission>,
-    peer: Option<IpAddr>,
 ) -> impl Future<Output = ()> {
     async move {
         // Borrowed, not moved out: a copy would take room of its own in the future.
@@ -94,7 +84,7 @@ fn serve_from(
             return;
         };
         // Boxed so that its state is freed once the connection is upgraded.
-        let (endpoint, out, token) = match Box::pin(serve_http(&shard, &stream, &mut buf, admitted, peer)).await {
+        let (endpoint, out, token) = match Box::pin(serve_http(&shard, &stream, &mut buf, admitted)).await {
             // Bound inside this arm, the upgrade's key takes no room in the connection's future.
             Next::Upgrade {
                 endpoint,
@@ -134,8 +124,8 @@ fn serve_from(
                 stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
                 let subs = session.take_subscriptions();
                 ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
-                for (sub, destination) in subs {
-                    shard.router.unsubscribe(&destination, &sub, conn);
+                for sub in subs {
+                    shard.router.unsubscribe(sub.destination(), sub.id(), conn);
                 }
             }
         }
@@ -262,8 +252,8 @@ pub(super) async fn drive(
                     .subscribe_from(destination, key, conn, out.clone(), resume)
                     .await,
             ),
-            Action::Unsubscribe { destination, sub } => {
-                shard.router.unsubscribe(&destination, &sub, conn);
+            Action::Unsubscribe(sub) => {
+                shard.router.unsubscribe(sub.destination(), sub.id(), conn);
                 Outcome::Done
             }
             Action::Publish(message) => {

@@ -106,8 +106,8 @@ pub(super) async fn serve_http(
     stream: &Stream,
     buf: &mut BytesMut,
     admission: &mut Admission,
-    peer: Option<IpAddr>,
 ) -> Next {
+    let peer = stream.peer_ip();
     let mut reply = BytesMut::new();
     let mut chunked = BytesMut::new();
     let config = &shard.node.config;

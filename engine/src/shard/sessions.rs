@@ -158,8 +158,8 @@ impl HttpSession {
         if let Some(session) = self.session.borrow_mut().as_mut() {
             let subs = session.take_subscriptions();
             ShardStats::shift(&shard.stats.subscriptions, -(subs.len() as i64));
-            for (sub, destination) in subs {
-                shard.router.unsubscribe(&destination, &sub, self.conn);
+            for sub in subs {
+                shard.router.unsubscribe(sub.destination(), sub.id(), self.conn);
             }
         }
         self.pending.borrow_mut().clear();
