@@ -119,6 +119,7 @@ fn serve_from(
         match endpoint {
             Endpoint::Echo => echo_loop(&shard, &stream, &out, &mut buf).await,
             Endpoint::Stomp(framing) => {
+                shard.reading.set(shard.reading.get() + 1);
                 let mut session = Session::new(conn, framing, &shard.settings);
                 shard.step(&out, |env, o| session.open(env, o));
                 stomp_loop(&shard, &stream, &mut session, &out, conn, &mut buf).await;
@@ -127,6 +128,7 @@ fn serve_from(
                 for sub in subs {
                     shard.router.unsubscribe(sub.destination(), sub.id(), conn);
                 }
+                shard.reading.set(shard.reading.get() - 1);
             }
         }
         Writers::finish(&shard, token).await;

@@ -224,6 +224,8 @@ pub struct Shard {
     poller: Rc<Poller>,
     /// Writes its WebSocket connections' queues.
     writers: writer::Writers,
+    /// WebSocket STOMP sessions still reading their client (for draining).
+    reading: Cell<usize>,
 }
 
 impl Shard {
@@ -358,6 +360,7 @@ impl Shard {
             next_conn: Cell::new(0),
             poller: poller.clone(),
             writers: writer::Writers::default(),
+            reading: Cell::new(0),
         });
         let spawn_bus = |task: Pin<Box<dyn Future<Output = ()>>>| match glommio::spawn_local_into(task, bus_queue) {
             Ok(task) => {
@@ -440,11 +443,12 @@ impl Shard {
 
     /// Closes every session with 1001 and waits (bounded) until they are gone.
     async fn drain(&self) {
-        let mut sessions = self.writers.sessions();
+        let mut sessions = self.writers.open_sessions();
         sessions.extend(
             self.http
                 .borrow()
                 .values()
+                .filter(|hs| !hs.ended())
                 .map(|hs| (hs.out.clone(), Framing::SockJsHttp)),
         );
         tracing::info!(shard = %self.id, sessions = sessions.len(), "draining");
@@ -462,9 +466,10 @@ impl Shard {
         }
     }
 
-    /// Whether a session still has a connection, or an HTTP-transport session has not ended.
+    /// Whether a WebSocket session is still reading its client, or an HTTP-transport
+    /// session has not ended.
     fn open_sessions(&self) -> bool {
-        !self.writers.sessions().is_empty() || self.http.borrow().values().any(|hs| !hs.ended())
+        self.reading.get() > 0 || self.http.borrow().values().any(|hs| !hs.ended())
     }
 }
 

@@ -81,17 +81,17 @@ impl Writers {
         (out, token)
     }
 
-    /// The queues of the STOMP connections whose sockets are still open, with their
-    /// framing.
-    pub(super) fn sessions(&self) -> Vec<(Rc<Outbound>, Framing)> {
+    /// The queues of the STOMP connections that are not closing, with their framing.
+    pub(super) fn open_sessions(&self) -> Vec<(Rc<Outbound>, Framing)> {
         let entries = self.entries.borrow();
         entries
             .entries
             .iter()
             .flatten()
-            .filter_map(|entry| match (entry.endpoint, &entry.state) {
-                (_, State::Done) | (Endpoint::Echo, _) => None,
-                (Endpoint::Stomp(framing), _) => Some((entry.out.clone(), framing)),
+            .filter(|entry| entry.out.closing() == Closing::Open)
+            .filter_map(|entry| match entry.endpoint {
+                Endpoint::Stomp(framing) => Some((entry.out.clone(), framing)),
+                Endpoint::Echo => None,
             })
             .collect()
     }
