@@ -549,6 +549,34 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_goes_on_its_writers_list_once_until_taken() {
+        let list = Rc::new(WriteList::default());
+        let out = Outbound::written_by(Some((list.clone(), 7)), 1 << 20, Instant::now());
+        let other = Outbound::written_by(Some((list.clone(), 9)), 1 << 20, Instant::now());
+        assert!(out.push(b"a"));
+        assert!(out.push(b"b"));
+        out.push_reply(b"c");
+        assert!(other.push(b"x"));
+        let mut batch = Vec::new();
+        futures_lite::future::block_on(list.next(&mut batch));
+        assert_eq!(batch, [7, 9]);
+        // The writer takes the bytes; the next ones list the queue again.
+        out.unlist();
+        let mut spare = Vec::new();
+        assert_eq!(out.take_now(&mut spare), Some(Closing::Open));
+        assert_eq!(spare, b"abc");
+        assert_eq!(out.take_now(&mut Vec::new()), None);
+        out.close(Closing::Graceful);
+        batch.clear();
+        futures_lite::future::block_on(list.next(&mut batch));
+        assert_eq!(batch, [7], "a close is listed too");
+        // The written storage goes back to an empty queue.
+        spare.clear();
+        out.give_back(&mut spare);
+        assert!(spare.capacity() == 0 && out.is_empty());
+    }
+
+    #[test]
     fn overflow_closes_and_refuses_more() {
         let out = Outbound::new(10, Instant::now());
         assert!(out.push(b"12345"));

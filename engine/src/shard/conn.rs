@@ -3,9 +3,9 @@
 //! its requests); after a WebSocket upgrade, a reader loop feeds the bytes to its sans-IO
 //! `Session` and carries out the effects it asks for through the router (or echoes, on the
 //! conformance endpoint), and the shard's writer (`writer.rs`) drains its `Outbound`
-//! queue, one `send()` per burst. Requests of SockJS's HTTP transports go to `transport.rs` on the shard that owns
-//! their session; a connection whose request belongs to another shard is handed over to
-//! it (`sessions.rs`). Reads go through the shard's scratch buffer so an idle connection
+//! queue, one `send()` per burst. Requests of SockJS's HTTP transports go to
+//! `transport.rs` on the shard that owns their session; a connection whose request
+//! belongs to another shard is handed over to it (`sessions.rs`). Reads go through the shard's scratch buffer so an idle connection
 //! holds no read buffer.
 
 use std::future::{poll_fn, Future};

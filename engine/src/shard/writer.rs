@@ -8,7 +8,6 @@
 //! connection holds no writer task, only its entry here.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -234,107 +233,105 @@ const YIELD_EVERY: usize = 64;
 /// connection closes. `rest` is a burst already taken from the queue and how much of it
 /// was written. Returns whether the socket was shut down (false: the queue is open and
 /// empty again, back to the shard's writer).
-fn write_out(
+async fn write_out(
     shard: Rc<Shard>,
     stream: Stream,
     out: Rc<Outbound>,
     endpoint: Endpoint,
     mut rest: Option<(Vec<u8>, usize)>,
-) -> impl Future<Output = bool> {
-    async move {
-        let mut spare = Vec::new();
-        loop {
-            let (closing, from) = match rest.take() {
-                Some((taken, from)) => {
-                    spare = taken;
-                    (out.closing(), from)
-                }
-                None => match out.take_now(&mut spare) {
-                    None => {
-                        out.give_back(&mut spare);
-                        return false;
-                    }
-                    Some(closing) => {
-                        shard.stats.outbound_queue.observe(spare.len() as u64);
-                        (closing, 0)
-                    }
-                },
-            };
-            if closing == Closing::Overflow {
-                shard.stats.error(ErrorKind::SlowConsumer);
-                if from > 0 {
-                    // Part of a frame is out: no farewell can follow it.
-                    break;
-                }
-                spare.clear();
-                if let Endpoint::Stomp(framing) = endpoint {
-                    let mut output = shard.output.borrow_mut();
-                    session::farewell_slow(framing, &mut output);
-                    spare.extend_from_slice(&output.wire);
-                    output.wire.clear();
-                }
+) -> bool {
+    let mut spare = Vec::new();
+    loop {
+        let (closing, from) = match rest.take() {
+            Some((taken, from)) => {
+                spare = taken;
+                (out.closing(), from)
             }
-            let from = if closing == Closing::Overflow { 0 } else { from };
-            let queued = spare.len() - from;
-            ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
-            let bytes = &spare[from..];
-            let written = match closing {
-                // A subscriber whose socket stays full overflows its queue meanwhile: drop
-                // it then, without waiting for the socket.
-                Closing::Open => {
-                    let overflow = async {
-                        out.overflowed().await;
-                        shard.stats.error(ErrorKind::SlowConsumer);
-                        Err(io::ErrorKind::TimedOut.into())
-                    };
-                    futures_lite::future::or(write_all(&stream, bytes), overflow).await
+            None => match out.take_now(&mut spare) {
+                None => {
+                    out.give_back(&mut spare);
+                    return false;
                 }
-                // The farewell gets a moment, not the full queue's patience.
-                Closing::Overflow => {
-                    let late = async {
-                        glommio::timer::sleep(FAREWELL_WAIT).await;
-                        Err(io::ErrorKind::TimedOut.into())
-                    };
-                    futures_lite::future::or(write_all(&stream, bytes), late).await
+                Some(closing) => {
+                    shard.stats.outbound_queue.observe(spare.len() as u64);
+                    (closing, 0)
                 }
-                Closing::Graceful => write_all(&stream, bytes).await,
-            };
-            ShardStats::shift(&shard.stats.queued_bytes, -(queued as i64));
-            if let Err(e) = written {
-                if e.kind() != io::ErrorKind::TimedOut {
-                    shard.stats.error(ErrorKind::Io);
-                }
-                out.close(Closing::Graceful);
+            },
+        };
+        if closing == Closing::Overflow {
+            shard.stats.error(ErrorKind::SlowConsumer);
+            if from > 0 {
+                // Part of a frame is out: no farewell can follow it.
                 break;
             }
-            ShardStats::add(&shard.stats.bytes_out, queued as u64);
-            out.mark_sent(Instant::now());
-            out.trim(&mut spare);
-            if closing != Closing::Open && out.is_empty() {
-                if closing == Closing::Graceful && out.holds_replies() {
-                    // Receipts waiting for Kafka go out before the close, within a bound.
-                    let released = futures_lite::future::or(
-                        async {
-                            out.released().await;
-                            true
-                        },
-                        async {
-                            glommio::timer::sleep(HELD_WAIT).await;
-                            false
-                        },
-                    )
-                    .await;
-                    if released {
-                        continue;
-                    }
-                    out.drop_held();
-                }
-                break;
+            spare.clear();
+            if let Endpoint::Stomp(framing) = endpoint {
+                let mut output = shard.output.borrow_mut();
+                session::farewell_slow(framing, &mut output);
+                spare.extend_from_slice(&output.wire);
+                output.wire.clear();
             }
         }
-        stream.shutdown();
-        true
+        let from = if closing == Closing::Overflow { 0 } else { from };
+        let queued = spare.len() - from;
+        ShardStats::shift(&shard.stats.queued_bytes, queued as i64);
+        let bytes = &spare[from..];
+        let written = match closing {
+            // A subscriber whose socket stays full overflows its queue meanwhile: drop
+            // it then, without waiting for the socket.
+            Closing::Open => {
+                let overflow = async {
+                    out.overflowed().await;
+                    shard.stats.error(ErrorKind::SlowConsumer);
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                futures_lite::future::or(write_all(&stream, bytes), overflow).await
+            }
+            // The farewell gets a moment, not the full queue's patience.
+            Closing::Overflow => {
+                let late = async {
+                    glommio::timer::sleep(FAREWELL_WAIT).await;
+                    Err(io::ErrorKind::TimedOut.into())
+                };
+                futures_lite::future::or(write_all(&stream, bytes), late).await
+            }
+            Closing::Graceful => write_all(&stream, bytes).await,
+        };
+        ShardStats::shift(&shard.stats.queued_bytes, -(queued as i64));
+        if let Err(e) = written {
+            if e.kind() != io::ErrorKind::TimedOut {
+                shard.stats.error(ErrorKind::Io);
+            }
+            out.close(Closing::Graceful);
+            break;
+        }
+        ShardStats::add(&shard.stats.bytes_out, queued as u64);
+        out.mark_sent(Instant::now());
+        out.trim(&mut spare);
+        if closing != Closing::Open && out.is_empty() {
+            if closing == Closing::Graceful && out.holds_replies() {
+                // Receipts waiting for Kafka go out before the close, within a bound.
+                let released = futures_lite::future::or(
+                    async {
+                        out.released().await;
+                        true
+                    },
+                    async {
+                        glommio::timer::sleep(HELD_WAIT).await;
+                        false
+                    },
+                )
+                .await;
+                if released {
+                    continue;
+                }
+                out.drop_held();
+            }
+            break;
+        }
     }
+    stream.shutdown();
+    true
 }
 
 /// How long a closing connection waits for its receipts held back for Kafka.
