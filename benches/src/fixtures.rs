@@ -11,9 +11,10 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use engine::fanout::{Group, Member, Outbound, WireKey};
+use engine::fanout::{Group, Member, WireKey};
 use engine::ids::{ConnId, SubId};
 use engine::message::Message;
+use engine::outbound::Outbound;
 use proto::{stomp, ws, Framing};
 
 /// The mask key of every client frame built here (any key will do; a fixed one keeps

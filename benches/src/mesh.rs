@@ -14,11 +14,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use engine::fanout::Outbound;
 use engine::ids::{ConnId, ShardId};
 use engine::interest::Interest;
 use engine::message::Message;
 use engine::metrics::ShardStats;
+use engine::outbound::Outbound;
 use engine::router::{Links, Mesh, Router, Settings};
 use engine::shard::MESH_QUEUE;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};

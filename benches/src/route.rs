@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use engine::bridge;
-use engine::fanout::Outbound;
 use engine::ids::{ConnId, ShardId};
 use engine::interest::Interest;
 use engine::message::{put_destination, Message, Position};
 use engine::metrics::ShardStats;
+use engine::outbound::Outbound;
 use engine::router::{Delivered, Links, Router, Settings};
 
 use crate::fixtures;

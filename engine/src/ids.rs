@@ -27,3 +27,31 @@ impl std::fmt::Display for ConnId {
         self.0.fmt(f)
     }
 }
+
+/// A subscription's id and destination, in one allocation (one per idle connection).
+#[derive(Debug)]
+pub struct Subscription {
+    /// The id, then the destination.
+    both: Box<[u8]>,
+    id_len: usize,
+}
+
+impl Subscription {
+    /// Copies `id` and `destination` into one allocation.
+    pub fn new(id: &[u8], destination: &[u8]) -> Self {
+        Self {
+            both: [id, destination].concat().into_boxed_slice(),
+            id_len: id.len(),
+        }
+    }
+
+    /// The subscription's id.
+    pub fn id(&self) -> &[u8] {
+        &self.both[..self.id_len]
+    }
+
+    /// Its destination.
+    pub fn destination(&self) -> &[u8] {
+        &self.both[self.id_len..]
+    }
+}

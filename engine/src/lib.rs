@@ -18,8 +18,8 @@
 //!    [`interest::Interest`] table, the channel mesh) or, in cluster mode, to Kafka
 //!    ([`bridge`]), which brings it back to every node's interested shards.
 //! 3. [`fanout`] encodes the `MESSAGE` once per wire form and appends it to each
-//!    subscriber's bounded [`fanout::Outbound`] queue; the connection's writer task in
-//!    `conn.rs` sends each burst with one `send()`.
+//!    subscriber's bounded [`outbound::Outbound`] queue; the shard's writer
+//!    (`shard/writer.rs`) sends each queue's burst with one `send()`.
 //!
 //! The binary (`bin/chat-engine.rs`) reads the [`config`], starts the Kafka [`bridge`]
 //! and hands its ports to the [`shard`]s. [`metrics`] renders every shard's counters.
@@ -36,6 +36,7 @@ pub mod ids;
 pub mod interest;
 pub mod message;
 pub mod metrics;
+pub mod outbound;
 pub mod router;
 pub mod session;
 pub mod shard;

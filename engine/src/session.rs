@@ -20,7 +20,7 @@ use smallvec::SmallVec;
 
 use crate::auth::{self, Grant};
 use crate::fanout::WireKey;
-use crate::ids::{ConnId, SubId};
+use crate::ids::{ConnId, SubId, Subscription};
 use crate::message::{self, Message, Position};
 use crate::metrics::{ErrorKind, ShardStats};
 use crate::router::Resume;
@@ -139,33 +139,6 @@ pub enum Outcome {
     /// Not done for now (a full Kafka buffer): the client gets an `ERROR` with this text
     /// and may send again; the connection stays open.
     Rejected(&'static str),
-}
-
-/// A subscription's id and destination, in one allocation (one per idle connection).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
-    /// The id, then the destination.
-    both: Box<[u8]>,
-    id_len: usize,
-}
-
-impl Subscription {
-    fn new(id: &[u8], destination: &[u8]) -> Self {
-        Self {
-            both: [id, destination].concat().into_boxed_slice(),
-            id_len: id.len(),
-        }
-    }
-
-    /// The subscription's id.
-    pub fn id(&self) -> &[u8] {
-        &self.both[..self.id_len]
-    }
-
-    /// Its destination.
-    pub fn destination(&self) -> &[u8] {
-        &self.both[self.id_len..]
-    }
 }
 
 /// A STOMP session over raw or SockJS framing.

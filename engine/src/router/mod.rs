@@ -33,12 +33,13 @@ use glommio::channels::shared_channel::ConnectedReceiver;
 use proto::server::Scratch;
 
 use crate::bridge;
-use crate::fanout::{self, Group, Member, Outbound, WireKey};
+use crate::fanout::{self, Group, Member, WireKey};
 use crate::history::History;
 use crate::ids::{ConnId, ShardId};
 use crate::interest::Interest;
 use crate::message::{Message, Position};
 use crate::metrics::ShardStats;
+use crate::outbound::Outbound;
 pub use resume::{HistoryReply, Resume, ResumeRequest};
 pub use settings::Settings;
 

@@ -18,10 +18,11 @@ use glommio::channels::local_channel::{self, LocalSender};
 
 use super::{Mesh, Room, Router};
 use crate::bridge::{ReplayAnswer, ReplayRequest};
-use crate::fanout::{self, Closing, Member, Outbound, WireKey};
+use crate::fanout::{self, Member, WireKey};
 use crate::history::Since;
 use crate::ids::{ConnId, ShardId};
 use crate::message::{channel_of, Message, Position};
+use crate::outbound::{Closing, Outbound};
 
 /// What a subscriber asks to catch up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use proto::stomp::Version;
 use proto::Framing;
 
 use super::*;
-use crate::fanout::Outbound;
 use crate::ids::SubId;
+use crate::outbound::Outbound;
 
 fn settings() -> Settings {
     Settings {

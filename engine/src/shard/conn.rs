@@ -23,9 +23,9 @@ use super::handshake::{serve_http, Admission, Next};
 use super::poller::Socket;
 use super::writer::Writers;
 use super::{Handoff, Shard};
-use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
 use crate::metrics::{ErrorKind, ShardStats};
+use crate::outbound::{Closing, Outbound};
 use crate::router::{PublishError, Published};
 use crate::session::{self, Action, Env, Outcome, Session, Step};
 

@@ -457,7 +457,7 @@ impl Shard {
             goodbye.clear();
             server::encode_close(framing, 1001, "server shutting down", &mut goodbye);
             out.push_reply(&goodbye);
-            out.close(crate::fanout::Closing::Graceful);
+            out.close(crate::outbound::Closing::Graceful);
         }
         self.wake_http_sessions();
         let deadline = std::time::Instant::now() + Duration::from_secs(self.node.config.drain_secs);

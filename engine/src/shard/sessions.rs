@@ -35,9 +35,9 @@ use proto::sockjs::http::{self as sockjs_http, SendError};
 use proto::Framing;
 
 use super::{conn, Shard};
-use crate::fanout::{Closing, Outbound};
 use crate::ids::ConnId;
 use crate::metrics::{ErrorKind, ShardStats};
+use crate::outbound::{Closing, Outbound};
 use crate::session::{Session, Step};
 
 /// The shard (executor index, `0..shards`) that owns session `id`: FNV-1a of its bytes,

@@ -20,8 +20,8 @@ use proto::{http, server, Framing};
 use super::conn::{read_until, write_all, Read, Stream};
 use super::sessions::{HttpSession, Refused};
 use super::Shard;
-use crate::fanout::Closing;
 use crate::metrics::{ErrorKind, ShardStats};
+use crate::outbound::Closing;
 use crate::session;
 
 /// A request for an HTTP transport, as `endpoints.rs` routed it.

@@ -17,8 +17,8 @@ use proto::Framing;
 
 use super::conn::{write_all, Endpoint, Stream};
 use super::Shard;
-use crate::fanout::{Closing, Outbound, WriteList};
 use crate::metrics::{ErrorKind, ShardStats};
+use crate::outbound::{Closing, Outbound, WriteList};
 use crate::session;
 
 /// The shard's writer: an entry per WebSocket connection, by token.
@@ -67,7 +67,8 @@ impl Writers {
             }
         };
         let out = Rc::new(Outbound::written_by(
-            Some((self.list.clone(), token)),
+            self.list.clone(),
+            token,
             max_bytes,
             Instant::now(),
         ));
