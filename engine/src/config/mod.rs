@@ -121,6 +121,11 @@ pub struct Config {
     /// executor cancels a timer on every pass) from walking thousands of them.
     #[arg(long, env = "CHAT_RING_DEPTH", default_value_t = 4096)]
     pub ring_depth: usize,
+    /// Microseconds a busy shard lets arrivals gather before it takes them in one pass
+    /// (0: it wakes for each). A shard is busy when it is woken again within this window;
+    /// an arrival then waits at most this long more.
+    #[arg(long, env = "CHAT_COALESCE_US", default_value_t = 1000)]
+    pub coalesce_us: u64,
     /// Kafka bootstrap servers; turns on cluster mode.
     #[arg(long, env = "CHAT_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
@@ -458,6 +463,9 @@ impl Config {
         if !(16..=32_768).contains(&self.ring_depth) {
             return invalid("ring-depth", "must be between 16 and 32768");
         }
+        if self.coalesce_us > MAX_COALESCE_US {
+            return invalid("coalesce-us", "must be at most 100000 (100 ms)");
+        }
         if self.history_messages == 0 || self.history_mib == 0 || self.history_secs == 0 {
             return invalid(
                 "history-messages",
@@ -496,6 +504,8 @@ impl Config {
 
 /// Longest `--drain-secs`: an hour. Far larger values overflow the shutdown deadline.
 const MAX_DRAIN_SECS: u64 = 3600;
+/// The longest coalescing window: beyond it the wait is a delay, not a batch.
+const MAX_COALESCE_US: u64 = 100_000;
 
 /// Replay requests a node's bridge queues before it answers "not recovered" at once.
 const REPLAY_QUEUE: usize = 1024;

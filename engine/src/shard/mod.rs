@@ -408,7 +408,7 @@ impl Shard {
                 .map_err(|e| start_error(format!("spawn a hand-off receiver: {e}")))?
                 .detach();
         }
-        glommio::spawn_local_into(poller.run(), conn_queue)
+        glommio::spawn_local_into(poller.run(Duration::from_micros(node.config.coalesce_us)), conn_queue)
             .map_err(|e| start_error(format!("spawn the poller: {e}")))?
             .detach();
         glommio::spawn_local_into(writer::Writers::run(shard.clone()), conn_queue)

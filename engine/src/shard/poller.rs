@@ -7,7 +7,8 @@
 //! Reads, writes and accepts are plain non-blocking syscalls; a task that meets `EAGAIN`
 //! leaves its waker in the socket's slot, and the shard's poller task wakes it at the
 //! socket's next edge. An idle connection costs a slot here (two wakers and two flags)
-//! and the kernel's epoll entry, nothing more.
+//! and the kernel's epoll entry, nothing more. A busy shard looks once per window instead
+//! of waking for each arrival ([`Pace`]).
 //!
 //! glommio 0.9 has no public way to wait for an arbitrary descriptor; its `TcpStream`
 //! waits for readability by arming a poll on its descriptor as it is created, so a
@@ -21,7 +22,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A shard's epoll instance and the slots of the sockets registered in it.
 #[derive(Debug)]
@@ -83,6 +84,74 @@ const EMPTY_RINGS: u32 = 8;
 /// The pause, and the wait after a failed syscall.
 const FALLBACK_POLL: Duration = Duration::from_millis(1);
 
+/// When the poller looks again once its sockets had nothing more to give: at the next
+/// edge (the doorbell), or after a window (a tick).
+///
+/// Every wake-up of an idle shard costs a sleep and a wake in the kernel and a pass of
+/// the executor, whatever it then finds. A shard whose doorbell rings within a window of
+/// the last time it found events is busy: it then looks once per window, taking all
+/// that arrived meanwhile in one pass (and the queues of a room written to more than
+/// once in it go out in one `send()`), until a tick finds nothing. An arrival waits
+/// at most one window more; a shard with arrivals further apart than a window wakes for
+/// each, as without a window.
+#[derive(Debug)]
+struct Pace {
+    window: Duration,
+    /// When events were last found.
+    found_at: Option<Instant>,
+    /// What the last wait was, if events were not found since.
+    waited: Waited,
+    ticking: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    Nothing,
+    Ring,
+    Tick,
+}
+
+impl Pace {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            found_at: None,
+            waited: Waited::Nothing,
+            ticking: false,
+        }
+    }
+
+    /// The sockets had events at `now`.
+    fn found(&mut self, now: Instant) {
+        if self.waited == Waited::Ring {
+            self.ticking = self
+                .found_at
+                .is_some_and(|at| now.saturating_duration_since(at) < self.window);
+        }
+        self.found_at = Some(now);
+        self.waited = Waited::Nothing;
+    }
+
+    /// The doorbell rang.
+    fn rung(&mut self) {
+        self.waited = Waited::Ring;
+    }
+
+    /// The sockets have nothing now: how long to wait before looking again, or `None`
+    /// to wait for the doorbell.
+    fn idle(&mut self) -> Option<Duration> {
+        if self.waited == Waited::Tick {
+            // A whole window brought nothing: the shard is no longer busy.
+            self.ticking = false;
+        }
+        if !self.ticking || self.window.is_zero() {
+            return None;
+        }
+        self.waited = Waited::Tick;
+        Some(self.window)
+    }
+}
+
 impl Poller {
     /// A fresh epoll instance.
     ///
@@ -102,10 +171,14 @@ impl Poller {
     }
 
     /// Takes the kernel's events and wakes who waits on them, until the shard stops.
-    pub async fn run(self: Rc<Self>) {
+    ///
+    /// With a `window`, a busy shard looks at its sockets once per window instead of
+    /// waking for each arrival (see [`Pace`]).
+    pub async fn run(self: Rc<Self>, window: Duration) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         // Rings in a row that found nothing.
         let mut empty = 0;
+        let mut pace = Pace::new(window);
         loop {
             // SAFETY: `events` has room for `EVENTS` entries; a zero timeout never blocks.
             let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), EVENTS as i32, 0) };
@@ -118,15 +191,21 @@ impl Poller {
                 continue;
             };
             if n == 0 {
+                if let Some(window) = pace.idle() {
+                    glommio::timer::sleep(window).await;
+                    continue;
+                }
                 // A doorbell that rings with nothing to take, again and again, would spin.
                 if empty >= EMPTY_RINGS {
                     glommio::timer::sleep(FALLBACK_POLL).await;
                 }
                 self.ring().await;
+                pace.rung();
                 empty += 1;
                 continue;
             }
             empty = 0;
+            pace.found(Instant::now());
             self.dispatch(&events[..n]);
             // Let the tasks just woken run, then look again before arming the doorbell: a
             // busy shard takes its events without a ring per pass.
@@ -393,14 +472,90 @@ mod tests {
 
     use glommio::LocalExecutorBuilder;
 
-    use super::{Poller, Socket};
+    use std::time::{Duration, Instant};
+
+    use super::{Pace, Poller, Socket};
 
     #[test]
     fn poller_rings_for_a_socket_edge() {
+        sockets_wake_their_tasks(Duration::ZERO);
+    }
+
+    #[test]
+    fn a_ticking_poller_still_wakes_its_sockets() {
+        let window = Duration::from_millis(5);
         let ran = LocalExecutorBuilder::default()
-            .spawn(|| async {
+            .spawn(move || async move {
                 let poller = Poller::new().expect("epoll");
-                glommio::spawn_local(poller.clone().run()).detach();
+                glommio::spawn_local(poller.clone().run(window)).detach();
+                let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
+                let socket = Socket::new(&poller, OwnedFd::from(ours)).expect("register");
+                // The second word rings within the window of the first, so the poller
+                // ticks from then on: the third is seen only by a tick.
+                for word in [&b"one"[..], b"two", b"six"] {
+                    let mut buf = [0u8; 16];
+                    let mut read = Box::pin(poll_fn(|cx| socket.poll_read(cx, &mut buf)));
+                    assert!(futures_lite::future::poll_once(read.as_mut()).await.is_none());
+                    theirs.write_all(word).expect("write");
+                    let late = async {
+                        glommio::timer::sleep(Duration::from_secs(10)).await;
+                        Err(std::io::ErrorKind::TimedOut.into())
+                    };
+                    let n = futures_lite::future::or(read, late).await.expect("read within 10 s");
+                    assert_eq!(&buf[..n], word);
+                }
+                true
+            })
+            .expect("executor")
+            .join()
+            .expect("join");
+        assert!(ran);
+    }
+
+    #[test]
+    fn only_a_shard_woken_again_within_the_window_ticks() {
+        let window = Duration::from_millis(1);
+        let t0 = Instant::now();
+        let mut pace = Pace::new(window);
+        // Arrivals further apart than the window: the doorbell each time.
+        pace.rung();
+        pace.found(t0);
+        assert_eq!(pace.idle(), None);
+        pace.rung();
+        pace.found(t0 + 3 * window);
+        assert_eq!(pace.idle(), None);
+        // Woken again within the window of the last events: tick.
+        pace.rung();
+        pace.found(t0 + 3 * window + window / 2);
+        assert_eq!(pace.idle(), Some(window));
+        // Ticks go on while they find events...
+        pace.found(t0 + 5 * window);
+        assert_eq!(pace.idle(), Some(window));
+        // ... and the first that finds nothing goes back to the doorbell.
+        assert_eq!(pace.idle(), None);
+        assert_eq!(pace.idle(), None);
+        // Events found without a wait in between (a busy pass) change nothing.
+        pace.found(t0 + 9 * window);
+        pace.found(t0 + 9 * window);
+        assert_eq!(pace.idle(), None);
+    }
+
+    #[test]
+    fn no_window_never_ticks() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(Duration::ZERO);
+        for _ in 0..3 {
+            pace.rung();
+            pace.found(t0);
+            assert_eq!(pace.idle(), None);
+        }
+    }
+
+    fn sockets_wake_their_tasks(window: Duration) {
+        let ran = LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let poller = Poller::new().expect("epoll");
+                glommio::spawn_local(poller.clone().run(window)).detach();
                 let (ours, mut theirs) = UnixStream::pair().expect("socketpair");
                 let socket = Socket::new(&poller, OwnedFd::from(ours)).expect("register");
                 let mut buf = [0u8; 16];
