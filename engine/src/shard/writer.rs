@@ -111,13 +111,15 @@ impl Writers {
                 State::Done => Finish::Nothing,
                 State::Shard => {
                     entry.state = State::Task(None);
-                    Finish::Write(write_out(
+                    // Boxed: inline, the writing future would be part of every
+                    // connection's future, idle or not (about 100 bytes each).
+                    Finish::Write(Box::pin(write_out(
                         shard.clone(),
                         entry.stream.clone(),
                         entry.out.clone(),
                         entry.endpoint,
                         None,
-                    ))
+                    )))
                 }
             }
         };
