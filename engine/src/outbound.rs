@@ -305,11 +305,15 @@ impl Outbound {
 
     /// [`Outbound::take`] without waiting: `None` while the queue is open and empty.
     pub fn take_now(&self, spare: &mut Vec<u8>) -> Option<Closing> {
-        if self.with_queue(|queue| !queue.is_empty()) {
-            self.with_queue(|queue| std::mem::swap(queue, spare));
-            return Some(self.closing.get());
-        }
-        (self.closing.get() != Closing::Open).then(|| self.closing.get())
+        let took = self.with_queue(|queue| {
+            let took = !queue.is_empty();
+            if took {
+                std::mem::swap(queue, spare);
+            }
+            took
+        });
+        let closing = self.closing.get();
+        (took || closing != Closing::Open).then_some(closing)
     }
 
     /// Gives the storage of `spare` (written and trimmed) back to the queue when it is
@@ -486,11 +490,17 @@ mod tests {
         spare
     }
 
-    #[test]
-    fn last_words_wait_behind_receipts_held_for_kafka() {
+    /// A queue holding back receipts `R1` and `R2` for messages 1 and 2.
+    fn holding_two_receipts() -> Outbound {
         let out = Outbound::new(1 << 20, Instant::now());
         out.hold_until(1, b"R1");
         out.hold_until(2, b"R2");
+        out
+    }
+
+    #[test]
+    fn last_words_wait_behind_receipts_held_for_kafka() {
+        let out = holding_two_receipts();
         // Other replies and deliveries do not wait.
         out.push_reply(b"A");
         assert!(out.push(b"m"));
@@ -510,9 +520,7 @@ mod tests {
 
     #[test]
     fn a_refused_message_closes_the_connection_without_its_receipt() {
-        let out = Outbound::new(1 << 20, Instant::now());
-        out.hold_until(1, b"R1");
-        out.hold_until(2, b"R2");
+        let out = holding_two_receipts();
         out.push_last(b"C");
         out.release(1, true);
         out.release(2, false);

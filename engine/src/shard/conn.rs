@@ -5,8 +5,8 @@
 //! conformance endpoint), and the shard's writer (`writer.rs`) drains its `Outbound`
 //! queue, one `send()` per burst. Requests of SockJS's HTTP transports go to
 //! `transport.rs` on the shard that owns their session; a connection whose request
-//! belongs to another shard is handed over to it (`sessions.rs`). Reads go through the shard's scratch buffer so an idle connection
-//! holds no read buffer.
+//! belongs to another shard is handed over to it (`sessions.rs`). Reads go through the
+//! shard's scratch buffer so an idle connection holds no read buffer.
 
 use std::future::{poll_fn, Future};
 use std::io;

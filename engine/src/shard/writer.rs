@@ -100,37 +100,24 @@ impl Writers {
     /// and its socket shut down; then forgets it.
     pub(super) async fn finish(shard: &Rc<Shard>, token: u32) {
         let writers = &shard.writers;
-        let job = {
+        let (task, parts) = {
             let mut entries = writers.entries.borrow_mut();
             let Some(entry) = entries.entries.get_mut(token as usize).and_then(Option::as_mut) else {
                 return;
             };
             entry.out.close(Closing::Graceful);
             match &mut entry.state {
-                State::Task(task) => Finish::Join(task.take()),
-                State::Done => Finish::Nothing,
+                State::Task(task) => (task.take(), None),
+                State::Done => (None, None),
                 State::Shard => {
                     entry.state = State::Task(None);
-                    // Boxed: inline, the writing future would be part of every
-                    // connection's future, idle or not (about 100 bytes each).
-                    Finish::Write(Box::pin(write_out(
-                        shard.clone(),
-                        entry.stream.clone(),
-                        entry.out.clone(),
-                        entry.endpoint,
-                        None,
-                    )))
+                    (None, Some(entry.parts()))
                 }
             }
         };
-        match job {
-            Finish::Join(Some(task)) => {
-                task.await;
-            }
-            Finish::Write(writing) => {
-                writing.await;
-            }
-            Finish::Join(None) | Finish::Nothing => {}
+        let task = task.or_else(|| parts.map(|parts| write_on_its_own(shard, token, parts, None)));
+        if let Some(task) = task {
+            task.await;
         }
         let mut entries = writers.entries.borrow_mut();
         if let Some(slot) = entries.entries.get_mut(token as usize) {
@@ -194,23 +181,9 @@ impl Writers {
             Some(_) => 0,
         };
         entry.state = State::Task(None);
-        let writing = write_out(
-            shard.clone(),
-            entry.stream.clone(),
-            entry.out.clone(),
-            entry.endpoint,
-            Some((std::mem::take(spare), from)),
-        );
+        let parts = entry.parts();
         drop(entries);
-        let shard = shard.clone();
-        let task = glommio::spawn_local(async move {
-            let closed = writing.await;
-            let mut entries = shard.writers.entries.borrow_mut();
-            if let Some(entry) = entries.entries.get_mut(token as usize).and_then(Option::as_mut) {
-                entry.state = if closed { State::Done } else { State::Shard };
-            }
-        })
-        .detach();
+        let task = write_on_its_own(shard, token, parts, Some((std::mem::take(spare), from)));
         let mut entries = self.entries.borrow_mut();
         if let Some(Entry {
             state: State::Task(slot),
@@ -222,11 +195,32 @@ impl Writers {
     }
 }
 
-/// How `finish` waits.
-enum Finish<W> {
-    Join(Option<JoinHandle<()>>),
-    Write(W),
-    Nothing,
+impl Entry {
+    /// What `write_out` needs of the entry.
+    fn parts(&self) -> (Stream, Rc<Outbound>, Endpoint) {
+        (self.stream.clone(), self.out.clone(), self.endpoint)
+    }
+}
+
+/// Gives the queue of `token` a task of its own (`write_out`) from `rest` on; the task
+/// hands the queue back to the shard's writer, or marks its socket shut down, when it
+/// ends. The writer's table must not be borrowed: glommio may run the task at once.
+fn write_on_its_own(
+    shard: &Rc<Shard>,
+    token: u32,
+    (stream, out, endpoint): (Stream, Rc<Outbound>, Endpoint),
+    rest: Option<(Vec<u8>, usize)>,
+) -> JoinHandle<()> {
+    let writing = write_out(shard.clone(), stream, out, endpoint, rest);
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let closed = writing.await;
+        let mut entries = shard.writers.entries.borrow_mut();
+        if let Some(entry) = entries.entries.get_mut(token as usize).and_then(Option::as_mut) {
+            entry.state = if closed { State::Done } else { State::Shard };
+        }
+    })
+    .detach()
 }
 
 /// List entries written between chances for the other task queue to run.
