@@ -204,7 +204,7 @@ impl Entry {
 
 /// Gives the queue of `token` a task of its own (`write_out`) from `rest` on; the task
 /// hands the queue back to the shard's writer, or marks its socket shut down, when it
-/// ends. The writer's table must not be borrowed: glommio may run the task at once.
+/// ends. Call it with the writer's table not borrowed: the task borrows it.
 fn write_on_its_own(
     shard: &Rc<Shard>,
     token: u32,
